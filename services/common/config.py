@@ -1,0 +1,116 @@
+"""Typed settings shared by every service: read from environment variables, validated at start-up.
+
+Each service declares one `BaseSettings` subclass combining `ServiceSettings` with the store
+mixins it needs. A bad value stops the process before it binds a port, with a message naming the
+variable (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def _check_host_port(value: str) -> str:
+    match = _HOST_PORT.match(value)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        raise ValueError(f"expected host:port with a port in 1..65535, got {value!r}")
+    return value
+
+
+PeerAddress = Annotated[str, AfterValidator(_check_host_port)]
+"""A peer service address, `host:port`, as passed in `<SERVICE>_ADDR`."""
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+# Default addresses of the mesh on one machine; `counterpick up` uses the same numbers.
+DEFAULT_GRPC_PORTS: dict[str, int] = {
+    "ingest": 50051,
+    "etl": 50052,
+    "model": 50053,
+    "auth": 50054,
+    "user": 50055,
+    "draft": 50056,
+}
+
+
+class CommonSettings(BaseSettings):
+    """Settings every process of the mesh understands (services and the edge)."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    # Standard OpenTelemetry variables; "none" keeps a laptop quiet when no collector runs.
+    otel_service_name: str | None = None
+    otel_traces_exporter: Literal["otlp", "console", "none"] | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+
+
+class ServiceSettings(CommonSettings):
+    """Where a gRPC service listens and how it stops."""
+
+    host: str = "127.0.0.1"
+    port: Port = 0
+    # Prometheus exposition over HTTP; 0 disables it (tests), `counterpick up` assigns one.
+    metrics_port: Port = 0
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka-protocol broker (tansu locally, Apache Kafka in production)."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_match_ids: str = "match_ids_raw"
+    kafka_topic_dead_letters: str = "match_ids_dlq"
+
+
+class PostgresSettings(BaseSettings):
+    """PostgreSQL for users and sessions."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    postgres_dsn: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/counterpick",
+        pattern=r"^postgres(ql)?://",
+    )
+
+
+class RedisSettings(BaseSettings):
+    """Redis for model snapshots, replay stores and rate limits."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+
+
+class WarehouseSettings(BaseSettings):
+    """ClickHouse: `chdb:///path` for the embedded engine, `http(s)://host:8123` for a server."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    warehouse_dsn: str = Field(
+        default="chdb:///var/lib/counterpick/warehouse", pattern=r"^(chdb|https?|clickhouse)://"
+    )
+
+
+def load_settings[S: BaseSettings](settings_class: type[S]) -> S:
+    """Build settings from the environment, or exit with one line per bad variable."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        lines = [f"invalid configuration for {settings_class.__name__}:"]
+        for problem in error.errors():
+            variable = "_".join(str(part) for part in problem["loc"]).upper()
+            lines.append(f"  {variable}: {problem['msg']} (got {problem.get('input')!r})")
+        print("\n".join(lines), file=sys.stderr)  # noqa: T201 - logging is not configured yet
+        raise SystemExit(2) from None

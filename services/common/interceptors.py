@@ -1,0 +1,175 @@
+"""The server interceptor that turns domain errors into gRPC statuses and counts every call.
+
+Mapping happens here and nowhere else: servicers raise `CounterpickError` subclasses (or let a bug
+escape) and never call `set_code`. Each status carries a `google.rpc.ErrorInfo` detail with the
+stable `ErrorReason` name, so clients can branch on it without parsing messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from services.common.errors import CounterpickError, RateLimited
+
+ERROR_DOMAIN = "counterpick.dev"
+log = logging.getLogger(__name__)
+
+RPC_HANDLED = Counter(
+    "counterpick_grpc_server_handled",
+    "gRPC calls completed by the server, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+RPC_SECONDS = Histogram(
+    "counterpick_grpc_server_handling_seconds",
+    "Time from call start to final status, by method.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def status_for(error: CounterpickError) -> status_pb2.Status:
+    """The rich gRPC status (code, message, ErrorInfo and RetryInfo details) for a domain error."""
+    code = grpc.StatusCode[error.status_code_name]
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    status.details.add().Pack(info)
+    if isinstance(error, RateLimited):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
+
+
+def _internal_status(method: str) -> status_pb2.Status:
+    span_context = trace.get_current_span().get_span_context()
+    reference = format(span_context.trace_id, "032x") if span_context.is_valid else "n/a"
+    info = error_details_pb2.ErrorInfo(
+        reason="ERROR_REASON_INTERNAL", domain=ERROR_DOMAIN, metadata={"trace_id": reference}
+    )
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error in {method} (trace {reference})"
+    )
+    status.details.add().Pack(info)
+    return status
+
+
+def _unimplemented_status(method: str) -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_pb2.UNIMPLEMENTED, message=f"{method} is not implemented yet"
+    )
+
+
+class _Outcome:
+    """Tracks the final code of one call for the metrics."""
+
+    def __init__(self, method: str) -> None:
+        service, _, name = method.lstrip("/").rpartition("/")
+        self.service = service
+        self.name = name
+        self.method = method
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    def record(self) -> None:
+        RPC_HANDLED.labels(self.service, self.name, self.code.name).inc()
+        RPC_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - self.started)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+async def _translate(
+    error: BaseException, outcome: _Outcome, context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    """Abort the call with the status `error` stands for; re-raise what is not ours to map."""
+    if isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
+        outcome.code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+        raise error
+    if isinstance(error, CounterpickError):
+        outcome.code = grpc.StatusCode[error.status_code_name]
+        log.info(
+            "rpc failed",
+            extra={"fields": {"method": outcome.method, "code": outcome.code.name,
+                              "reason": error.reason, "detail": error.message}},
+        )
+        await _abort(context, status_for(error))
+    elif isinstance(error, NotImplementedError):
+        outcome.code = grpc.StatusCode.UNIMPLEMENTED
+        await _abort(context, _unimplemented_status(outcome.method))
+    else:
+        outcome.code = grpc.StatusCode.INTERNAL
+        log.error("unhandled error in %s", outcome.method, exc_info=error)
+        await _abort(context, _internal_status(outcome.method))
+
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+class StatusInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions to statuses exactly once and records per-method call metrics."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.request_streaming:
+            # The mesh has no client-streaming RPCs; leave anything else untouched.
+            return handler
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap_unary(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @staticmethod
+    def _wrap_unary(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            outcome = _Outcome(method)
+            try:
+                return await behavior(request, context)
+            except BaseException as error:  # noqa: BLE001 - translated or re-raised
+                await _translate(error, outcome, context)
+                raise
+            finally:
+                outcome.record()
+
+        return call
+
+    @staticmethod
+    def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            outcome = _Outcome(method)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as error:  # noqa: BLE001 - translated or re-raised
+                await _translate(error, outcome, context)
+                raise
+            finally:
+                outcome.record()
+
+        return call

@@ -1,0 +1,141 @@
+"""The grpc.aio server bootstrap every service runs: health, reflection, tracing, errors, metrics.
+
+A service hands `GrpcServer` its registrations (the servicer plus the generated `add_*_to_server`)
+and its own start/stop hooks; this module owns the rest of the life cycle: bind, SERVING health
+entries, graceful SIGTERM (NOT_SERVING first, then stop accepting, then finish in-flight calls
+within the grace period), and flushing telemetry on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from prometheus_client import start_http_server
+
+from services.common.config import ServiceSettings
+from services.common.interceptors import StatusInterceptor
+from services.common.telemetry import setup_telemetry, shutdown_telemetry
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One exported gRPC service: its full name and how to add its servicer to a server."""
+
+    full_name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+def registration[T](
+    servicer: T,
+    add_servicer: Callable[[T, grpc.aio.Server], None],
+    descriptor_full_name: str,
+) -> ServiceRegistration:
+    """Bind a servicer to its generated `add_XServicer_to_server` function."""
+    return ServiceRegistration(descriptor_full_name, lambda server: add_servicer(servicer, server))
+
+
+@dataclass
+class GrpcServer:
+    """A running (or ready to run) gRPC server for one mesh service."""
+
+    name: str
+    settings: ServiceSettings
+    services: Sequence[ServiceRegistration]
+    on_start: Sequence[Hook] = ()
+    on_stop: Sequence[Hook] = ()
+    port: int = 0
+    _server: grpc.aio.Server | None = field(default=None, init=False)
+    _health: health.aio.HealthServicer | None = field(default=None, init=False)
+
+    async def start(self) -> int:
+        """Run start hooks, bind, and mark every exported service SERVING; returns the port."""
+        for hook in self.on_start:
+            await hook()
+        server = grpc.aio.server(
+            interceptors=[aio_server_interceptor(), StatusInterceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for service in self.services:
+            service.add_to_server(server)
+        names = [service.full_name for service in self.services]
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"{self.name}: could not bind {address}")
+        await server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await health_servicer.set("", serving)
+        for name in names:
+            await health_servicer.set(name, serving)
+        self._server, self._health = server, health_servicer
+        log.info(
+            "service started",
+            extra={"fields": {"service": self.name, "address": f"{self.settings.host}:{self.port}",
+                              "grpc_services": names}},
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING for every entry, refuse new calls, let in-flight ones finish."""
+        if self._server is None or self._health is None:
+            return
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+        for hook in reversed(self.on_stop):
+            try:
+                await hook()
+            except Exception:
+                log.exception("stop hook failed")
+        log.info("service stopped", extra={"fields": {"service": self.name}})
+
+    async def run_until_signal(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
+        await stop_requested.wait()
+        log.info("shutdown requested", extra={"fields": {"service": self.name}})
+        await self.stop()
+
+
+def run_service(
+    name: str,
+    settings: ServiceSettings,
+    build: Callable[[], GrpcServer | Awaitable[GrpcServer]],
+) -> None:
+    """Entry point body shared by every `python -m services.<name>`."""
+    setup_telemetry(settings, name)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host)
+
+    async def main() -> None:
+        built: Any = build()
+        server: GrpcServer = await built if asyncio.iscoroutine(built) else built
+        await server.run_until_signal()
+
+    try:
+        asyncio.run(main())
+    finally:
+        shutdown_telemetry()
