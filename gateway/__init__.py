@@ -1,0 +1,1 @@
+"""The edge: FastAPI translating GraphQL and WebSocket traffic into internal gRPC calls."""

@@ -112,5 +112,5 @@ def load_settings[S: BaseSettings](settings_class: type[S]) -> S:
         for problem in error.errors():
             variable = "_".join(str(part) for part in problem["loc"]).upper()
             lines.append(f"  {variable}: {problem['msg']} (got {problem.get('input')!r})")
-        print("\n".join(lines), file=sys.stderr)  # noqa: T201 - logging is not configured yet
+        print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

@@ -96,5 +96,7 @@ class DependencyUnavailable(CounterpickError):
     reason = "ERROR_REASON_DEPENDENCY_UNAVAILABLE"
 
     def __init__(self, dependency: str, message: str | None = None) -> None:
-        super().__init__(message or f"{dependency} is unavailable", metadata={"dependency": dependency})
+        super().__init__(
+            message or f"{dependency} is unavailable", metadata={"dependency": dependency}
+        )
         self.dependency = dependency

@@ -103,8 +103,14 @@ async def _translate(
         outcome.code = grpc.StatusCode[error.status_code_name]
         log.info(
             "rpc failed",
-            extra={"fields": {"method": outcome.method, "code": outcome.code.name,
-                              "reason": error.reason, "detail": error.message}},
+            extra={
+                "fields": {
+                    "method": outcome.method,
+                    "code": outcome.code.name,
+                    "reason": error.reason,
+                    "detail": error.message,
+                }
+            },
         )
         await _abort(context, status_for(error))
     elif isinstance(error, NotImplementedError):
@@ -125,7 +131,9 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
@@ -151,7 +159,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
             outcome = _Outcome(method)
             try:
                 return await behavior(request, context)
-            except BaseException as error:  # noqa: BLE001 - translated or re-raised
+            except BaseException as error:
                 await _translate(error, outcome, context)
                 raise
             finally:
@@ -161,12 +169,14 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def call(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             outcome = _Outcome(method)
             try:
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as error:  # noqa: BLE001 - translated or re-raised
+            except BaseException as error:
                 await _translate(error, outcome, context)
                 raise
             finally:

@@ -88,8 +88,13 @@ class GrpcServer:
         self._server, self._health = server, health_servicer
         log.info(
             "service started",
-            extra={"fields": {"service": self.name, "address": f"{self.settings.host}:{self.port}",
-                              "grpc_services": names}},
+            extra={
+                "fields": {
+                    "service": self.name,
+                    "address": f"{self.settings.host}:{self.port}",
+                    "grpc_services": names,
+                }
+            },
         )
         return self.port
 

@@ -1,0 +1,85 @@
+"""The FastAPI application: GraphQL at /graphql plus health, readiness and metrics endpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from strawberry.fastapi import GraphQLRouter
+
+from gateway.clients import MeshClients
+from gateway.config import EdgeSettings
+from gateway.schema import Context, schema
+
+HTTP_REQUESTS = Counter(
+    "counterpick_edge_http_requests",
+    "HTTP requests answered by the edge, by route and status code.",
+    ["route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "counterpick_edge_http_request_seconds", "Time to answer an HTTP request, by route.", ["route"]
+)
+
+
+def create_app(settings: EdgeSettings) -> FastAPI:
+    """Build the edge app; channels open at startup and close at shutdown."""
+    clients_holder: dict[str, MeshClients] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        clients_holder["mesh"] = MeshClients(
+            settings.peer_addresses(), settings.grpc_timeout_seconds
+        )
+        try:
+            yield
+        finally:
+            await clients_holder.pop("mesh").close()
+
+    def clients() -> MeshClients:
+        return clients_holder["mesh"]
+
+    async def get_context() -> Context:
+        return Context(clients())
+
+    app = FastAPI(
+        title="counterpick edge",
+        description="GraphQL and WebSocket edge of the counterpick gRPC mesh.",
+        lifespan=lifespan,
+    )
+    app.include_router(GraphQLRouter(schema, context_getter=get_context), prefix="/graphql")
+
+    @app.get("/healthz", summary="Liveness: the edge process answers.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: every mesh service reports SERVING.")
+    async def readyz(_: Request) -> JSONResponse:
+        health = await clients().mesh_health()
+        ready = all(h.status == "SERVING" for h in health)
+        body = {"ready": ready, "services": {h.service: h.status for h in health}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics of the edge process.")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # Label by route template, never by raw path, so label cardinality stays bounded.
+        label = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(label, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics")
+    return app

@@ -1,0 +1,1 @@
+"""The `counterpick` command: run the whole mesh locally, one service, or check health."""

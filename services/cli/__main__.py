@@ -1,0 +1,95 @@
+"""`counterpick`: run the whole mesh (`up`), one service (`serve`), or check health."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+
+from services.cli.health import check_health
+from services.cli.up import EDGE_PORT, SERVICES, MeshPlan, run_up
+from services.common.config import DEFAULT_GRPC_PORTS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="counterpick", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start stores, the six services and the edge")
+    up.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    up.add_argument("--edge-port", type=int, default=EDGE_PORT)
+    for name in SERVICES:
+        up.add_argument(f"--{name}-port", type=int, default=DEFAULT_GRPC_PORTS[name])
+    up.add_argument(
+        "--kafka-port",
+        type=int,
+        default=9092,
+        help="port of the embedded broker (a free one is used if taken)",
+    )
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".counterpick"),
+        help="where embedded stores keep data and services write logs",
+    )
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=[*SERVICES, "edge"])
+
+    status = commands.add_parser("status", help="gRPC health of every service")
+    status.add_argument("--host", default="127.0.0.1")
+    for name in SERVICES:
+        status.add_argument(f"--{name}-port", type=int, default=DEFAULT_GRPC_PORTS[name])
+
+    check = commands.add_parser("healthcheck", help="exit 0 only if ADDRESS is SERVING")
+    check.add_argument("address", help="host:port")
+    check.add_argument("--service", default="", help="one gRPC service name (default: overall)")
+    return parser
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def gather() -> list[tuple[str, str, str]]:
+        addresses = {name: f"{args.host}:{getattr(args, f'{name}_port')}" for name in SERVICES}
+        results = await asyncio.gather(*(check_health(a) for a in addresses.values()))
+        return [(n, addresses[n], r) for n, r in zip(SERVICES, results, strict=True)]
+
+    rows = asyncio.run(gather())
+    for name, address, result in rows:
+        print(f"{name:<8} {address:<22} {result}")
+    return 0 if all(result == "SERVING" for *_, result in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        plan = MeshPlan(
+            host=args.host,
+            edge_port=args.edge_port,
+            grpc_ports={name: getattr(args, f"{name}_port") for name in SERVICES},
+            state_dir=args.state_dir,
+            kafka_port=args.kafka_port,
+        )
+        return asyncio.run(run_up(plan))
+    if args.command == "serve":
+        module = (
+            "gateway.__main__" if args.service == "edge" else f"services.{args.service}.__main__"
+        )
+        importlib.import_module(module).main()
+        return 0
+    if args.command == "status":
+        return _status(args)
+    result = asyncio.run(check_health(args.address, args.service))
+    print(result)
+    return 0 if result == "SERVING" else 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,34 @@
+"""gRPC health checks of mesh services, used by `status`, `healthcheck` and `up`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+async def check_health(address: str, service: str = "", *, timeout_seconds: float = 2.0) -> str:
+    """The health status name of `service` at `address` ("SERVING", ...), or "UNREACHABLE"."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_seconds
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return "SERVICE_UNKNOWN"
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+async def wait_until_serving(address: str, *, timeout_seconds: float) -> bool:
+    """Poll `address` until its overall health is SERVING or the time is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    while loop.time() < deadline:
+        if await check_health(address, timeout_seconds=1.0) == "SERVING":
+            return True
+        await asyncio.sleep(0.1)
+    return False

@@ -1,0 +1,223 @@
+"""`counterpick up`: the whole mesh on this machine, with its stores, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from services.cli.health import wait_until_serving
+from services.cli.local_stores import LocalStores, free_port, port_is_free
+from services.cli.processes import ManagedProcess, stop_all
+from services.common.config import DEFAULT_GRPC_PORTS
+from services.common.errors import CounterpickError
+
+SERVICES = tuple(DEFAULT_GRPC_PORTS)
+EDGE_PORT = 8000
+READY_TIMEOUT_SECONDS = 90.0
+# Services drain in-flight calls for up to 5 s (SHUTDOWN_GRACE_SECONDS); allow a little more.
+STOP_GRACE_SECONDS = 8.0
+
+
+@dataclass
+class MeshPlan:
+    """Where each part of the mesh listens."""
+
+    host: str = "127.0.0.1"
+    edge_port: int = EDGE_PORT
+    grpc_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
+    state_dir: Path = Path(".counterpick")
+    kafka_port: int = 9092
+
+    def address(self, service: str) -> str:
+        """host:port of one gRPC service."""
+        return f"{self.host}:{self.grpc_ports[service]}"
+
+    def busy_ports(self) -> list[str]:
+        """Human-readable list of requested ports already taken by something else."""
+        wanted = {"edge": self.edge_port, **self.grpc_ports}
+        return [
+            f"{name} {port}" for name, port in wanted.items() if not port_is_free(port, self.host)
+        ]
+
+
+class Mesh:
+    """Starts the stores, the six services and the edge; stops them all in reverse order."""
+
+    def __init__(self, plan: MeshPlan) -> None:
+        self.plan = plan
+        self.stores = LocalStores(plan.state_dir, kafka_port=plan.kafka_port)
+        self.services: dict[str, ManagedProcess] = {}
+        self.edge: ManagedProcess | None = None
+        self.metrics_ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        """Bring everything up; raises RuntimeError naming the part that failed."""
+        store_env = await self.stores.start()
+        peers = {f"{name.upper()}_ADDR": self.plan.address(name) for name in SERVICES}
+        logs = self.plan.state_dir / "logs"
+        for name in SERVICES:
+            self.metrics_ports[name] = free_port()
+            env = {
+                **store_env,
+                **peers,
+                "HOST": self.plan.host,
+                "PORT": str(self.plan.grpc_ports[name]),
+                "METRICS_PORT": str(self.metrics_ports[name]),
+                "OTEL_SERVICE_NAME": f"counterpick-{name}",
+            }
+            process = ManagedProcess(
+                name, [sys.executable, "-m", f"services.{name}"], logs / f"{name}.log", env
+            )
+            process.start()
+            self.services[name] = process
+        await asyncio.gather(*(self._wait_serving(name) for name in SERVICES))
+        self.edge = ManagedProcess(
+            "edge",
+            [sys.executable, "-m", "gateway"],
+            logs / "edge.log",
+            {
+                **peers,
+                "HOST": self.plan.host,
+                "PORT": str(self.plan.edge_port),
+                "OTEL_SERVICE_NAME": "counterpick-edge",
+            },
+        )
+        self.edge.start()
+        await self._wait_edge_ready()
+
+    async def _wait_serving(self, name: str) -> None:
+        process = self.services[name]
+        waiter = asyncio.ensure_future(
+            wait_until_serving(self.plan.address(name), timeout_seconds=READY_TIMEOUT_SECONDS)
+        )
+        while not waiter.done():
+            if process.exit_code() is not None:
+                waiter.cancel()
+                raise RuntimeError(
+                    f"{name} exited with code {process.exit_code()} while starting; "
+                    f"last log lines ({process.log_path}):\n{process.log_tail()}"
+                )
+            await asyncio.sleep(0.1)
+        if not waiter.result():
+            raise RuntimeError(f"{name} did not report SERVING within {READY_TIMEOUT_SECONDS:g}s")
+
+    async def _wait_edge_ready(self) -> None:
+        assert self.edge is not None
+        url = f"http://{self.plan.host}:{self.plan.edge_port}/readyz"
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.edge.exit_code() is not None:
+                    raise RuntimeError(
+                        f"edge exited with code {self.edge.exit_code()} while starting; "
+                        f"last log lines ({self.edge.log_path}):\n{self.edge.log_tail()}"
+                    )
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"edge was not ready at {url} within {READY_TIMEOUT_SECONDS:g}s")
+
+    def crashed(self) -> str | None:
+        """The name and exit code of the first child that died, if any."""
+        for process in [*self.services.values(), *([self.edge] if self.edge else [])]:
+            code = process.exit_code()
+            if code is not None:
+                return f"{process.name} exited with code {code}:\n{process.log_tail()}"
+        return None
+
+    def stop(self) -> None:
+        """Edge first (no new traffic), then services (drain), then the stores they used."""
+        if self.edge is not None:
+            stop_all([self.edge], STOP_GRACE_SECONDS)
+        stop_all(list(self.services.values()), STOP_GRACE_SECONDS)
+        self.stores.stop()
+
+    def endpoint_table(self, ready_seconds: float) -> str:
+        """The table printed once the mesh is ready."""
+        host = self.plan.host
+        rows = [
+            (
+                "edge",
+                f"http://{host}:{self.plan.edge_port}/graphql",
+                "GraphiQL, /healthz, /readyz, /metrics",
+            )
+        ]
+        for name in SERVICES:
+            rows.append(
+                (
+                    name,
+                    self.plan.address(name),
+                    f"gRPC counterpick.{name}.v1; metrics http://{host}:{self.metrics_ports[name]}/metrics",
+                )
+            )
+        for info in self.stores.infos:
+            rows.append((info.name, info.address, info.origin))
+        width = [max(len(row[i]) for row in rows) for i in range(2)]
+        lines = [
+            f"counterpick is up in {ready_seconds:.1f}s (logs: {self.plan.state_dir / 'logs'})",
+            "",
+        ]
+        lines += [f"  {a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
+        lines += [
+            "",
+            f"  try: grpcurl -plaintext {self.plan.address('model')} list",
+            "",
+            "Ctrl-C stops everything.",
+        ]
+        return "\n".join(lines)
+
+
+async def run_up(plan: MeshPlan) -> int:
+    """Start the mesh, print its endpoints, and stop it cleanly on a signal or a crash."""
+    busy = plan.busy_ports()
+    if busy:
+        print(
+            f"counterpick up: ports already in use: {', '.join(busy)}; "
+            "stop what holds them or pass --edge-port / --<service>-port",
+            file=sys.stderr,
+        )
+        return 2
+    started = time.monotonic()
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+    mesh = Mesh(plan)
+    exit_code = 0
+    try:
+        print("starting stores and services...", file=sys.stderr, flush=True)
+        start = asyncio.ensure_future(mesh.start())
+        stopper = asyncio.ensure_future(stop_requested.wait())
+        await asyncio.wait([start, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():
+            start.cancel()
+            return 130
+        stopper.cancel()
+        start.result()
+        print(mesh.endpoint_table(time.monotonic() - started), flush=True)
+        while not stop_requested.is_set():
+            crash = mesh.crashed()
+            if crash is not None:
+                print(f"counterpick up: {crash}", file=sys.stderr)
+                exit_code = 1
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), timeout=0.5)
+    except (RuntimeError, CounterpickError) as error:
+        print(f"counterpick up: {error}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        await asyncio.to_thread(mesh.stop)
+        print("stopped.", file=sys.stderr, flush=True)
+    return exit_code

@@ -1,0 +1,1 @@
+"""etl service: consumes `match_ids_raw`, enriches and cleans matches, loads ClickHouse."""

@@ -1,0 +1,1 @@
+"""model service: hero advantage, synergy, personal scores, win model, pick/ban suggestions."""

@@ -1,0 +1,18 @@
+"""Settings of the model service, from environment variables."""
+
+from __future__ import annotations
+
+from services.common.config import (
+    DEFAULT_GRPC_PORTS,
+    PeerAddress,
+    Port,
+    RedisSettings,
+    ServiceSettings,
+)
+
+
+class ModelSettings(ServiceSettings, RedisSettings):
+    """Everything the model service reads from its environment."""
+
+    port: Port = DEFAULT_GRPC_PORTS["model"]
+    etl_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['etl']}"

@@ -1,0 +1,1 @@
+"""user service: Player profiles, preferences and subscription tier, stored in PostgreSQL."""

@@ -1,0 +1,161 @@
+"""`counterpick up` as a user runs it: every service answers grpcurl, and SIGTERM leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from services.cli.up import SERVICES
+from tests.conftest import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
+SERVICE_CLASS = {
+    "ingest": "IngestService",
+    "etl": "EtlService",
+    "model": "ModelService",
+    "auth": "AuthService",
+    "user": "UserService",
+    "draft": "DraftService",
+}
+
+
+@dataclass
+class RunningMesh:
+    process: subprocess.Popen[str]
+    addresses: dict[str, str]
+    edge_url: str
+    banner: str
+    ready_seconds: float
+
+
+def _grpcurl(*args: str) -> str:
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, f"grpcurl {' '.join(args)} failed: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+    state_dir = tmp_path_factory.mktemp("mesh")
+    ports = {name: free_port() for name in SERVICES}
+    edge_port = free_port()
+    argv = [sys.executable, "-m", "services.cli", "up", "--edge-port", str(edge_port),
+            "--kafka-port", str(free_port()), "--state-dir", str(state_dir)]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"KAFKA_BOOTSTRAP_SERVERS", "WAREHOUSE_DSN"}}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    banner: list[str] = []
+    for line in process.stdout:
+        banner.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            break
+    else:
+        pytest.fail("counterpick up exited before it was ready:\n" + "".join(banner))
+    ready_seconds = time.monotonic() - started
+    text = "".join(banner)
+    addresses = {}
+    for name in SERVICES:
+        match = re.search(rf"^\s+{name}\s+(\S+:\d+)\s", text, re.MULTILINE)
+        assert match, f"no address for {name} in:\n{text}"
+        addresses[name] = match.group(1)
+    yield RunningMesh(process, addresses, f"http://127.0.0.1:{edge_port}", text, ready_seconds)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_banner_lists_the_requested_ports(mesh: RunningMesh) -> None:
+    assert "counterpick is up in" in mesh.banner
+    assert mesh.edge_url + "/graphql" in mesh.banner
+    for name, address in mesh.addresses.items():
+        assert address.startswith("127.0.0.1:"), name
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_grpcurl_lists_and_describes_the_service(mesh: RunningMesh, name: str) -> None:
+    full_name = f"counterpick.{name}.v1.{SERVICE_CLASS[name]}"
+    listed = _grpcurl(mesh.addresses[name], "list").split()
+    assert full_name in listed
+    assert "grpc.health.v1.Health" in listed
+    described = _grpcurl(mesh.addresses[name], "describe", full_name)
+    assert f"service {SERVICE_CLASS[name]}" in described
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_health_is_serving_overall_and_per_service(mesh: RunningMesh, name: str) -> None:
+    address = mesh.addresses[name]
+    overall = json.loads(_grpcurl(address, "grpc.health.v1.Health/Check"))
+    assert overall == {"status": "SERVING"}
+    full_name = f"counterpick.{name}.v1.{SERVICE_CLASS[name]}"
+    per_service = json.loads(
+        _grpcurl("-d", json.dumps({"service": full_name}), address, "grpc.health.v1.Health/Check")
+    )
+    assert per_service == {"status": "SERVING"}
+
+
+def test_edge_is_ready_and_reports_the_mesh_over_graphql(mesh: RunningMesh) -> None:
+    assert httpx.get(mesh.edge_url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(mesh.edge_url + "/readyz")
+    assert ready.status_code == 200
+    assert set(ready.json()["services"]) == set(SERVICES)
+    answer = httpx.post(
+        mesh.edge_url + "/graphql", json={"query": "{ mesh { name address status } }"}
+    ).json()
+    assert "errors" not in answer
+    rows = {row["name"]: row for row in answer["data"]["mesh"]}
+    assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(SERVICES, "SERVING")
+    assert rows["model"]["address"] == mesh.addresses["model"]
+    graphiql = httpx.get(mesh.edge_url + "/graphql", headers={"Accept": "text/html"})
+    assert graphiql.status_code == 200
+    assert "graphiql" in graphiql.text.lower()
+    assert "counterpick_edge_http_requests_total" in httpx.get(mesh.edge_url + "/metrics").text
+
+
+def test_each_service_exports_prometheus_metrics(mesh: RunningMesh) -> None:
+    urls = re.findall(r"metrics (http://\S+/metrics)", mesh.banner)
+    assert len(urls) == len(SERVICES)
+    _grpcurl(mesh.addresses["draft"], "grpc.health.v1.Health/Check")
+    for url in urls:
+        text = httpx.get(url).text
+        assert "counterpick_grpc_server_handled_total" in text, url
+
+
+def test_status_command_reports_every_service_serving(mesh: RunningMesh) -> None:
+    argv = [sys.executable, "-m", "services.cli", "status"]
+    for name, address in mesh.addresses.items():
+        argv += [f"--{name}-port", address.rsplit(":", 1)[1]]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SERVING") == len(SERVICES)
+
+
+def test_sigterm_stops_everything_and_leaves_no_process(mesh: RunningMesh) -> None:
+    # Last in the module: it ends the mesh the other tests used.
+    family = psutil.Process(mesh.process.pid).children(recursive=True)
+    names = {" ".join(p.cmdline()[1:3]) for p in family if p.is_running()}
+    assert any("services." in name for name in names), names
+    mesh.process.send_signal(signal.SIGTERM)
+    assert mesh.process.wait(timeout=60) == 0
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
