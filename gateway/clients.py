@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.channels import open_channel
+from services.common.health import check_health
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,7 @@ class MeshClients:
 
     async def health(self, service: str) -> ServiceHealth:
         """Check one service's overall health; a dead or slow peer reads as UNREACHABLE."""
-        stub = health_pb2_grpc.HealthStub(self.channels[service])
-        try:
-            response = await stub.Check(
-                health_pb2.HealthCheckRequest(), timeout=self.timeout_seconds
-            )
-            status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-        except grpc.aio.AioRpcError:
-            status = "UNREACHABLE"
+        status = await check_health(self.channels[service], timeout_seconds=self.timeout_seconds)
         return ServiceHealth(service, self.addresses[service], status)
 
     async def mesh_health(self) -> list[ServiceHealth]:

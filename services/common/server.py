@@ -65,7 +65,8 @@ class GrpcServer:
         for hook in self.on_start:
             await hook()
         server = grpc.aio.server(
-            interceptors=[aio_server_interceptor(), StatusInterceptor()],
+            # Tracing outermost, so the span covers the status the inner interceptor sets.
+            interceptors=[aio_server_interceptor(), StatusInterceptor()],  # type: ignore[no-untyped-call]
             options=[("grpc.so_reuseport", 0)],
         )
         health_servicer = health.aio.HealthServicer()

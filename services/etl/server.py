@@ -21,7 +21,9 @@ class EtlServicer(etl_service_pb2_grpc.EtlServiceServicer):
 def build_server(settings: EtlSettings) -> GrpcServer:
     """The etl server with its store connections opened on start and closed on stop."""
     stores = Stores(settings)
-    servicer = EtlServicer(stores)
+    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
+    # which the runtime answers as UNIMPLEMENTED.
+    servicer = EtlServicer(stores)  # type: ignore[abstract]
     return GrpcServer(
         name="etl",
         settings=settings,

@@ -21,7 +21,9 @@ class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
 def build_server(settings: IngestSettings) -> GrpcServer:
     """The ingest server with its store connections opened on start and closed on stop."""
     stores = Stores(settings)
-    servicer = IngestServicer(stores)
+    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
+    # which the runtime answers as UNIMPLEMENTED.
+    servicer = IngestServicer(stores)  # type: ignore[abstract]
     return GrpcServer(
         name="ingest",
         settings=settings,

@@ -36,7 +36,7 @@ class TraceCollector(trace_service_pb2_grpc.TraceServiceServicer):
 
     spans: list[ReceivedSpan] = field(default_factory=list)
 
-    async def Export(  # noqa: N802 - gRPC method name
+    async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
@@ -60,7 +60,7 @@ class TraceCollector(trace_service_pb2_grpc.TraceServiceServicer):
 async def collector() -> AsyncIterator[tuple[TraceCollector, int]]:
     server = grpc.aio.server()
     receiver = TraceCollector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield receiver, port
@@ -98,12 +98,26 @@ async def test_graphql_request_is_one_trace_across_edge_and_service(
     }
     draft_port, edge_port = free_port(), free_port()
     processes.append(
-        _spawn("services.draft", {**otel, "PORT": str(draft_port), "REDIS_URL": REDIS_URL,
-                                  "OTEL_SERVICE_NAME": "counterpick-draft"})
+        _spawn(
+            "services.draft",
+            {
+                **otel,
+                "PORT": str(draft_port),
+                "REDIS_URL": REDIS_URL,
+                "OTEL_SERVICE_NAME": "counterpick-draft",
+            },
+        )
     )
     processes.append(
-        _spawn("gateway", {**otel, "PORT": str(edge_port), "DRAFT_ADDR": f"127.0.0.1:{draft_port}",
-                           "OTEL_SERVICE_NAME": "counterpick-edge"})
+        _spawn(
+            "gateway",
+            {
+                **otel,
+                "PORT": str(edge_port),
+                "DRAFT_ADDR": f"127.0.0.1:{draft_port}",
+                "OTEL_SERVICE_NAME": "counterpick-edge",
+            },
+        )
     )
     edge = f"http://127.0.0.1:{edge_port}"
     async with httpx.AsyncClient(timeout=5) as client:
@@ -123,12 +137,18 @@ async def test_graphql_request_is_one_trace_across_edge_and_service(
         assert answer.status_code == 200
 
     def trace_of_request() -> tuple[ReceivedSpan, ReceivedSpan] | None:
-        edge_roots = [s for s in receiver.spans
-                      if s.service == "counterpick-edge" and s.name.startswith("POST")]
+        edge_roots = [
+            s
+            for s in receiver.spans
+            if s.service == "counterpick-edge" and s.name.startswith("POST")
+        ]
         for root in edge_roots:
             for span in receiver.spans:
-                if (span.service == "counterpick-draft" and span.trace_id == root.trace_id
-                        and span.name == "/grpc.health.v1.Health/Check"):
+                if (
+                    span.service == "counterpick-draft"
+                    and span.trace_id == root.trace_id
+                    and span.name == "/grpc.health.v1.Health/Check"
+                ):
                     return root, span
         return None
 

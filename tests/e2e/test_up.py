@@ -54,12 +54,23 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     state_dir = tmp_path_factory.mktemp("mesh")
     ports = {name: free_port() for name in SERVICES}
     edge_port = free_port()
-    argv = [sys.executable, "-m", "services.cli", "up", "--edge-port", str(edge_port),
-            "--kafka-port", str(free_port()), "--state-dir", str(state_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "up",
+        "--edge-port",
+        str(edge_port),
+        "--kafka-port",
+        str(free_port()),
+        "--state-dir",
+        str(state_dir),
+    ]
     for name, port in ports.items():
         argv += [f"--{name}-port", str(port)]
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"KAFKA_BOOTSTRAP_SERVERS", "WAREHOUSE_DSN"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "WAREHOUSE_DSN"}
+    }
     started = time.monotonic()
     process = subprocess.Popen(
         argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -60,6 +60,6 @@ def test_stop_all_kills_children_that_ignore_sigterm_and_their_children(tmp_path
 
     stop_all([stubborn], grace_seconds=0.5)
 
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _, alive = psutil.wait_procs(family, timeout=5)
     assert alive == []
     assert stubborn.exit_code() is not None
