@@ -23,4 +23,6 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy --strict"
-.venv/bin/mypy services gateway tests $([ -d bench ] && echo bench)
+.venv/bin/mypy services gateway tests deploy $([ -d bench ] && echo bench)
+echo "== docker-compose.yml agrees with the code's settings"
+.venv/bin/python deploy/check_compose.py

@@ -62,6 +62,8 @@ class ServiceSettings(CommonSettings):
     # Prometheus exposition over HTTP; 0 disables it (tests), `counterpick up` assigns one.
     metrics_port: Port = 0
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+    # How long start-up waits for a store that is still booting before refusing to start.
+    store_wait_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
 class KafkaSettings(BaseSettings):

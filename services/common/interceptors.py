@@ -8,6 +8,7 @@ stable `ErrorReason` name, so clients can branch on it without parsing messages.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -171,7 +172,12 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
         return call
 
     @staticmethod
-    def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
+    def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior | UnaryBehavior:
+        if not inspect.isasyncgenfunction(behavior):
+            # Write-style streaming (`await context.write(...)`, e.g. Health/Watch) is a plain
+            # coroutine; grpc.aio needs the wrapper to keep that shape.
+            return StatusInterceptor._wrap_unary(cast(UnaryBehavior, behavior), method)
+
         async def call(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
@@ -179,7 +185,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
             try:
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as error:
+            except BaseException as error:  # noqa: BLE001 - translated or re-raised
                 await _translate(error, outcome, context)
                 raise
             finally:

@@ -19,15 +19,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import full_method_name, negate
 from prometheus_client import start_http_server
 
 from services.common.config import ServiceSettings
+from services.common.errors import CounterpickError
 from services.common.interceptors import StatusInterceptor
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+_HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+
+
+def _tracing_interceptor() -> grpc.aio.ServerInterceptor:
+    """OpenTelemetry's server interceptor, minus Health/Watch.
+
+    The instrumentation wraps every server-streaming handler as an async generator, which breaks
+    write-style handlers such as grpc's aio Health/Watch; a long-lived watch is no useful span.
+    """
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        filter_=negate(full_method_name(_HEALTH_WATCH))
+    )
+    return interceptor
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ class GrpcServer:
             await hook()
         server = grpc.aio.server(
             # Tracing outermost, so the span covers the status the inner interceptor sets.
-            interceptors=[aio_server_interceptor(), StatusInterceptor()],  # type: ignore[no-untyped-call]
+            interceptors=[_tracing_interceptor(), StatusInterceptor()],
             options=[("grpc.so_reuseport", 0)],
         )
         health_servicer = health.aio.HealthServicer()
@@ -143,5 +158,9 @@ def run_service(
 
     try:
         asyncio.run(main())
+    except CounterpickError as error:
+        # A dependency that never came up: say which, and exit non-zero so a supervisor restarts us.
+        log.error("cannot start %s: %s", name, error.message, extra={"fields": error.metadata})
+        raise SystemExit(1) from None
     finally:
         shutdown_telemetry()

@@ -123,6 +123,13 @@ class Stores:
 
     async def open(self) -> None:
         """Connect to every store the settings name; raises DependencyUnavailable on failure."""
+        try:
+            await self._open_all()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open_all(self) -> None:
         from services.common.config import (
             KafkaSettings,
             PostgresSettings,
@@ -131,14 +138,16 @@ class Stores:
         )
 
         settings = self._settings
+        wait = float(getattr(settings, "store_wait_seconds", 30.0))
         if isinstance(settings, PostgresSettings):
-            self.postgres = await connect_postgres(settings.postgres_dsn)
+            self.postgres = await connect_postgres(settings.postgres_dsn, timeout_seconds=wait)
         if isinstance(settings, RedisSettings):
-            self.redis = await connect_redis(settings.redis_url)
+            self.redis = await connect_redis(settings.redis_url, timeout_seconds=wait)
         if isinstance(settings, KafkaSettings):
             await ensure_kafka_topics(
                 settings.kafka_bootstrap_servers,
                 {settings.kafka_topic_match_ids: 4, settings.kafka_topic_dead_letters: 1},
+                timeout_seconds=wait,
             )
         if isinstance(settings, WarehouseSettings):
             # chdb's first import and open take about a second; keep the loop free meanwhile.
