@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from counterpick.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-
 from services.auth.config import AuthSettings
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores

@@ -185,7 +185,7 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
             try:
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as error:  # noqa: BLE001 - translated or re-raised
+            except BaseException as error:
                 await _translate(error, outcome, context)
                 raise
             finally:

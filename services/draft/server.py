@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from counterpick.draft.v1 import draft_service_pb2, draft_service_pb2_grpc
-
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.draft.config import DraftSettings

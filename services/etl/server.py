@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from counterpick.etl.v1 import etl_service_pb2, etl_service_pb2_grpc
-
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.etl.config import EtlSettings

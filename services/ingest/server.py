@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from counterpick.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
-
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.ingest.config import IngestSettings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from counterpick.model.v1 import model_service_pb2, model_service_pb2_grpc
-
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.model.config import ModelSettings

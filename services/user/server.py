@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from counterpick.user.v1 import user_service_pb2, user_service_pb2_grpc
-
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.user.config import UserSettings

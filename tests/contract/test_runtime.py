@@ -99,10 +99,14 @@ async def test_error_in_a_stream_after_messages_keeps_them_and_ends_with_the_cod
 ) -> None:
     _, _, channel = running
     call = pb_grpc.DraftServiceStub(channel).WatchDraft(pb.WatchDraftRequest(draft_id="d"))
-    received = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    received: list[int] = []
+
+    async def drain() -> None:
         async for message in call:
             received.append(message.sequence)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await drain()
     assert received == [1]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _error_info(raised.value).metadata["field"] == "resume_after_sequence"

@@ -1,0 +1,90 @@
+"""Each of the six services starts on the runtime with its real stores and reports its health."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from services.auth.config import AuthSettings
+from services.auth.server import build_server as build_auth
+from services.common import health
+from services.common.config import ServiceSettings
+from services.common.errors import DependencyUnavailable
+from services.common.server import GrpcServer
+from services.draft.config import DraftSettings
+from services.draft.server import build_server as build_draft
+from services.etl.config import EtlSettings
+from services.etl.server import build_server as build_etl
+from services.ingest.config import IngestSettings
+from services.ingest.server import build_server as build_ingest
+from services.model.config import ModelSettings
+from services.model.server import build_server as build_model
+from services.user.config import UserSettings
+from services.user.server import build_server as build_user
+from tests.conftest import free_port
+
+# (service, builder, settings class, one RPC that is not built yet)
+Builder = Callable[[Any], GrpcServer]
+CASES: list[tuple[str, Builder, type[ServiceSettings], str]] = [
+    ("ingest", build_ingest, IngestSettings, "GetIngestStatus"),
+    ("etl", build_etl, EtlSettings, "GetEtlStatus"),
+    ("model", build_model, ModelSettings, "GetModelInfo"),
+    ("auth", build_auth, AuthSettings, "GetJwks"),
+    ("user", build_user, UserSettings, "GetSubscription"),
+    ("draft", build_draft, DraftSettings, "GetDraft"),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "settings_class", "unbuilt_rpc"), CASES)
+async def test_service_serves_health_and_answers_unimplemented_honestly(
+    name: str,
+    build: Builder,
+    settings_class: type[ServiceSettings],
+    unbuilt_rpc: str,
+    postgres_dsn: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    settings = settings_class.model_validate(
+        {
+            "port": 0,
+            "postgres_dsn": postgres_dsn,
+            "redis_url": redis_url,
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "warehouse_dsn": f"chdb://{tmp_path / 'warehouse'}",
+        }
+    )
+    server = build(settings)
+    port = await server.start()
+    try:
+        full_name = server.services[0].full_name
+        assert full_name == f"counterpick.{name}.v1.{name.capitalize()}Service"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert await health.check_health(channel) == "SERVING"
+            assert await health.check_health(channel, full_name) == "SERVING"
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/{full_name}/{unbuilt_rpc}"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call(b"", timeout=5)
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(0)
+
+
+async def test_service_refuses_to_start_when_its_store_is_down(redis_url: str) -> None:
+    dead_postgres = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    server = build_user(
+        UserSettings(
+            port=0, postgres_dsn=dead_postgres, redis_url=redis_url, store_wait_seconds=0.5
+        )
+    )
+    with pytest.raises(DependencyUnavailable) as raised:
+        await server.start()
+    assert raised.value.dependency == "postgresql"
+    assert "unreachable after 0.5s" in raised.value.message
