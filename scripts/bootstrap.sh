@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS=never
 
 find_python() {
   local candidate
-  for candidate in python3.13 python3.12 python3 python; do
+  for candidate in python3.12 python3.13 python3 python; do
     if command -v "$candidate" >/dev/null 2>&1 &&
        "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
       command -v "$candidate"; return 0
@@ -24,10 +24,10 @@ find_python() {
   return 1
 }
 
+python=$(find_python) || { echo "bootstrap: Python >= 3.12 not found" >&2; exit 1; }
 if command -v uv >/dev/null 2>&1 && uv --version >/dev/null 2>&1; then
   UV=(uv)
 else
-  python=$(find_python) || { echo "bootstrap: Python >= 3.12 not found" >&2; exit 1; }
   if ! "$python" -m uv --version >/dev/null 2>&1; then
     echo "bootstrap: installing uv with $python -m pip" >&2
     "$python" -m pip install --quiet --user uv 2>/dev/null || "$python" -m pip install --quiet uv
@@ -35,7 +35,8 @@ else
   UV=("$python" -m uv)
 fi
 
-"${UV[@]}" sync --locked --quiet
+# The interpreter is named explicitly: pyenv shims may point elsewhere, and uv must not guess.
+"${UV[@]}" sync --locked --quiet --python "$python"
 
 if [ "${COUNTERPICK_SKIP_NPM:-0}" != "1" ]; then
   if command -v npm >/dev/null 2>&1; then
