@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         help="port of the embedded broker (a free one is used if taken)",
     )
     up.add_argument(
+        "--embedded-stores",
+        action="store_true",
+        help="start embedded PostgreSQL and Redis even if servers answer on the standard ports",
+    )
+    up.add_argument(
         "--state-dir",
         type=Path,
         default=Path(".counterpick"),
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             grpc_ports={name: getattr(args, f"{name}_port") for name in SERVICES},
             state_dir=args.state_dir,
             kafka_port=args.kafka_port,
+            embedded_stores=args.embedded_stores,
         )
         return asyncio.run(run_up(plan))
     if args.command == "serve":

@@ -60,6 +60,8 @@ class LocalStores:
 
     state_dir: Path
     kafka_port: int = 9092
+    # Ignore servers already on the standard ports and start embedded ones (a clean sandbox).
+    force_embedded: bool = False
     env: dict[str, str] = field(default_factory=dict)
     infos: list[StoreInfo] = field(default_factory=list)
     _processes: list[ManagedProcess] = field(default_factory=list)
@@ -106,6 +108,13 @@ class LocalStores:
             broker.start()
             self._processes.append(broker)
             bootstrap = f"127.0.0.1:{port}"
+
+            async def listening() -> None:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+
+            await wait_for("embedded kafka", listening, timeout_seconds=10)
             self.infos.append(StoreInfo("kafka", bootstrap, "embedded tansu (memory)"))
         await ensure_kafka_topics(bootstrap, {"match_ids_raw": 4, "match_ids_dlq": 1})
         self.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
@@ -119,6 +128,8 @@ class LocalStores:
         admin_dsn = LOCAL_POSTGRES
         origin = "local server"
         try:
+            if self.force_embedded:
+                raise OSError("embedded stores requested")
             connection = await asyncpg.connect(admin_dsn, timeout=2)
         except (OSError, asyncpg.PostgresError, TimeoutError):
             admin_dsn = await asyncio.to_thread(self._embedded_postgres_uri)
@@ -151,6 +162,8 @@ class LocalStores:
             return
         client = aioredis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1)
         try:
+            if self.force_embedded:
+                raise OSError("embedded stores requested")
             await client.ping()
             url, origin = LOCAL_REDIS, "local server"
         except (OSError, aioredis.RedisError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ class MeshPlan:
     grpc_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
     state_dir: Path = Path(".counterpick")
     kafka_port: int = 9092
+    embedded_stores: bool = False
 
     def address(self, service: str) -> str:
         """host:port of one gRPC service."""
@@ -52,7 +55,9 @@ class Mesh:
 
     def __init__(self, plan: MeshPlan) -> None:
         self.plan = plan
-        self.stores = LocalStores(plan.state_dir, kafka_port=plan.kafka_port)
+        self.stores = LocalStores(
+            plan.state_dir, kafka_port=plan.kafka_port, force_embedded=plan.embedded_stores
+        )
         self.services: dict[str, ManagedProcess] = {}
         self.edge: ManagedProcess | None = None
         self.metrics_ports: dict[str, int] = {}
@@ -179,6 +184,9 @@ class Mesh:
 
 async def run_up(plan: MeshPlan) -> int:
     """Start the mesh, print its endpoints, and stop it cleanly on a signal or a crash."""
+    # The supervisor's own output is the table; libraries only speak up when something is wrong.
+    logging.basicConfig(level=logging.WARNING, format="counterpick up: %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     busy = plan.busy_ports()
     if busy:
         print(

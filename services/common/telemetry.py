@@ -108,9 +108,19 @@ def setup_telemetry(
         if configured is not None:
             _provider.add_span_processor(BatchSpanProcessor(configured))
         trace.set_tracer_provider(_provider)
+        _instrument_store_clients()
     for exporter in exporters:
         _provider.add_span_processor(SimpleSpanProcessor(exporter))
     return _provider
+
+
+def _instrument_store_clients() -> None:
+    """Spans for every PostgreSQL and Redis command, children of the RPC span that issued them."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument()
 
 
 def shutdown_telemetry() -> None:
