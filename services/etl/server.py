@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from counterpick.etl.v1 import etl_service_pb2, etl_service_pb2_grpc
-from services.common.server import GrpcServer, registration
+from services.common.server import GrpcServer, service_server
 from services.common.stores import Stores
 from services.etl.config import EtlSettings
 
@@ -19,18 +19,12 @@ class EtlServicer(etl_service_pb2_grpc.EtlServiceServicer):
 
 def build_server(settings: EtlSettings) -> GrpcServer:
     """The etl server with its store connections opened on start and closed on stop."""
-    stores = Stores(settings)
-    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
-    # which the runtime answers as UNIMPLEMENTED.
-    servicer = EtlServicer(stores)  # type: ignore[abstract]
-    return GrpcServer(
-        name="etl",
-        settings=settings,
-        services=[
-            registration(
-                servicer, etl_service_pb2_grpc.add_EtlServiceServicer_to_server, SERVICE_NAME
-            )
-        ],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+    return service_server(
+        "etl",
+        settings,
+        # Abstract until every RPC is built: the generated base methods raise
+        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
+        EtlServicer,
+        etl_service_pb2_grpc.add_EtlServiceServicer_to_server,
+        SERVICE_NAME,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from counterpick.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
-from services.common.server import GrpcServer, registration
+from services.common.server import GrpcServer, service_server
 from services.common.stores import Stores
 from services.ingest.config import IngestSettings
 
@@ -19,18 +19,12 @@ class IngestServicer(ingest_service_pb2_grpc.IngestServiceServicer):
 
 def build_server(settings: IngestSettings) -> GrpcServer:
     """The ingest server with its store connections opened on start and closed on stop."""
-    stores = Stores(settings)
-    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
-    # which the runtime answers as UNIMPLEMENTED.
-    servicer = IngestServicer(stores)  # type: ignore[abstract]
-    return GrpcServer(
-        name="ingest",
-        settings=settings,
-        services=[
-            registration(
-                servicer, ingest_service_pb2_grpc.add_IngestServiceServicer_to_server, SERVICE_NAME
-            )
-        ],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+    return service_server(
+        "ingest",
+        settings,
+        # Abstract until every RPC is built: the generated base methods raise
+        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
+        IngestServicer,
+        ingest_service_pb2_grpc.add_IngestServiceServicer_to_server,
+        SERVICE_NAME,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from counterpick.model.v1 import model_service_pb2, model_service_pb2_grpc
-from services.common.server import GrpcServer, registration
+from services.common.server import GrpcServer, service_server
 from services.common.stores import Stores
 from services.model.config import ModelSettings
 
@@ -19,18 +19,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 def build_server(settings: ModelSettings) -> GrpcServer:
     """The model server with its store connections opened on start and closed on stop."""
-    stores = Stores(settings)
-    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
-    # which the runtime answers as UNIMPLEMENTED.
-    servicer = ModelServicer(stores)  # type: ignore[abstract]
-    return GrpcServer(
-        name="model",
-        settings=settings,
-        services=[
-            registration(
-                servicer, model_service_pb2_grpc.add_ModelServiceServicer_to_server, SERVICE_NAME
-            )
-        ],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+    return service_server(
+        "model",
+        settings,
+        # Abstract until every RPC is built: the generated base methods raise
+        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
+        ModelServicer,
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server,
+        SERVICE_NAME,
     )

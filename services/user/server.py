@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from counterpick.user.v1 import user_service_pb2, user_service_pb2_grpc
-from services.common.server import GrpcServer, registration
+from services.common.server import GrpcServer, service_server
 from services.common.stores import Stores
 from services.user.config import UserSettings
 
@@ -19,18 +19,12 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
 
 def build_server(settings: UserSettings) -> GrpcServer:
     """The user server with its store connections opened on start and closed on stop."""
-    stores = Stores(settings)
-    # Abstract until every RPC is built: the generated base methods raise NotImplementedError,
-    # which the runtime answers as UNIMPLEMENTED.
-    servicer = UserServicer(stores)  # type: ignore[abstract]
-    return GrpcServer(
-        name="user",
-        settings=settings,
-        services=[
-            registration(
-                servicer, user_service_pb2_grpc.add_UserServiceServicer_to_server, SERVICE_NAME
-            )
-        ],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+    return service_server(
+        "user",
+        settings,
+        # Abstract until every RPC is built: the generated base methods raise
+        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
+        UserServicer,
+        user_service_pb2_grpc.add_UserServiceServicer_to_server,
+        SERVICE_NAME,
     )
