@@ -40,6 +40,16 @@ def _parser() -> argparse.ArgumentParser:
         help="where embedded stores keep data and services write logs",
     )
 
+    load = commands.add_parser(
+        "import", help="load dump files (CSV/JSON match data) into the warehouse"
+    )
+    load.add_argument("paths", nargs="+", type=Path)
+    load.add_argument("--state-dir", type=Path, default=Path(".counterpick"),
+                      help="where the embedded warehouse lives (unless WAREHOUSE_DSN is set)")
+
+    migrate = commands.add_parser("migrate", help="apply pending warehouse migrations")
+    migrate.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=[*SERVICES, "edge"])
 
@@ -79,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             embedded_stores=args.embedded_stores,
         )
         return asyncio.run(run_up(plan))
+    if args.command == "import":
+        from services.cli.importing import run_import
+
+        return run_import(args.paths, args.state_dir)
+    if args.command == "migrate":
+        from services.cli.importing import run_migrate
+
+        return run_migrate(args.state_dir)
     if args.command == "serve":
         module = (
             "gateway.__main__" if args.service == "edge" else f"services.{args.service}.__main__"

@@ -123,7 +123,7 @@ class GrpcServer:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None
-        for hook in reversed(self.on_stop):
+        for hook in self.on_stop:
             try:
                 await hook()
             except Exception:

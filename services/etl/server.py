@@ -1,30 +1,225 @@
-"""gRPC wiring of the etl service: the servicer and the server it runs in."""
+"""gRPC wiring of the etl service: status and reprocess RPCs around the consumer pipeline."""
 
 from __future__ import annotations
 
-from counterpick.etl.v1 import etl_service_pb2, etl_service_pb2_grpc
-from services.common.server import GrpcServer, service_server
+import asyncio
+import logging
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from counterpick.common.v1 import common_pb2
+from counterpick.etl.v1 import etl_service_pb2 as pb
+from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
+from counterpick.events.v1 import events_pb2
+from services.common.dota_constants import load_constants
+from services.common.errors import DependencyUnavailable, InvalidArgument
+from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.etl import transform
 from services.etl.config import EtlSettings
+from services.etl.fetch import OpenDotaFetcher
+from services.etl.matches import CleanMatch, Side, UnusableMatch
+from services.etl.pipeline import EtlStats, MatchPipeline
+from services.etl.warehouse import Warehouse, skill_bracket_of
 
-SERVICE_NAME = etl_service_pb2.DESCRIPTOR.services_by_name["EtlService"].full_name
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EtlService"].full_name
+
+_SKIP_REASONS = {reason.name.removeprefix("SKIP_REASON_").lower(): reason.number
+                 for reason in pb.SkipReason.DESCRIPTOR.values}
+_BRACKETS = {
+    "herald_guardian": common_pb2.SKILL_BRACKET_HERALD_GUARDIAN,
+    "crusader_archon": common_pb2.SKILL_BRACKET_CRUSADER_ARCHON,
+    "legend_ancient": common_pb2.SKILL_BRACKET_LEGEND_ANCIENT,
+    "divine_immortal": common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL,
+}
 
 
-class EtlServicer(etl_service_pb2_grpc.EtlServiceServicer):
-    """counterpick.etl.v1.EtlService; RPCs not overridden here answer UNIMPLEMENTED."""
+def _timestamp(unix_seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(unix_seconds * 1e9))
+    return stamp
 
-    def __init__(self, stores: Stores) -> None:
+
+def match_to_proto(match: CleanMatch) -> events_pb2.Match:
+    """The clean match as the public events.v1.Match message."""
+    side = {Side.RADIANT: common_pb2.TEAM_SIDE_RADIANT, Side.DIRE: common_pb2.TEAM_SIDE_DIRE}
+    message = events_pb2.Match(
+        match_id=match.match_id,
+        match_seq_num=match.match_seq_num or 0,
+        duration_seconds=match.duration_seconds or 0,
+        patch=match.patch or "",
+        game_mode=match.game_mode or 0,
+        lobby_type=match.lobby_type or 0,
+        cluster=match.cluster or 0,
+        region=match.region or 0,
+        skill_bracket=_BRACKETS.get(skill_bracket_of(match.avg_rank_tier), 0),  # type: ignore[arg-type]
+        radiant_win=match.radiant_win,
+    )
+    if match.start_time is not None:
+        message.start_time.FromSeconds(match.start_time)
+    if match.avg_rank_tier is not None:
+        message.avg_rank_tier = match.avg_rank_tier
+    for player in match.players:
+        row = message.players.add(
+            hero_id=player.hero_id,
+            side=side[player.side],
+            player_slot=player.player_slot,
+            win=match.radiant_win == (player.side is Side.RADIANT),
+            kills=player.kills or 0,
+            deaths=player.deaths or 0,
+            assists=player.assists or 0,
+            gold_per_min=player.gold_per_min or 0,
+            xp_per_min=player.xp_per_min or 0,
+            item_ids=list(player.items),
+        )
+        if player.account_id is not None:
+            row.account_id = player.account_id
+    for step in match.picks_bans:
+        message.picks_bans.add(
+            order=step.order, is_pick=step.is_pick, side=side[step.side], hero_id=step.hero_id
+        )
+    return message
+
+
+class EtlServicer(pb_grpc.EtlServiceServicer):
+    """counterpick.etl.v1.EtlService."""
+
+    def __init__(self, settings: EtlSettings, runtime: EtlRuntime) -> None:
+        self._settings = settings
+        self._runtime = runtime
+
+    async def GetEtlStatus(self, request: pb.GetEtlStatusRequest, context: Any) -> pb.GetEtlStatusResponse:
+        pipeline = self._runtime.pipeline
+        stats = self._runtime.stats
+        response = pb.GetEtlStatusResponse(
+            consumer_group=self._settings.kafka_consumer_group,
+            topic=self._settings.kafka_topic_match_ids,
+            matches_per_second=stats.matches_per_second(),
+            matches_loaded=stats.matches_loaded,
+            dead_letters=stats.dead_letters,
+            started_at=_timestamp(stats.started_at),
+        )
+        if pipeline is not None:
+            for partition, committed, end in await pipeline.lag():
+                response.partitions.add(partition=partition, committed_offset=committed,
+                                        end_offset=end, lag=max(0, end - committed))
+            response.total_lag = sum(p.lag for p in response.partitions)
+        for reason, count in sorted(stats.skipped.items()):
+            response.skipped.add(reason=_SKIP_REASONS.get(reason, 0), count=count)  # type: ignore[arg-type]
+        if stats.last_batch_at is not None:
+            response.last_batch.size = stats.last_batch_size
+            response.last_batch.loaded_at.CopyFrom(_timestamp(stats.last_batch_at))
+            response.last_batch.duration_ms = int(stats.last_batch_seconds * 1000)
+        return response
+
+    async def ReprocessMatch(
+        self, request: pb.ReprocessMatchRequest, context: Any
+    ) -> pb.ReprocessMatchResponse:
+        if request.match_id == 0:
+            raise InvalidArgument("match_id is required", field="match_id")
+        fetcher = self._runtime.fetcher
+        warehouse = self._runtime.warehouse
+        assert warehouse is not None
+        outcome = await fetcher.fetch_match(request.match_id)
+        response = pb.ReprocessMatchResponse(match_id=request.match_id)
+        if outcome.data is None:
+            if outcome.retryable:
+                raise DependencyUnavailable("opendota", f"fetching match {request.match_id}: {outcome.error}")
+            response.outcome = pb.REPROCESS_OUTCOME_REJECTED
+            response.dead_letter_reason = (events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
+                                           if outcome.not_found
+                                           else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED)
+            response.detail = outcome.error or ""
+            return response
+        try:
+            match = transform.from_opendota_match(outcome.data)
+        except UnusableMatch as unusable:
+            response.outcome = pb.REPROCESS_OUTCOME_REJECTED
+            response.detail = unusable.detail
+            return response
+        response.match.CopyFrom(match_to_proto(match))
+        skip = transform.skip_reason(match, load_constants())
+        if skip is not None:
+            response.outcome = pb.REPROCESS_OUTCOME_SKIPPED
+            response.skip_reason = _SKIP_REASONS.get(skip.value, 0)  # type: ignore[assignment]
+            return response
+        existed = await asyncio.to_thread(warehouse.existing_match_ids, [match.match_id])
+        await asyncio.to_thread(warehouse.insert_matches, [match])
+        response.outcome = pb.REPROCESS_OUTCOME_REPLACED if existed else pb.REPROCESS_OUTCOME_LOADED
+        return response
+
+
+class EtlRuntime:
+    """The warehouse, the fetcher and the consumer task of one etl process."""
+
+    def __init__(self, settings: EtlSettings, stores: Stores) -> None:
+        self._settings = settings
         self._stores = stores
+        self.stats = EtlStats()
+        self.fetcher = OpenDotaFetcher(settings.opendota_base_url, settings.opendota_api_key)
+        self.warehouse: Warehouse | None = None
+        self.pipeline: MatchPipeline | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Migrate the warehouse, join the consumer group, start consuming."""
+        self.warehouse = Warehouse(self._stores.warehouse)
+        applied = await asyncio.to_thread(self.warehouse.migrate)
+        if applied:
+            log.info("warehouse migrated", extra={"fields": {"applied": applied}})
+        settings = self._settings
+        self.pipeline = MatchPipeline(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.kafka_topic_match_ids,
+            dead_letter_topic=settings.kafka_topic_dead_letters,
+            group_id=settings.kafka_consumer_group,
+            warehouse=self.warehouse,
+            constants=load_constants(),
+            fetcher=self.fetcher,
+            fetch_concurrency=settings.etl_fetch_concurrency,
+            fetch_attempts=settings.etl_fetch_attempts,
+            batch_size=settings.etl_batch_size,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            stats=self.stats,
+        )
+        await self.pipeline.start()
+        self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
+        self._task.add_done_callback(_crash_on_failure)
+
+    async def stop(self) -> None:
+        """Finish the batch in progress, leave the group, close the fetcher."""
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=30)
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        await self.fetcher.close()
+
+
+def _crash_on_failure(task: asyncio.Task[None]) -> None:
+    """An unexpected consumer failure ends the process loudly so its supervisor restarts it;
+    uncommitted records are replayed by the next member of the group."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("etl consumer failed; exiting", exc_info=task.exception())
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def build_server(settings: EtlSettings) -> GrpcServer:
-    """The etl server with its store connections opened on start and closed on stop."""
-    return service_server(
-        "etl",
-        settings,
-        # Abstract until every RPC is built: the generated base methods raise
-        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
-        EtlServicer,
-        etl_service_pb2_grpc.add_EtlServiceServicer_to_server,
-        SERVICE_NAME,
+    """The etl server: stores open, then the warehouse is migrated and consumption starts."""
+    stores = Stores(settings)
+    runtime = EtlRuntime(settings, stores)
+    servicer = EtlServicer(settings, runtime)
+    return GrpcServer(
+        name="etl",
+        settings=settings,
+        services=[registration(servicer, pb_grpc.add_EtlServiceServicer_to_server, SERVICE_NAME)],
+        on_start=[stores.open, runtime.start],
+        on_stop=[runtime.stop, stores.close],
     )

@@ -1,0 +1,1 @@
+"""Benchmarks: `uv run python -m bench.<name>`; each prints a table with units in the headers."""

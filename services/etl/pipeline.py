@@ -1,0 +1,350 @@
+"""Consumes match references from Kafka, turns them into clean matches, loads the warehouse.
+
+At-least-once with an idempotent sink: offsets are committed only after the batch is in the
+warehouse and its dead letters are acknowledged by Kafka, so a crash replays at most one batch and
+ReplacingMergeTree makes the replay harmless. Enrichment fetches run with bounded concurrency; a
+record that cannot become a match goes to the dead-letter topic and never blocks its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from google.protobuf import message as protobuf_message
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+
+from counterpick.events.v1 import events_pb2
+from services.common.dota_constants import DotaConstants
+from services.common.telemetry import extract_kafka_context, inject_kafka_headers
+from services.etl import transform
+from services.etl.matches import CleanMatch, MatchSource, RejectReason, SkipReason, UnusableMatch
+from services.etl.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+_DEAD_LETTER_REASONS = {
+    RejectReason.MALFORMED_MESSAGE: events_pb2.DEAD_LETTER_REASON_MALFORMED_MESSAGE,
+    RejectReason.MISSING_FIELD: events_pb2.DEAD_LETTER_REASON_MISSING_FIELD,
+    RejectReason.UNKNOWN_HERO: events_pb2.DEAD_LETTER_REASON_UNKNOWN_HERO,
+    RejectReason.INVALID_VALUE: events_pb2.DEAD_LETTER_REASON_INVALID_VALUE,
+    RejectReason.FETCH_FAILED: events_pb2.DEAD_LETTER_REASON_FETCH_FAILED,
+}
+_SOURCES = {
+    events_pb2.MATCH_SOURCE_STEAM_SEQUENCE: MatchSource.STEAM_SEQUENCE,
+    events_pb2.MATCH_SOURCE_OPENDOTA_PUBLIC_MATCHES: MatchSource.OPENDOTA_PUBLIC_MATCHES,
+    events_pb2.MATCH_SOURCE_OPENDOTA_PARSED_MATCHES: MatchSource.OPENDOTA_PARSED_MATCHES,
+    events_pb2.MATCH_SOURCE_BACKFILL: MatchSource.BACKFILL,
+    events_pb2.MATCH_SOURCE_IMPORT: MatchSource.IMPORT,
+}
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """What an enrichment fetch produced: the match JSON, or why not."""
+
+    data: dict[str, Any] | None
+    error: str | None = None
+    retryable: bool = False
+    not_found: bool = False
+
+
+class MatchFetcher(Protocol):
+    """Fetches one full match by id (OpenDota /api/matches/{id} in production)."""
+
+    async def fetch_match(self, match_id: int) -> FetchOutcome:
+        """The match JSON, or a failure that says whether a retry may help."""
+        ...
+
+
+@dataclass
+class EtlStats:
+    """Counters behind EtlService.GetEtlStatus."""
+
+    started_at: float = field(default_factory=time.time)
+    matches_loaded: int = 0
+    dead_letters: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    last_batch_size: int = 0
+    last_batch_at: float | None = None
+    last_batch_seconds: float = 0.0
+    _recent: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def record_batch(self, loaded: int, seconds: float) -> None:
+        """Account one committed batch."""
+        now = time.time()
+        self.matches_loaded += loaded
+        self.last_batch_size = loaded
+        self.last_batch_at = now
+        self.last_batch_seconds = seconds
+        self._recent.append((now, loaded))
+        while self._recent and self._recent[0][0] < now - 60:
+            self._recent.popleft()
+
+    def matches_per_second(self) -> float:
+        """Loaded matches per second over the last minute."""
+        now = time.time()
+        recent = sum(count for at, count in self._recent if at >= now - 60)
+        window = min(60.0, max(1.0, now - self.started_at))
+        return recent / window
+
+
+@dataclass
+class _Rejected:
+    record: ConsumerRecord[bytes, bytes]
+    reason: int
+    detail: str
+    match_id: int | None = None
+
+
+class MatchPipeline:
+    """The consumer loop of the etl service."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        dead_letter_topic: str,
+        group_id: str,
+        warehouse: Warehouse,
+        constants: DotaConstants,
+        fetcher: MatchFetcher | None,
+        fetch_concurrency: int = 8,
+        fetch_attempts: int = 3,
+        batch_size: int = 5000,
+        session_timeout_ms: int = 10_000,
+        stats: EtlStats | None = None,
+    ) -> None:
+        self.topic = topic
+        self.dead_letter_topic = dead_letter_topic
+        self.group_id = group_id
+        self._bootstrap = bootstrap_servers
+        self._warehouse = warehouse
+        self._constants = constants
+        self._fetcher = fetcher
+        self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        self._fetch_attempts = fetch_attempts
+        self._batch_size = batch_size
+        self._session_timeout_ms = session_timeout_ms
+        self.stats = stats or EtlStats()
+        self.consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        # Test hook: called after the warehouse insert and before the offset commit.
+        self.after_insert: Callable[[], Awaitable[None]] | None = None
+
+    async def start(self) -> None:
+        """Join the consumer group and open the dead-letter producer."""
+        self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, linger_ms=5)
+        await self._producer.start()
+        self.consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._session_timeout_ms // 4),
+            max_poll_records=self._batch_size,
+        )
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        """Leave the group (uncommitted work is replayed by the next member)."""
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process batches until `stop` is set."""
+        assert self.consumer is not None
+        while not stop.is_set():
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=self._batch_size)
+            records = [record for partition in batches.values() for record in partition]
+            if records:
+                await self.process(records)
+
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Load one batch and commit it; dead letters are acknowledged before the commit."""
+        assert self.consumer is not None and self._producer is not None
+        started = time.perf_counter()
+        links = [
+            trace.Link(span_context)
+            for record in records[:32]
+            if (span_context := trace.get_current_span(
+                extract_kafka_context(record.headers)).get_span_context()).is_valid
+        ]
+        with tracer.start_as_current_span("etl.batch", links=links) as span:
+            matches, rejected = await self._transform_all(records)
+            kept: dict[int, CleanMatch] = {}
+            for match in matches:
+                reason = transform.skip_reason(match, self._constants)
+                if reason is None:
+                    kept[match.match_id] = match
+                else:
+                    self.stats.skipped[reason.value] += 1
+            if kept:
+                await asyncio.to_thread(self._warehouse.insert_matches, list(kept.values()))
+            await self._dead_letter(rejected)
+            if self.after_insert is not None:
+                await self.after_insert()
+            await self.consumer.commit()
+            span.set_attribute("counterpick.etl.records", len(records))
+            span.set_attribute("counterpick.etl.loaded", len(kept))
+            span.set_attribute("counterpick.etl.dead_letters", len(rejected))
+        self.stats.record_batch(len(kept), time.perf_counter() - started)
+
+    async def _transform_all(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[CleanMatch], list[_Rejected]]:
+        matches: list[CleanMatch] = []
+        rejected: list[_Rejected] = []
+        to_fetch: list[tuple[ConsumerRecord[bytes, bytes], events_pb2.MatchRef]] = []
+        for record in records:
+            try:
+                ref = events_pb2.MatchRef.FromString(record.value or b"")
+            except protobuf_message.DecodeError as error:
+                rejected.append(_Rejected(record, events_pb2.DEAD_LETTER_REASON_MALFORMED_MESSAGE,
+                                          f"not a counterpick.events.v1.MatchRef: {error}"))
+                continue
+            if ref.match_id == 0:
+                rejected.append(_Rejected(record, events_pb2.DEAD_LETTER_REASON_MISSING_FIELD,
+                                          "match_id is missing or 0"))
+                continue
+            try:
+                match = self._from_message(ref)
+            except UnusableMatch as unusable:
+                rejected.append(_Rejected(record, _DEAD_LETTER_REASONS[unusable.reason],
+                                          unusable.detail, ref.match_id))
+                continue
+            if match is None:
+                to_fetch.append((record, ref))
+            else:
+                matches.append(match)
+        if to_fetch:
+            fetched = await asyncio.gather(*(self._fetch(record, ref) for record, ref in to_fetch))
+            for result in fetched:
+                (matches if isinstance(result, CleanMatch) else rejected).append(result)  # type: ignore[arg-type]
+        return matches, rejected
+
+    def _from_message(self, ref: events_pb2.MatchRef) -> CleanMatch | None:
+        """The match the message carries, or None when it has to be fetched."""
+        source = _SOURCES.get(ref.source, MatchSource.BACKFILL)
+        if ref.HasField("raw_match") and ref.raw_match.json:
+            try:
+                raw = json.loads(ref.raw_match.json)
+            except ValueError as error:
+                raise UnusableMatch(RejectReason.MALFORMED_MESSAGE, f"raw_match.json: {error}") from None
+            if not isinstance(raw, dict):
+                raise UnusableMatch(RejectReason.MALFORMED_MESSAGE, "raw_match.json is not an object")
+            if ref.raw_match.format == events_pb2.RAW_MATCH_FORMAT_OPENDOTA_MATCH_JSON:
+                return transform.from_opendota_match(raw)
+            return transform.from_steam_match(raw, source)
+        summary = ref.summary
+        if ref.HasField("summary") and summary.radiant_hero_ids and summary.HasField("radiant_win"):
+            row: dict[str, Any] = {
+                "match_id": ref.match_id,
+                "radiant_win": summary.radiant_win,
+                "radiant_team": list(summary.radiant_hero_ids),
+                "dire_team": list(summary.dire_hero_ids),
+                "start_time": summary.start_time.seconds if summary.HasField("start_time") else None,
+                "duration": summary.duration_seconds if summary.HasField("duration_seconds") else None,
+                "lobby_type": summary.lobby_type if summary.HasField("lobby_type") else None,
+                "game_mode": summary.game_mode if summary.HasField("game_mode") else None,
+                "avg_rank_tier": summary.avg_rank_tier if summary.HasField("avg_rank_tier") else None,
+            }
+            if ref.HasField("match_seq_num"):
+                row["match_seq_num"] = ref.match_seq_num
+            return transform.from_public_match(row)
+        return None
+
+    async def _fetch(
+        self, record: ConsumerRecord[bytes, bytes], ref: events_pb2.MatchRef
+    ) -> CleanMatch | _Rejected:
+        if self._fetcher is None:
+            return _Rejected(record, events_pb2.DEAD_LETTER_REASON_FETCH_FAILED,
+                             "message carries no match and no fetcher is configured", ref.match_id)
+        outcome = FetchOutcome(None, "not attempted")
+        for attempt in range(1, self._fetch_attempts + 1):
+            async with self._fetch_slots:
+                outcome = await self._fetcher.fetch_match(ref.match_id)
+            if outcome.data is not None or not outcome.retryable:
+                break
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        if outcome.data is None:
+            reason = (events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM if outcome.not_found
+                      else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED)
+            return _Rejected(record, reason, outcome.error or "fetch failed", ref.match_id)
+        try:
+            return transform.from_opendota_match(outcome.data)
+        except UnusableMatch as unusable:
+            return _Rejected(record, _DEAD_LETTER_REASONS[unusable.reason], unusable.detail,
+                             ref.match_id)
+
+    async def _dead_letter(self, rejected: Sequence[_Rejected]) -> None:
+        assert self._producer is not None
+        if not rejected:
+            return
+        now = Timestamp()
+        now.GetCurrentTime()
+        sends = []
+        for item in rejected:
+            record = item.record
+            letter = events_pb2.DeadLetter(
+                original_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key or b"",
+                value=record.value or b"",
+                reason=item.reason,  # type: ignore[arg-type]
+                detail=item.detail,
+                failed_at=now,
+                attempts=1,
+                service="etl",
+            )
+            letter.original_timestamp.FromMilliseconds(record.timestamp)
+            if item.match_id is not None:
+                letter.match_id = item.match_id
+            headers = inject_kafka_headers(list(record.headers or ()))
+            sends.append(await self._producer.send(
+                self.dead_letter_topic, letter.SerializeToString(), key=record.key, headers=headers
+            ))
+            log.warning("dead-lettered record", extra={"fields": {
+                "partition": record.partition, "offset": record.offset,
+                "reason": events_pb2.DeadLetterReason.Name(item.reason),  # type: ignore[arg-type]
+                "detail": item.detail}})
+        await asyncio.gather(*sends)
+        self.stats.dead_letters += len(rejected)
+
+    async def lag(self) -> list[tuple[int, int, int]]:
+        """(partition, committed offset, end offset) for every assigned partition."""
+        assert self.consumer is not None
+        partitions = sorted(self.consumer.assignment(), key=lambda tp: tp.partition)
+        if not partitions:
+            return []
+        ends = await self.consumer.end_offsets(partitions)
+        rows = []
+        for tp in partitions:
+            committed = await self.consumer.committed(tp) or 0
+            rows.append((tp.partition, committed, ends[tp]))
+        return rows
+
+
+def partition_of(tp: TopicPartition) -> int:
+    """Partition number of a topic-partition (helper for typed callers)."""
+    return tp.partition
+
+
+SKIP_REASONS = tuple(reason.value for reason in SkipReason)
