@@ -9,7 +9,15 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # Same uv release as the lock was written with; the lock format must be readable by it.
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
 
+ARG NODE_IMAGE=node:20-bookworm-slim
+
 FROM ${UV_IMAGE} AS uv
+
+# ---- constants: the dotaconstants npm package (heroes, patches) the services read ----
+FROM ${NODE_IMAGE} AS constants
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
 
 # ---- builder: resolve nothing, install exactly what uv.lock says ----
 FROM ${PYTHON_IMAGE} AS builder
@@ -46,8 +54,10 @@ RUN groupadd --system --gid "${APP_UID}" counterpick \
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/app/.venv \
-    PATH=/app/.venv/bin:$PATH
+    PATH=/app/.venv/bin:$PATH \
+    DOTACONSTANTS_DIR=/app/dotaconstants
 WORKDIR /app
+COPY --from=constants /build/node_modules/dotaconstants/build /app/dotaconstants
 # Root-owned and read-only to the service user: a compromised process cannot patch its own code.
 COPY --from=builder /app/.venv /app/.venv
 USER ${APP_UID}:${APP_UID}

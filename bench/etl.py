@@ -48,7 +48,12 @@ def _public_rows() -> list[dict[str, Any]]:
 
 
 def _steam_matches() -> list[dict[str, Any]]:
-    path = DATA_DIR / "api-samples" / "dota2api-steam" / "get_match_history_by_sequence_num_result.json"
+    path = (
+        DATA_DIR
+        / "api-samples"
+        / "dota2api-steam"
+        / "get_match_history_by_sequence_num_result.json"
+    )
     matches: list[dict[str, Any]] = json.loads(path.read_text())["result"]["matches"]
     return matches
 
@@ -73,7 +78,9 @@ def generate_refs(count: int, seed: int = 7) -> list[events_pb2.MatchRef]:
         else:
             match = dict(rng.choice(steam))
             match["match_id"] = match_id
-            ref = events_pb2.MatchRef(match_id=match_id, source=events_pb2.MATCH_SOURCE_STEAM_SEQUENCE)
+            ref = events_pb2.MatchRef(
+                match_id=match_id, source=events_pb2.MATCH_SOURCE_STEAM_SEQUENCE
+            )
             ref.raw_match.format = events_pb2.RAW_MATCH_FORMAT_STEAM_SEQUENCE_JSON
             ref.raw_match.json = json.dumps(match).encode()
         refs.append(ref)
@@ -84,23 +91,33 @@ async def _publish(bootstrap: str, topic: str, refs: list[events_pb2.MatchRef]) 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
-        pending = [await producer.send(topic, ref.SerializeToString(), key=str(ref.match_id).encode())
-                   for ref in refs]
+        pending = [
+            await producer.send(topic, ref.SerializeToString(), key=str(ref.match_id).encode())
+            for ref in refs
+        ]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
 
 
-async def bench_pipeline(bootstrap: str, refs: list[events_pb2.MatchRef], workdir: Path) -> dict[str, float]:
+async def bench_pipeline(
+    bootstrap: str, refs: list[events_pb2.MatchRef], workdir: Path
+) -> dict[str, float]:
     topic = "bench_match_ids"
     await ensure_kafka_topics(bootstrap, {topic: 4, "bench_dlq": 1})
     await _publish(bootstrap, topic, refs)
     warehouse = Warehouse.connect(f"chdb://{workdir / 'pipeline'}")
     warehouse.migrate()
     pipeline = MatchPipeline(
-        bootstrap_servers=bootstrap, topic=topic, dead_letter_topic="bench_dlq",
-        group_id="bench-etl", warehouse=warehouse, constants=load_constants(), fetcher=None,
-        batch_size=10_000, session_timeout_ms=6000,
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        dead_letter_topic="bench_dlq",
+        group_id="bench-etl",
+        warehouse=warehouse,
+        constants=load_constants(),
+        fetcher=None,
+        batch_size=10_000,
+        session_timeout_ms=6000,
     )
     await pipeline.start()
     stop = asyncio.Event()
@@ -122,9 +139,14 @@ async def bench_pipeline(bootstrap: str, refs: list[events_pb2.MatchRef], workdi
     await pipeline.stop()
     stored = warehouse.match_count()
     warehouse.close()
-    return {"records": total, "loaded": pipeline.stats.matches_loaded, "stored": stored,
-            "skipped": sum(pipeline.stats.skipped.values()), "dead": pipeline.stats.dead_letters,
-            "seconds": elapsed}
+    return {
+        "records": total,
+        "loaded": pipeline.stats.matches_loaded,
+        "stored": stored,
+        "skipped": sum(pipeline.stats.skipped.values()),
+        "dead": pipeline.stats.dead_letters,
+        "seconds": elapsed,
+    }
 
 
 def bench_import(workdir: Path) -> dict[str, float]:
@@ -135,9 +157,14 @@ def bench_import(workdir: Path) -> dict[str, float]:
     summary = import_file(path, warehouse, load_constants())
     elapsed = time.perf_counter() - started
     warehouse.close()
-    return {"records": summary.read, "loaded": summary.loaded, "stored": summary.loaded,
-            "skipped": sum(summary.skipped.values()), "dead": sum(summary.rejected.values()),
-            "seconds": elapsed}
+    return {
+        "records": summary.read,
+        "loaded": summary.loaded,
+        "stored": summary.loaded,
+        "skipped": sum(summary.skipped.values()),
+        "dead": sum(summary.rejected.values()),
+        "seconds": elapsed,
+    }
 
 
 def main() -> None:
@@ -168,12 +195,16 @@ def main() -> None:
         bulk = bench_import(workdir)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = [("kafka -> etl -> clickhouse", pipeline), ("bulk import (2026-07 csv)", bulk)]
-    print(f"{'path':<28} {'records':>9} {'loaded':>8} {'skipped':>8} {'dead':>6} "
-          f"{'seconds':>8} {'matches/s':>10}")
+    print(
+        f"{'path':<28} {'records':>9} {'loaded':>8} {'skipped':>8} {'dead':>6} "
+        f"{'seconds':>8} {'matches/s':>10}"
+    )
     for name, row in rows:
         rate = row["records"] / row["seconds"] if row["seconds"] else 0.0
-        print(f"{name:<28} {int(row['records']):>9} {int(row['loaded']):>8} {int(row['skipped']):>8} "
-              f"{int(row['dead']):>6} {row['seconds']:>8.2f} {rate:>10.0f}")
+        print(
+            f"{name:<28} {int(row['records']):>9} {int(row['loaded']):>8} {int(row['skipped']):>8} "
+            f"{int(row['dead']):>6} {row['seconds']:>8.2f} {rate:>10.0f}"
+        )
     print(f"peak RSS of the process: {peak_mb:.0f} MB; cpu count {os.cpu_count()}")
 
 

@@ -38,10 +38,13 @@ fi
 # The interpreter is named explicitly: pyenv shims may point elsewhere, and uv must not guess.
 "${UV[@]}" sync --locked --quiet --python "$python"
 
-if [ "${COUNTERPICK_SKIP_NPM:-0}" != "1" ]; then
-  if command -v npm >/dev/null 2>&1; then
-    [ -x node_modules/.bin/buf ] || npm ci --silent --no-audit --no-fund
-  else
-    echo "bootstrap: npm not found; buf (proto lint) will be unavailable" >&2
-  fi
+# npm brings buf (proto lint) and dotaconstants (hero and patch constants the services read).
+if [ -x node_modules/.bin/buf ] && [ -f node_modules/dotaconstants/build/heroes.json ] &&
+   [ node_modules/.package-lock.json -nt package-lock.json ]; then
+  :
+elif command -v npm >/dev/null 2>&1; then
+  npm ci --silent --no-audit --no-fund
+else
+  echo "bootstrap: npm is required (it installs buf and the dotaconstants package)" >&2
+  exit 1
 fi

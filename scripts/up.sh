@@ -3,5 +3,5 @@
 # (`counterpick up`). Extra arguments go to `counterpick up`, e.g. --edge-port 8080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COUNTERPICK_SKIP_NPM=1 source scripts/bootstrap.sh
+source scripts/bootstrap.sh
 exec .venv/bin/counterpick up "$@"

@@ -44,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="load dump files (CSV/JSON match data) into the warehouse"
     )
     load.add_argument("paths", nargs="+", type=Path)
-    load.add_argument("--state-dir", type=Path, default=Path(".counterpick"),
-                      help="where the embedded warehouse lives (unless WAREHOUSE_DSN is set)")
+    load.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".counterpick"),
+        help="where the embedded warehouse lives (unless WAREHOUSE_DSN is set)",
+    )
 
     migrate = commands.add_parser("migrate", help="apply pending warehouse migrations")
     migrate.add_argument("--state-dir", type=Path, default=Path(".counterpick"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -34,49 +36,77 @@ def open_warehouse(dsn: str) -> Warehouse:
     return warehouse
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
         for row in rows
     )
+
+
+def _advance(progress: tqdm[Any]) -> Callable[[int], None]:
+    def advance(count: int) -> None:
+        progress.update(count)
+
+    return advance
 
 
 def _summary_rows(path: str, summary: ImportSummary) -> tuple[str, ...]:
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "-"
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejected.items())) or "-"
-    return (path, str(summary.read), str(summary.loaded), str(summary.duplicates), skipped, rejected)
+    return (
+        path,
+        str(summary.read),
+        str(summary.loaded),
+        str(summary.duplicates),
+        skipped,
+        rejected,
+    )
 
 
 def run_import(paths: list[Path], state_dir: Path) -> int:
     """Import every path; prints a summary table; non-zero exit on an unreadable file."""
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        print(f"counterpick import: no such file: {', '.join(missing)}", file=sys.stderr)  # noqa: T201
+        print(f"counterpick import: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     dsn = warehouse_dsn(state_dir)
     warehouse = open_warehouse(dsn)
     constants = load_constants()
     total = ImportSummary()
-    rows = [("file", "read", "loaded", "duplicates", "skipped (reason count)", "rejected (reason count)")]
+    rows: list[tuple[str, ...]] = [
+        (
+            "file",
+            "read",
+            "loaded",
+            "duplicates",
+            "skipped (reason count)",
+            "rejected (reason count)",
+        )
+    ]
     exit_code = 0
     try:
         with tqdm(unit=" matches", unit_scale=True, file=sys.stderr, disable=None) as progress:
             for path in paths:
                 progress.set_description(path.name)
                 try:
-                    summary = import_file(path, warehouse, constants, on_progress=progress.update)
+                    summary = import_file(
+                        path, warehouse, constants, on_progress=_advance(progress)
+                    )
                 except DumpFormatError as error:
-                    print(f"\ncounterpick import: {error}", file=sys.stderr)  # noqa: T201
+                    print(f"\ncounterpick import: {error}", file=sys.stderr)
                     exit_code = 1
                     break
                 total.add(summary)
                 rows.append(_summary_rows(str(path), summary))
         rows.append(_summary_rows("total", total))
-        print(_table(rows))  # noqa: T201
+        print(_table(rows))
         for line in total.first_rejections:
-            print(f"  rejected: {line}")  # noqa: T201
-        print(f"warehouse {dsn}: {warehouse.match_count()} matches stored")  # noqa: T201
+            print(f"  rejected: {line}")
+        print(f"warehouse {dsn}: {warehouse.match_count()} matches stored")
     finally:
         warehouse.close()
     return exit_code
@@ -87,5 +117,5 @@ def run_migrate(state_dir: Path) -> int:
     dsn = warehouse_dsn(state_dir)
     warehouse = open_warehouse(dsn)
     warehouse.close()
-    print(f"warehouse {dsn} is at the latest schema")  # noqa: T201
+    print(f"warehouse {dsn} is at the latest schema")
     return 0

@@ -113,6 +113,9 @@ def load_settings[S: BaseSettings](settings_class: type[S]) -> S:
         lines = [f"invalid configuration for {settings_class.__name__}:"]
         for problem in error.errors():
             variable = "_".join(str(part) for part in problem["loc"]).upper()
-            lines.append(f"  {variable}: {problem['msg']} (got {problem.get('input')!r})")
+            if variable:
+                lines.append(f"  {variable}: {problem['msg']} (got {problem.get('input')!r})")
+            else:  # a rule across several variables
+                lines.append(f"  {problem['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

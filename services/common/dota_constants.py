@@ -79,8 +79,10 @@ def load_constants(directory: Path | None = None) -> DotaConstants:
     patches_raw = _read(directory, "patch.json")
     modes_raw = _read(directory, "game_mode.json")
     lobbies_raw = _read(directory, "lobby_type.json")
-    assert isinstance(heroes_raw, dict) and isinstance(patches_raw, list)
-    assert isinstance(modes_raw, dict) and isinstance(lobbies_raw, dict)
+    assert isinstance(heroes_raw, dict)
+    assert isinstance(patches_raw, list)
+    assert isinstance(modes_raw, dict)
+    assert isinstance(lobbies_raw, dict)
     heroes = {
         int(raw["id"]): Hero(
             id=int(raw["id"]),
@@ -98,7 +100,9 @@ def load_constants(directory: Path | None = None) -> DotaConstants:
                 Patch(
                     id=int(raw["id"]),
                     name=str(raw["name"]),
-                    released_at=datetime.fromisoformat(raw["date"].replace("Z", "+00:00")).astimezone(UTC),
+                    released_at=datetime.fromisoformat(
+                        raw["date"].replace("Z", "+00:00")
+                    ).astimezone(UTC),
                 )
                 for raw in patches_raw
             ),

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from google.protobuf import message as protobuf_message
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -26,7 +26,7 @@ from counterpick.events.v1 import events_pb2
 from services.common.dota_constants import DotaConstants
 from services.common.telemetry import extract_kafka_context, inject_kafka_headers
 from services.etl import transform
-from services.etl.matches import CleanMatch, MatchSource, RejectReason, SkipReason, UnusableMatch
+from services.etl.matches import CleanMatch, MatchSource, RejectReason, UnusableMatch
 from services.etl.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,17 @@ class MatchPipeline:
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Load one batch and commit it; dead letters are acknowledged before the commit."""
-        assert self.consumer is not None and self._producer is not None
+        assert self.consumer is not None
+        assert self._producer is not None
         started = time.perf_counter()
         links = [
             trace.Link(span_context)
             for record in records[:32]
-            if (span_context := trace.get_current_span(
-                extract_kafka_context(record.headers)).get_span_context()).is_valid
+            if (
+                span_context := trace.get_current_span(
+                    extract_kafka_context(record.headers)
+                ).get_span_context()
+            ).is_valid
         ]
         with tracer.start_as_current_span("etl.batch", links=links) as span:
             matches, rejected = await self._transform_all(records)
@@ -216,18 +220,31 @@ class MatchPipeline:
             try:
                 ref = events_pb2.MatchRef.FromString(record.value or b"")
             except protobuf_message.DecodeError as error:
-                rejected.append(_Rejected(record, events_pb2.DEAD_LETTER_REASON_MALFORMED_MESSAGE,
-                                          f"not a counterpick.events.v1.MatchRef: {error}"))
+                rejected.append(
+                    _Rejected(
+                        record,
+                        events_pb2.DEAD_LETTER_REASON_MALFORMED_MESSAGE,
+                        f"not a counterpick.events.v1.MatchRef: {error}",
+                    )
+                )
                 continue
             if ref.match_id == 0:
-                rejected.append(_Rejected(record, events_pb2.DEAD_LETTER_REASON_MISSING_FIELD,
-                                          "match_id is missing or 0"))
+                rejected.append(
+                    _Rejected(
+                        record,
+                        events_pb2.DEAD_LETTER_REASON_MISSING_FIELD,
+                        "match_id is missing or 0",
+                    )
+                )
                 continue
             try:
                 match = self._from_message(ref)
             except UnusableMatch as unusable:
-                rejected.append(_Rejected(record, _DEAD_LETTER_REASONS[unusable.reason],
-                                          unusable.detail, ref.match_id))
+                rejected.append(
+                    _Rejected(
+                        record, _DEAD_LETTER_REASONS[unusable.reason], unusable.detail, ref.match_id
+                    )
+                )
                 continue
             if match is None:
                 to_fetch.append((record, ref))
@@ -246,9 +263,13 @@ class MatchPipeline:
             try:
                 raw = json.loads(ref.raw_match.json)
             except ValueError as error:
-                raise UnusableMatch(RejectReason.MALFORMED_MESSAGE, f"raw_match.json: {error}") from None
+                raise UnusableMatch(
+                    RejectReason.MALFORMED_MESSAGE, f"raw_match.json: {error}"
+                ) from None
             if not isinstance(raw, dict):
-                raise UnusableMatch(RejectReason.MALFORMED_MESSAGE, "raw_match.json is not an object")
+                raise UnusableMatch(
+                    RejectReason.MALFORMED_MESSAGE, "raw_match.json is not an object"
+                )
             if ref.raw_match.format == events_pb2.RAW_MATCH_FORMAT_OPENDOTA_MATCH_JSON:
                 return transform.from_opendota_match(raw)
             return transform.from_steam_match(raw, source)
@@ -259,11 +280,17 @@ class MatchPipeline:
                 "radiant_win": summary.radiant_win,
                 "radiant_team": list(summary.radiant_hero_ids),
                 "dire_team": list(summary.dire_hero_ids),
-                "start_time": summary.start_time.seconds if summary.HasField("start_time") else None,
-                "duration": summary.duration_seconds if summary.HasField("duration_seconds") else None,
+                "start_time": summary.start_time.seconds
+                if summary.HasField("start_time")
+                else None,
+                "duration": summary.duration_seconds
+                if summary.HasField("duration_seconds")
+                else None,
                 "lobby_type": summary.lobby_type if summary.HasField("lobby_type") else None,
                 "game_mode": summary.game_mode if summary.HasField("game_mode") else None,
-                "avg_rank_tier": summary.avg_rank_tier if summary.HasField("avg_rank_tier") else None,
+                "avg_rank_tier": summary.avg_rank_tier
+                if summary.HasField("avg_rank_tier")
+                else None,
             }
             if ref.HasField("match_seq_num"):
                 row["match_seq_num"] = ref.match_seq_num
@@ -274,8 +301,12 @@ class MatchPipeline:
         self, record: ConsumerRecord[bytes, bytes], ref: events_pb2.MatchRef
     ) -> CleanMatch | _Rejected:
         if self._fetcher is None:
-            return _Rejected(record, events_pb2.DEAD_LETTER_REASON_FETCH_FAILED,
-                             "message carries no match and no fetcher is configured", ref.match_id)
+            return _Rejected(
+                record,
+                events_pb2.DEAD_LETTER_REASON_FETCH_FAILED,
+                "message carries no match and no fetcher is configured",
+                ref.match_id,
+            )
         outcome = FetchOutcome(None, "not attempted")
         for attempt in range(1, self._fetch_attempts + 1):
             async with self._fetch_slots:
@@ -284,14 +315,18 @@ class MatchPipeline:
                 break
             await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         if outcome.data is None:
-            reason = (events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM if outcome.not_found
-                      else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED)
+            reason = (
+                events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
+                if outcome.not_found
+                else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED
+            )
             return _Rejected(record, reason, outcome.error or "fetch failed", ref.match_id)
         try:
             return transform.from_opendota_match(outcome.data)
         except UnusableMatch as unusable:
-            return _Rejected(record, _DEAD_LETTER_REASONS[unusable.reason], unusable.detail,
-                             ref.match_id)
+            return _Rejected(
+                record, _DEAD_LETTER_REASONS[unusable.reason], unusable.detail, ref.match_id
+            )
 
     async def _dead_letter(self, rejected: Sequence[_Rejected]) -> None:
         assert self._producer is not None
@@ -318,13 +353,25 @@ class MatchPipeline:
             if item.match_id is not None:
                 letter.match_id = item.match_id
             headers = inject_kafka_headers(list(record.headers or ()))
-            sends.append(await self._producer.send(
-                self.dead_letter_topic, letter.SerializeToString(), key=record.key, headers=headers
-            ))
-            log.warning("dead-lettered record", extra={"fields": {
-                "partition": record.partition, "offset": record.offset,
-                "reason": events_pb2.DeadLetterReason.Name(item.reason),  # type: ignore[arg-type]
-                "detail": item.detail}})
+            sends.append(
+                await self._producer.send(
+                    self.dead_letter_topic,
+                    letter.SerializeToString(),
+                    key=record.key,
+                    headers=headers,
+                )
+            )
+            log.warning(
+                "dead-lettered record",
+                extra={
+                    "fields": {
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "reason": events_pb2.DeadLetterReason.Name(item.reason),  # type: ignore[arg-type]
+                        "detail": item.detail,
+                    }
+                },
+            )
         await asyncio.gather(*sends)
         self.stats.dead_letters += len(rejected)
 
@@ -340,11 +387,3 @@ class MatchPipeline:
             committed = await self.consumer.committed(tp) or 0
             rows.append((tp.partition, committed, ends[tp]))
         return rows
-
-
-def partition_of(tp: TopicPartition) -> int:
-    """Partition number of a topic-partition (helper for typed callers)."""
-    return tp.partition
-
-
-SKIP_REASONS = tuple(reason.value for reason in SkipReason)

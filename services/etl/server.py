@@ -26,8 +26,10 @@ from services.etl.warehouse import Warehouse, skill_bracket_of
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EtlService"].full_name
 
-_SKIP_REASONS = {reason.name.removeprefix("SKIP_REASON_").lower(): reason.number
-                 for reason in pb.SkipReason.DESCRIPTOR.values}
+_SKIP_REASONS = {
+    reason.name.removeprefix("SKIP_REASON_").lower(): reason.number
+    for reason in pb.SkipReason.DESCRIPTOR.values
+}
 _BRACKETS = {
     "herald_guardian": common_pb2.SKILL_BRACKET_HERALD_GUARDIAN,
     "crusader_archon": common_pb2.SKILL_BRACKET_CRUSADER_ARCHON,
@@ -90,7 +92,9 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         self._settings = settings
         self._runtime = runtime
 
-    async def GetEtlStatus(self, request: pb.GetEtlStatusRequest, context: Any) -> pb.GetEtlStatusResponse:
+    async def GetEtlStatus(
+        self, request: pb.GetEtlStatusRequest, context: Any
+    ) -> pb.GetEtlStatusResponse:
         pipeline = self._runtime.pipeline
         stats = self._runtime.stats
         response = pb.GetEtlStatusResponse(
@@ -103,11 +107,15 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         )
         if pipeline is not None:
             for partition, committed, end in await pipeline.lag():
-                response.partitions.add(partition=partition, committed_offset=committed,
-                                        end_offset=end, lag=max(0, end - committed))
+                response.partitions.add(
+                    partition=partition,
+                    committed_offset=committed,
+                    end_offset=end,
+                    lag=max(0, end - committed),
+                )
             response.total_lag = sum(p.lag for p in response.partitions)
         for reason, count in sorted(stats.skipped.items()):
-            response.skipped.add(reason=_SKIP_REASONS.get(reason, 0), count=count)  # type: ignore[arg-type]
+            response.skipped.add(reason=_SKIP_REASONS.get(reason, 0), count=count)
         if stats.last_batch_at is not None:
             response.last_batch.size = stats.last_batch_size
             response.last_batch.loaded_at.CopyFrom(_timestamp(stats.last_batch_at))
@@ -126,11 +134,15 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         response = pb.ReprocessMatchResponse(match_id=request.match_id)
         if outcome.data is None:
             if outcome.retryable:
-                raise DependencyUnavailable("opendota", f"fetching match {request.match_id}: {outcome.error}")
+                raise DependencyUnavailable(
+                    "opendota", f"fetching match {request.match_id}: {outcome.error}"
+                )
             response.outcome = pb.REPROCESS_OUTCOME_REJECTED
-            response.dead_letter_reason = (events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
-                                           if outcome.not_found
-                                           else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED)
+            response.dead_letter_reason = (
+                events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
+                if outcome.not_found
+                else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED
+            )
             response.detail = outcome.error or ""
             return response
         try:

@@ -23,26 +23,55 @@ log = logging.getLogger(__name__)
 
 # Arrow schemas of the three tables, in insert order. Arrow batches go into ClickHouse without a
 # Python-level row encoder, which is what makes tens of thousands of matches per second possible.
-_MATCH_SCHEMA = pa.schema([
-    ("match_id", pa.uint64()), ("match_seq_num", pa.uint64()), ("start_time", pa.uint32()),
-    ("duration_seconds", pa.uint32()), ("patch", pa.string()), ("game_mode", pa.uint8()),
-    ("lobby_type", pa.uint8()), ("cluster", pa.uint16()), ("region", pa.uint16()),
-    ("avg_rank_tier", pa.uint8()), ("skill_bracket", pa.string()), ("radiant_win", pa.bool_()),
-    ("source", pa.string()), ("radiant_heroes", pa.list_(pa.uint16())),
-    ("dire_heroes", pa.list_(pa.uint16())),
-])
-_PLAYER_SCHEMA = pa.schema([
-    ("match_id", pa.uint64()), ("player_slot", pa.uint8()), ("side", pa.string()),
-    ("hero_id", pa.uint16()), ("account_id", pa.uint32()), ("position", pa.uint8()),
-    ("lane_role", pa.uint8()), ("win", pa.bool_()), ("kills", pa.uint16()),
-    ("deaths", pa.uint16()), ("assists", pa.uint16()), ("gold_per_min", pa.uint16()),
-    ("xp_per_min", pa.uint16()), ("items", pa.list_(pa.uint16())),
-    ("leaver_status", pa.uint8()), ("patch", pa.string()), ("start_time", pa.uint32()),
-])
-_PICK_BAN_SCHEMA = pa.schema([
-    ("match_id", pa.uint64()), ("ord", pa.uint8()), ("is_pick", pa.bool_()),
-    ("side", pa.string()), ("hero_id", pa.uint16()),
-])
+_MATCH_SCHEMA = pa.schema(
+    [
+        ("match_id", pa.uint64()),
+        ("match_seq_num", pa.uint64()),
+        ("start_time", pa.uint32()),
+        ("duration_seconds", pa.uint32()),
+        ("patch", pa.string()),
+        ("game_mode", pa.uint8()),
+        ("lobby_type", pa.uint8()),
+        ("cluster", pa.uint16()),
+        ("region", pa.uint16()),
+        ("avg_rank_tier", pa.uint8()),
+        ("skill_bracket", pa.string()),
+        ("radiant_win", pa.bool_()),
+        ("source", pa.string()),
+        ("radiant_heroes", pa.list_(pa.uint16())),
+        ("dire_heroes", pa.list_(pa.uint16())),
+    ]
+)
+_PLAYER_SCHEMA = pa.schema(
+    [
+        ("match_id", pa.uint64()),
+        ("player_slot", pa.uint8()),
+        ("side", pa.string()),
+        ("hero_id", pa.uint16()),
+        ("account_id", pa.uint32()),
+        ("position", pa.uint8()),
+        ("lane_role", pa.uint8()),
+        ("win", pa.bool_()),
+        ("kills", pa.uint16()),
+        ("deaths", pa.uint16()),
+        ("assists", pa.uint16()),
+        ("gold_per_min", pa.uint16()),
+        ("xp_per_min", pa.uint16()),
+        ("items", pa.list_(pa.uint16())),
+        ("leaver_status", pa.uint8()),
+        ("patch", pa.string()),
+        ("start_time", pa.uint32()),
+    ]
+)
+_PICK_BAN_SCHEMA = pa.schema(
+    [
+        ("match_id", pa.uint64()),
+        ("ord", pa.uint8()),
+        ("is_pick", pa.bool_()),
+        ("side", pa.string()),
+        ("hero_id", pa.uint16()),
+    ]
+)
 
 
 def skill_bracket_of(avg_rank_tier: int | None) -> str:
@@ -106,7 +135,8 @@ class Warehouse:
                 "ENGINE = ReplacingMergeTree ORDER BY version"
             )
             applied = {
-                row[0] for row in self._client.query(
+                row[0]
+                for row in self._client.query(
                     "SELECT version FROM schema_migrations FINAL"
                 ).result_rows
             }
@@ -223,7 +253,11 @@ class Warehouse:
         with self._lock:
             return self._client.command(sql, parameters=parameters)
 
-    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def query_rows(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Rows of one query."""
         with self._lock:
-            return [tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows]
+            return [
+                tuple(row) for row in self._client.query(sql, parameters=parameters).result_rows
+            ]

@@ -24,7 +24,7 @@ class IngestSettings(ServiceSettings, KafkaSettings, RedisSettings):
     port: Port = DEFAULT_GRPC_PORTS["ingest"]
     # Comma-separated in the environment: INGEST_SOURCES=opendota_public,steam_sequence
     ingest_sources: Annotated[list[SourceName], NoDecode] = Field(
-        default_factory=lambda: ["opendota_public"]
+        default_factory=lambda: list[SourceName](["opendota_public"])
     )
     opendota_base_url: str = "https://api.opendota.com/api"
     opendota_api_key: str | None = None

@@ -21,7 +21,7 @@ class CursorStore:
     async def advance(self, source: str, value: int) -> None:
         """Move the cursor forward; a lower value (an older, slower writer) never wins."""
         # A tiny Lua compare-and-set so two ingest replicas cannot move a cursor backwards.
-        await self._client.eval(  # type: ignore[misc]
+        await self._client.eval(
             "local current = tonumber(redis.call('GET', KEYS[1]) or '-1') "
             "if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end "
             "return redis.call('GET', KEYS[1])",

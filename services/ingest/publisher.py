@@ -22,7 +22,9 @@ tracer = trace.get_tracer(__name__)
 class MatchRefPublisher:
     """A Kafka producer of `counterpick.events.v1.MatchRef` messages."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, enable_idempotence: bool = False) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, *, enable_idempotence: bool = False
+    ) -> None:
         self.topic = topic
         # Idempotence belongs on in production (Apache Kafka); tansu does not implement it.
         self._producer = AIOKafkaProducer(

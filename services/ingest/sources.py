@@ -8,6 +8,7 @@ are recorded in the source's status and the poll backs off, nothing else is affe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -107,8 +108,12 @@ def public_match_ref(row: dict[str, Any], source: int) -> events_pb2.MatchRef | 
         summary.radiant_win = bool(row["radiant_win"])
     if row.get("start_time") is not None:
         summary.start_time.FromSeconds(int(row["start_time"]))
-    for name, target in (("duration", "duration_seconds"), ("lobby_type", "lobby_type"),
-                         ("game_mode", "game_mode"), ("avg_rank_tier", "avg_rank_tier")):
+    for name, target in (
+        ("duration", "duration_seconds"),
+        ("lobby_type", "lobby_type"),
+        ("game_mode", "game_mode"),
+        ("avg_rank_tier", "avg_rank_tier"),
+    ):
         if row.get(name) is not None:
             setattr(summary, target, int(row[name]))
     return ref
@@ -162,8 +167,11 @@ class MatchIdPagedSource:
                 break
             less_than = oldest
         else:
-            log.warning("%s: more than %d pages behind; older matches are left for a backfill",
-                        self.health.name, self._max_pages)
+            log.warning(
+                "%s: more than %d pages behind; older matches are left for a backfill",
+                self.health.name,
+                self._max_pages,
+            )
         if not rows:
             if self.health.consecutive_failures == 0 or self.health.last_error_at is None:
                 self.health.succeeded()
@@ -171,9 +179,15 @@ class MatchIdPagedSource:
         source = self.health.source
         refs = []
         for row in sorted(rows, key=lambda r: int(r["match_id"])):
-            ref = (public_match_ref(row, source) if self._carries_summary
-                   else events_pb2.MatchRef(match_id=int(row["match_id"]), source=source,  # type: ignore[arg-type]
-                                            discovered_at=_now()))
+            ref = (
+                public_match_ref(row, source)
+                if self._carries_summary
+                else events_pb2.MatchRef(
+                    match_id=int(row["match_id"]),
+                    source=source,  # type: ignore[arg-type]
+                    discovered_at=_now(),
+                )
+            )
             if ref is not None:
                 refs.append(ref)
         await self._publisher.publish(refs)
@@ -271,10 +285,8 @@ async def run_source(poller: Poller, stop: asyncio.Event, *, idle_seconds: float
         else:
             delay = 0.0 if more else idle_seconds
         if delay:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
 
 @dataclass
@@ -290,9 +302,10 @@ class BackfillJobs:
         published = 0
         for start in range(0, len(match_ids), self.chunk):
             refs = [
-                events_pb2.MatchRef(match_id=match_id, source=events_pb2.MATCH_SOURCE_BACKFILL,
-                                    discovered_at=_now())
-                for match_id in match_ids[start:start + self.chunk]
+                events_pb2.MatchRef(
+                    match_id=match_id, source=events_pb2.MATCH_SOURCE_BACKFILL, discovered_at=_now()
+                )
+                for match_id in match_ids[start : start + self.chunk]
             ]
             await self.publisher.publish(refs)
             published += len(refs)

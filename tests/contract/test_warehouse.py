@@ -11,21 +11,41 @@ from services.etl.matches import CleanMatch, MatchSource, PickBanRow, PlayerRow,
 from services.etl.warehouse import Warehouse, migrations, skill_bracket_of
 
 
-def synthetic_match(match_id: int, *, radiant_win: bool = True, rank: int | None = 54) -> CleanMatch:
+def synthetic_match(
+    match_id: int, *, radiant_win: bool = True, rank: int | None = 54
+) -> CleanMatch:
     """A 5v5 match with distinct heroes derived from the id."""
     heroes = [(match_id + k) % 120 + 1 for k in range(10)]
     players = tuple(
-        PlayerRow(hero_id=hero, side=Side.RADIANT if k < 5 else Side.DIRE,
-                  player_slot=k if k < 5 else 128 + k - 5, account_id=None if k else 1234,
-                  kills=k, deaths=1, assists=2, items=(1, 2, 3))
+        PlayerRow(
+            hero_id=hero,
+            side=Side.RADIANT if k < 5 else Side.DIRE,
+            player_slot=k if k < 5 else 128 + k - 5,
+            account_id=None if k else 1234,
+            kills=k,
+            deaths=1,
+            assists=2,
+            items=(1, 2, 3),
+        )
         for k, hero in enumerate(heroes)
     )
-    picks = tuple(PickBanRow(order=k, is_pick=True, side=players[k].side, hero_id=heroes[k])
-                  for k in range(10))
-    return CleanMatch(match_id=match_id, radiant_win=radiant_win, source=MatchSource.IMPORT,
-                      players=players, start_time=1_785_348_579, duration_seconds=1800,
-                      patch="7.41", game_mode=22, lobby_type=7, avg_rank_tier=rank,
-                      picks_bans=picks)
+    picks = tuple(
+        PickBanRow(order=k, is_pick=True, side=players[k].side, hero_id=heroes[k])
+        for k in range(10)
+    )
+    return CleanMatch(
+        match_id=match_id,
+        radiant_win=radiant_win,
+        source=MatchSource.IMPORT,
+        players=players,
+        start_time=1_785_348_579,
+        duration_seconds=1800,
+        patch="7.41",
+        game_mode=22,
+        lobby_type=7,
+        avg_rank_tier=rank,
+        picks_bans=picks,
+    )
 
 
 @pytest.fixture
@@ -82,9 +102,19 @@ def test_existing_match_ids(warehouse: Warehouse) -> None:
 
 @pytest.mark.parametrize(
     ("rank", "bracket"),
-    [(None, "unknown"), (11, "herald_guardian"), (25, "herald_guardian"), (35, "crusader_archon"),
-     (45, "crusader_archon"), (54, "legend_ancient"), (65, "legend_ancient"),
-     (75, "divine_immortal"), (80, "divine_immortal"), (5, "unknown"), (95, "unknown")],
+    [
+        (None, "unknown"),
+        (11, "herald_guardian"),
+        (25, "herald_guardian"),
+        (35, "crusader_archon"),
+        (45, "crusader_archon"),
+        (54, "legend_ancient"),
+        (65, "legend_ancient"),
+        (75, "divine_immortal"),
+        (80, "divine_immortal"),
+        (5, "unknown"),
+        (95, "unknown"),
+    ],
 )
 def test_skill_bracket_of(rank: int | None, bracket: str) -> None:
     assert skill_bracket_of(rank) == bracket
@@ -97,10 +127,16 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None
     first = Warehouse.connect(f"chdb://{tmp_path / 'wh'}")
     try:
         probe = subprocess.run(
-            [sys.executable, "-c",
-             "from services.etl.warehouse import Warehouse; "
-             f"Warehouse.connect('chdb://{tmp_path / 'wh'}')"],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-c",
+                "from services.etl.warehouse import Warehouse; "
+                f"Warehouse.connect('chdb://{tmp_path / 'wh'}')",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert probe.returncode != 0
         assert "lock" in probe.stderr.lower()

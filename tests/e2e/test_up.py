@@ -71,6 +71,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "WAREHOUSE_DSN"}
     }
+    # Tests never reach the internet: ingest polls a port where nothing listens.
+    env["OPENDOTA_BASE_URL"] = f"http://127.0.0.1:{free_port()}/api"
     started = time.monotonic()
     process = subprocess.Popen(
         argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

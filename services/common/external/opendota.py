@@ -1,0 +1,80 @@
+"""OpenDota API client: /publicMatches, /parsedMatches and /matches/{id}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.common.external.http import ClientStats, Fetched, JsonApi, TokenBucket
+
+# The free tier: 60 requests per minute and 3,000 per day without a key.
+FREE_RATE_PER_SECOND = 1.0
+FREE_BURST = 5.0
+
+
+class OpenDotaClient:
+    """Typed access to the OpenDota endpoints counterpick reads."""
+
+    def __init__(
+        self,
+        base_url: str = "https://api.opendota.com/api",
+        api_key: str | None = None,
+        *,
+        rate_per_second: float = FREE_RATE_PER_SECOND,
+        burst: float = FREE_BURST,
+        http: httpx.AsyncClient | None = None,
+        api: JsonApi | None = None,
+    ) -> None:
+        self._api = api or JsonApi(
+            base_url,
+            bucket=TokenBucket(rate_per_second, burst),
+            http=http,
+            secret_params={"api_key": api_key} if api_key else None,
+        )
+
+    @property
+    def stats(self) -> ClientStats:
+        """Request counters for the status RPC."""
+        return self._api.stats
+
+    @property
+    def requests_made(self) -> int:
+        """Requests sent so far."""
+        return self._api.stats.requests_made
+
+    @property
+    def rate_limited_responses(self) -> int:
+        """429 answers seen so far."""
+        return self._api.stats.rate_limited_responses
+
+    async def public_matches(self, less_than_match_id: int | None = None) -> Fetched[list[Any]]:
+        """Up to 100 recent public matches, newest first, older than `less_than_match_id`."""
+        result = await self._api.get_json(
+            "publicMatches", {"less_than_match_id": less_than_match_id}
+        )
+        return _expect_list(result)
+
+    async def parsed_matches(self, less_than_match_id: int | None = None) -> Fetched[list[Any]]:
+        """Recently parsed match ids, newest first."""
+        result = await self._api.get_json(
+            "parsedMatches", {"less_than_match_id": less_than_match_id}
+        )
+        return _expect_list(result)
+
+    async def match(self, match_id: int) -> Fetched[dict[str, Any]]:
+        """One full match; 404 is final (the match is unknown or private)."""
+        result = await self._api.get_json(f"matches/{int(match_id)}")
+        if result.data is not None and not isinstance(result.data, dict):
+            return Fetched(None, f"matches/{match_id}: expected an object", False, result.status)
+        return result
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._api.close()
+
+
+def _expect_list(result: Fetched[Any]) -> Fetched[list[Any]]:
+    if result.data is not None and not isinstance(result.data, list):
+        return Fetched(None, "expected a JSON array", False, result.status)
+    return result
