@@ -150,7 +150,8 @@ class JsonApi:
         url = f"{self._base}/{path.lstrip('/')}"
         last: Fetched[Any] = Fetched(None, "not attempted", True)
         for attempt in range(self._attempts):
-            if attempt:
+            # After a 429 the Retry-After pause is the wait; no extra backoff on top.
+            if attempt and last.status != 429:
                 cap = min(self._max_backoff, self._backoff * 2**attempt)
                 await self._sleep(random.uniform(0, cap))  # noqa: S311 - full jitter
             wait = self._paused_until - self._clock()
@@ -170,9 +171,6 @@ class JsonApi:
             if outcome.data is not None or not outcome.retryable:
                 return outcome
             last = outcome
-            if response.status_code == 429:
-                # The pause is the backoff; the next attempt waits for it.
-                continue
         return last
 
     def _interpret(self, path: str, response: httpx.Response) -> Fetched[Any]:

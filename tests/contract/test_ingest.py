@@ -1,0 +1,115 @@
+"""ingest against replayed OpenDota pages, a real broker and a real Redis cursor."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+
+from counterpick.events.v1 import events_pb2
+from services.common.external.http import JsonApi, TokenBucket
+from services.common.external.opendota import OpenDotaClient
+from services.common.stores import ensure_kafka_topics
+from services.ingest.cursors import CursorStore
+from services.ingest.publisher import MatchRefPublisher
+from services.ingest.sources import MatchIdPagedSource, SourceHealth
+from tests.http_replay import Fault, ReplayServer, replay
+
+ROUTES = {"/api/publicMatches": Path("api-samples/odota-web/publicMatches_mmr_descending-1.json")}
+
+
+@pytest.fixture
+def server(data_dir: Path) -> Iterator[ReplayServer]:
+    yield from replay(data_dir, ROUTES)
+
+
+async def consume_ids(bootstrap: str, topic: str, minimum: int) -> list[int]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    ids: list[int] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(ids) < minimum:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    ids.extend(
+                        events_pb2.MatchRef.FromString(r.value or b"").match_id for r in records
+                    )
+    finally:
+        await consumer.stop()
+    return ids
+
+
+class CrashAfterPublish:
+    """Cursor store whose first advance dies, as a process killed right after Kafka acked."""
+
+    def __init__(self, inner: CursorStore) -> None:
+        self.inner = inner
+        self.crashed = False
+
+    async def get(self, source: str) -> int | None:
+        return await self.inner.get(source)
+
+    async def advance(self, source: str, value: int) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise ConnectionError("killed before the cursor moved")
+        await self.inner.advance(source, value)
+
+
+async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
+    server: ReplayServer, kafka_bootstrap: str, redis_url: str
+) -> None:
+    topic = f"ingest-{uuid.uuid4().hex[:8]}"
+    await ensure_kafka_topics(kafka_bootstrap, {topic: 2})
+    publisher = MatchRefPublisher(kafka_bootstrap, topic)
+    await publisher.start()
+    redis = aioredis.Redis.from_url(redis_url)
+    api = JsonApi(server.base_url + "/api", bucket=TokenBucket(100, 100), attempts=1)
+    client = OpenDotaClient(api=api)
+    cursors = CrashAfterPublish(CursorStore(redis))
+    name = f"opendota_public_{uuid.uuid4().hex[:6]}"
+
+    def source() -> MatchIdPagedSource:
+        return MatchIdPagedSource(
+            SourceHealth(name, events_pb2.MATCH_SOURCE_OPENDOTA_PUBLIC_MATCHES),
+            lambda less_than: client.public_matches(less_than_match_id=less_than),
+            publisher,
+            cursors,
+            max_pages_per_poll=3,
+            carries_summary=True,
+        )
+
+    try:
+        with pytest.raises(ConnectionError):
+            await source().poll()  # published, then "killed" before the cursor moved
+        assert await cursors.get(name) is None
+        restarted = source()
+        assert await restarted.poll() is True  # re-publishes: harmless, etl dedups
+        cursor = await cursors.get(name)
+        assert cursor is not None
+        assert restarted.health.matches_published == 100
+        # Nothing new upstream: the next poll publishes nothing and the cursor stays.
+        assert await source().poll() is False
+        assert await cursors.get(name) == cursor
+        ids = await consume_ids(kafka_bootstrap, topic, 200)
+        assert len(ids) == 200
+        assert len(set(ids)) == 100
+        assert max(ids) == cursor
+        # Offline upstream: the failure is recorded, nothing is published, cursor unchanged.
+        server.queue("/api/publicMatches", Fault(status=500, body=b""))
+        offline = source()
+        assert await offline.poll() is False
+        assert "HTTP 500" in offline.health.last_error
+        assert offline.health.consecutive_failures == 1
+        assert await cursors.get(name) == cursor
+    finally:
+        await publisher.stop()
+        await client.close()
+        await redis.aclose()
