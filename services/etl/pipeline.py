@@ -275,26 +275,21 @@ class MatchPipeline:
             return transform.from_steam_match(raw, source)
         summary = ref.summary
         if ref.HasField("summary") and summary.radiant_hero_ids and summary.HasField("radiant_win"):
-            row: dict[str, Any] = {
-                "match_id": ref.match_id,
-                "radiant_win": summary.radiant_win,
-                "radiant_team": list(summary.radiant_hero_ids),
-                "dire_team": list(summary.dire_hero_ids),
-                "start_time": summary.start_time.seconds
-                if summary.HasField("start_time")
-                else None,
-                "duration": summary.duration_seconds
-                if summary.HasField("duration_seconds")
-                else None,
-                "lobby_type": summary.lobby_type if summary.HasField("lobby_type") else None,
-                "game_mode": summary.game_mode if summary.HasField("game_mode") else None,
-                "avg_rank_tier": summary.avg_rank_tier
-                if summary.HasField("avg_rank_tier")
-                else None,
-            }
-            if ref.HasField("match_seq_num"):
-                row["match_seq_num"] = ref.match_seq_num
-            return transform.from_public_match(row)
+            has = summary.HasField
+            return transform.from_draft(
+                ref.match_id,
+                summary.radiant_win,
+                list(summary.radiant_hero_ids),
+                list(summary.dire_hero_ids),
+                source=source,
+                constants=self._constants,
+                start_time=summary.start_time.seconds if has("start_time") else None,
+                match_seq_num=ref.match_seq_num if ref.HasField("match_seq_num") else None,
+                duration_seconds=summary.duration_seconds if has("duration_seconds") else None,
+                game_mode=summary.game_mode if has("game_mode") else None,
+                lobby_type=summary.lobby_type if has("lobby_type") else None,
+                avg_rank_tier=summary.avg_rank_tier if has("avg_rank_tier") else None,
+            )
         return None
 
     async def _fetch(

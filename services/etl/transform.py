@@ -29,12 +29,12 @@ ANONYMOUS_ACCOUNT = 4294967295
 UCI_ID_NAMESPACE = 1 << 62
 UCI_START_TIME = int(datetime(2016, 8, 13, 12, tzinfo=UTC).timestamp())
 MIN_SIGNIFICANT_SECONDS = 360  # OpenDota: duration > 6 minutes
-_RADIANT_SLOTS = (0, 1, 2, 3, 4)
-_DIRE_SLOTS = (128, 129, 130, 131, 132)
 
 
 def _int(raw: Mapping[str, Any], name: str, *, required: bool = True) -> int | None:
     value = raw.get(name)
+    if type(value) is int:  # the common case, checked first: this runs ~40 times per match
+        return value
     if value is None or value == "":
         if required:
             raise UnusableMatch(RejectReason.MISSING_FIELD, f"{name} is missing")
@@ -231,23 +231,66 @@ def _hero_list(value: Any, name: str) -> list[int]:
 def _draft_players(
     radiant: list[int], dire: list[int], constants: DotaConstants
 ) -> tuple[PlayerRow, ...]:
-    players = tuple(
-        [
-            PlayerRow(hero_id=h, side=Side.RADIANT, player_slot=s)
-            for h, s in zip(radiant, _RADIANT_SLOTS, strict=False)
-        ]
-        + [
-            PlayerRow(hero_id=h, side=Side.DIRE, player_slot=s)
-            for h, s in zip(dire, _DIRE_SLOTS, strict=False)
-        ]
-    )
     if len(radiant) != 5 or len(dire) != 5:
         raise UnusableMatch(
             RejectReason.INVALID_VALUE,
             f"teams have {len(radiant)} and {len(dire)} heroes, expected 5 and 5",
         )
-    _check_heroes(players, constants, full=True)
+    radiant_side, dire_side = Side.RADIANT, Side.DIRE
+    players = (
+        PlayerRow(radiant[0], radiant_side, 0),
+        PlayerRow(radiant[1], radiant_side, 1),
+        PlayerRow(radiant[2], radiant_side, 2),
+        PlayerRow(radiant[3], radiant_side, 3),
+        PlayerRow(radiant[4], radiant_side, 4),
+        PlayerRow(dire[0], dire_side, 128),
+        PlayerRow(dire[1], dire_side, 129),
+        PlayerRow(dire[2], dire_side, 130),
+        PlayerRow(dire[3], dire_side, 131),
+        PlayerRow(dire[4], dire_side, 132),
+    )
+    heroes = constants.heroes
+    for hero in (*radiant, *dire):
+        if hero not in heroes:
+            raise UnusableMatch(RejectReason.UNKNOWN_HERO, f"hero_id={hero} does not exist")
+    if len(set(radiant) | set(dire)) != 10:
+        twice = next(h for h in radiant + dire if (radiant + dire).count(h) > 1)
+        raise UnusableMatch(RejectReason.INVALID_VALUE, f"hero_id={twice} is picked twice")
     return players
+
+
+def from_draft(
+    match_id: int,
+    radiant_win: bool,
+    radiant: list[int],
+    dire: list[int],
+    *,
+    source: MatchSource,
+    constants: DotaConstants,
+    start_time: int | None = None,
+    match_seq_num: int | None = None,
+    duration_seconds: int | None = None,
+    game_mode: int | None = None,
+    lobby_type: int | None = None,
+    cluster: int | None = None,
+    avg_rank_tier: int | None = None,
+    default_patch: str | None = None,
+) -> CleanMatch:
+    """A match known only by its draft and result (already typed values, e.g. from protobuf)."""
+    return CleanMatch(
+        match_id=match_id,
+        radiant_win=radiant_win,
+        source=source,
+        players=_draft_players(radiant, dire, constants),
+        start_time=start_time,
+        match_seq_num=match_seq_num,
+        duration_seconds=_non_negative(duration_seconds, "duration"),
+        patch=_patch(constants, start_time, default_patch),
+        game_mode=game_mode,
+        lobby_type=lobby_type,
+        cluster=cluster,
+        avg_rank_tier=avg_rank_tier,
+    )
 
 
 def from_public_match(
@@ -259,27 +302,23 @@ def from_public_match(
 ) -> CleanMatch:
     """An OpenDota /api/publicMatches row (int arrays or comma strings) or a CSV row of that
     shape (space-separated hero ids)."""
-    constants = constants or load_constants()
     match_id = _int(row, "match_id")
     assert match_id is not None
-    start_time = _int(row, "start_time", required=False)
-    return CleanMatch(
-        match_id=match_id,
-        radiant_win=_bool(row, "radiant_win"),
+    return from_draft(
+        match_id,
+        _bool(row, "radiant_win"),
+        _hero_list(row.get("radiant_team"), "radiant_team"),
+        _hero_list(row.get("dire_team"), "dire_team"),
         source=source,
-        players=_draft_players(
-            _hero_list(row.get("radiant_team"), "radiant_team"),
-            _hero_list(row.get("dire_team"), "dire_team"),
-            constants,
-        ),
-        start_time=start_time,
+        constants=constants or load_constants(),
+        start_time=_int(row, "start_time", required=False),
         match_seq_num=_int(row, "match_seq_num", required=False),
-        duration_seconds=_non_negative(_int(row, "duration", required=False), "duration"),
-        patch=_patch(constants, start_time, default_patch),
+        duration_seconds=_int(row, "duration", required=False),
         game_mode=_int(row, "game_mode", required=False),
         lobby_type=_int(row, "lobby_type", required=False),
         cluster=_int(row, "cluster", required=False),
         avg_rank_tier=_int(row, "avg_rank_tier", required=False),
+        default_patch=default_patch,
     )
 
 
