@@ -205,7 +205,14 @@ class EtlRuntime:
         """Finish the batch in progress, leave the group, close the fetcher."""
         self._stop.set()
         if self._task is not None:
-            await asyncio.wait({self._task}, timeout=30)
+            done, _ = await asyncio.wait(
+                {self._task}, timeout=self._settings.shutdown_grace_seconds
+            )
+            if not done:
+                # Still joining the group or inside a batch: nothing was committed for it, so the
+                # next member replays it.
+                self._task.cancel()
+                await asyncio.wait({self._task})
         if self.pipeline is not None:
             await self.pipeline.stop()
         await self.fetcher.close()

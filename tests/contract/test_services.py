@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,6 @@ from tests.conftest import free_port
 # (service, builder, settings class, one RPC that is not built yet)
 Builder = Callable[[Any], GrpcServer]
 CASES: list[tuple[str, Builder, type[ServiceSettings], str]] = [
-    ("ingest", build_ingest, IngestSettings, "GetIngestStatus"),
-    ("etl", build_etl, EtlSettings, "GetEtlStatus"),
     ("model", build_model, ModelSettings, "GetModelInfo"),
     ("auth", build_auth, AuthSettings, "GetJwks"),
     ("user", build_user, UserSettings, "GetSubscription"),
@@ -73,6 +72,84 @@ async def test_service_serves_health_and_answers_unimplemented_honestly(
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await call(b"", timeout=5)
             assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(0)
+
+
+async def test_ingest_reports_its_sources_and_accepts_backfills(
+    redis_url: str, kafka_bootstrap: str
+) -> None:
+    from counterpick.ingest.v1 import ingest_service_pb2 as ingest_pb
+    from counterpick.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+
+    settings = IngestSettings.model_validate(
+        {
+            "port": 0,
+            "redis_url": redis_url,
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            # Offline on purpose: the source must fail politely and say so.
+            "opendota_base_url": f"http://127.0.0.1:{free_port()}/api",
+        }
+    )
+    server = build_ingest(settings)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = ingest_grpc.IngestServiceStub(channel)
+            for _ in range(100):
+                status = await stub.GetIngestStatus(ingest_pb.GetIngestStatusRequest())
+                if status.sources[0].last_error:
+                    break
+                await asyncio.sleep(0.1)
+            source = status.sources[0]
+            assert source.name == "opendota_public"
+            assert source.state in (ingest_pb.SOURCE_STATE_DEGRADED, ingest_pb.SOURCE_STATE_DOWN)
+            assert "ConnectError" in source.last_error or "timed out" in source.last_error
+            accepted = await stub.Backfill(
+                ingest_pb.BackfillRequest(ids=ingest_pb.MatchIdList(match_ids=[7, 8, 9]))
+            )
+            assert accepted.accepted_count == 3
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Backfill(
+                    ingest_pb.BackfillRequest(
+                        range=ingest_pb.MatchIdRange(first_match_id=10, last_match_id=5)
+                    )
+                )
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await server.stop(0)
+
+
+async def test_etl_reports_status_and_rejects_a_bad_reprocess(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from counterpick.etl.v1 import etl_service_pb2 as etl_pb
+    from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
+
+    settings = EtlSettings.model_validate(
+        {
+            "port": 0,
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "warehouse_dsn": f"chdb://{tmp_path / 'warehouse'}",
+            "kafka_consumer_group": f"etl-{free_port()}",
+            "kafka_session_timeout_ms": 2000,
+            "opendota_base_url": f"http://127.0.0.1:{free_port()}/api",
+        }
+    )
+    server = build_etl(settings)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = etl_grpc.EtlServiceStub(channel)
+            status = await stub.GetEtlStatus(etl_pb.GetEtlStatusRequest())
+            assert status.consumer_group == settings.kafka_consumer_group
+            assert status.topic == "match_ids_raw"
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ReprocessMatch(etl_pb.ReprocessMatchRequest())
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ReprocessMatch(etl_pb.ReprocessMatchRequest(match_id=1), timeout=60)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
 
