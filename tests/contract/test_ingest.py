@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,123 @@ async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
         await publisher.stop()
         await client.close()
         await redis.aclose()
+
+
+async def test_ingest_to_etl_to_warehouse_end_to_end(
+    server: ReplayServer, kafka_bootstrap: str, redis_url: str, tmp_path: Path, data_dir: Path
+) -> None:
+    """Real pages in -> the same matches in the warehouse (minus those the rule skips)."""
+    from services.common.dota_constants import load_constants
+    from services.etl import transform
+    from services.etl.pipeline import MatchPipeline
+    from services.etl.warehouse import Warehouse
+    from tests.contract.test_pipeline import run_until_handled
+
+    suffix = uuid.uuid4().hex[:8]
+    topic, dlq = f"e2e-{suffix}", f"e2e-dlq-{suffix}"
+    await ensure_kafka_topics(kafka_bootstrap, {topic: 2, dlq: 1})
+    publisher = MatchRefPublisher(kafka_bootstrap, topic)
+    await publisher.start()
+    redis = aioredis.Redis.from_url(redis_url)
+    client = OpenDotaClient(
+        api=JsonApi(server.base_url + "/api", bucket=TokenBucket(100, 100), attempts=1)
+    )
+    source = MatchIdPagedSource(
+        SourceHealth(f"e2e_{suffix}", events_pb2.MATCH_SOURCE_OPENDOTA_PUBLIC_MATCHES),
+        lambda less_than: client.public_matches(less_than_match_id=less_than),
+        publisher,
+        CursorStore(redis),
+        max_pages_per_poll=1,
+        carries_summary=True,
+    )
+    try:
+        assert await source.poll() is True
+    finally:
+        await publisher.stop()
+        await client.close()
+        await redis.aclose()
+    rows = json.loads((data_dir / ROUTES["/api/publicMatches"]).read_text())
+    expected = {
+        int(row["match_id"])
+        for row in rows
+        if transform.skip_reason(transform.from_public_match(row)) is None
+    }
+    warehouse = Warehouse.connect(f"chdb://{tmp_path / 'wh'}")
+    warehouse.migrate()
+    try:
+        pipeline = MatchPipeline(
+            bootstrap_servers=kafka_bootstrap,
+            topic=topic,
+            dead_letter_topic=dlq,
+            group_id=f"e2e-{suffix}",
+            warehouse=warehouse,
+            constants=load_constants(),
+            fetcher=None,
+            session_timeout_ms=2000,
+        )
+        await run_until_handled(pipeline, len(rows))
+        stored = {row[0] for row in warehouse.query_rows("SELECT match_id FROM matches FINAL")}
+        assert stored == expected
+        assert len(expected) > 50
+    finally:
+        warehouse.close()
+
+
+async def test_steam_sequence_source_carries_full_matches_and_advances_by_seq_num(
+    data_dir: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
+    from services.common.external.steam import SteamClient
+    from services.ingest.sources import SteamSequenceSource
+
+    sequence = "/IDOTA2Match_570/GetMatchHistoryBySequenceNum/v1"
+    routes = {
+        sequence: Path("api-samples/dota2api-steam/get_match_history_by_sequence_num_result.json")
+    }
+    topic = f"steam-{uuid.uuid4().hex[:8]}"
+    await ensure_kafka_topics(kafka_bootstrap, {topic: 1})
+    with ReplayServer(data_dir, routes) as steam_server:
+        publisher = MatchRefPublisher(kafka_bootstrap, topic)
+        await publisher.start()
+        redis = aioredis.Redis.from_url(redis_url)
+        client = SteamClient(
+            api_key="KEY",
+            api=JsonApi(
+                steam_server.base_url,
+                bucket=TokenBucket(100, 100),
+                attempts=1,
+                secret_params={"key": "KEY"},
+            ),
+        )
+        name = f"steam_{uuid.uuid4().hex[:6]}"
+        source = SteamSequenceSource(
+            SourceHealth(name, events_pb2.MATCH_SOURCE_STEAM_SEQUENCE),
+            client.match_history_by_seq_num,
+            publisher,
+            CursorStore(redis),
+            start_at=240,
+        )
+        try:
+            assert await source.poll() is True  # a full page: more is waiting
+            cursor = await CursorStore(redis).get(name)
+            assert steam_server.requests_to(sequence)[0].query["start_at_match_seq_num"] == ["240"]
+        finally:
+            await publisher.stop()
+            await client.close()
+            await redis.aclose()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    refs: list[events_pb2.MatchRef] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(refs) < 100:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    refs.extend(events_pb2.MatchRef.FromString(r.value or b"") for r in records)
+    finally:
+        await consumer.stop()
+    assert cursor == max(ref.match_seq_num for ref in refs) + 1
+    assert all(
+        ref.raw_match.format == events_pb2.RAW_MATCH_FORMAT_STEAM_SEQUENCE_JSON for ref in refs
+    )
+    assert json.loads(refs[0].raw_match.json)["match_id"] == refs[0].match_id
