@@ -155,6 +155,10 @@ class MatchPipeline:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 4),
             max_poll_records=self._batch_size,
+            # Messages with a full Steam match are ~5 KB: the 1 MB default per partition would
+            # mean a broker round trip every ~200 records.
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
         )
         await self.consumer.start()
 

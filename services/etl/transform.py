@@ -29,6 +29,7 @@ ANONYMOUS_ACCOUNT = 4294967295
 UCI_ID_NAMESPACE = 1 << 62
 UCI_START_TIME = int(datetime(2016, 8, 13, 12, tzinfo=UTC).timestamp())
 MIN_SIGNIFICANT_SECONDS = 360  # OpenDota: duration > 6 minutes
+_ITEM_SLOTS = tuple(f"item_{n}" for n in range(6))
 
 
 def _int(raw: Mapping[str, Any], name: str, *, required: bool = True) -> int | None:
@@ -104,6 +105,14 @@ def _side_of(raw_player: Mapping[str, Any], slot: int) -> Side:
     return Side.RADIANT if slot < 128 else Side.DIRE
 
 
+def _stat(raw_player: Mapping[str, Any], name: str) -> int | None:
+    """An optional non-negative player statistic (the hot path: ~10 per player)."""
+    value = raw_player.get(name)
+    if type(value) is int and value >= 0:
+        return value
+    return _non_negative(_int(raw_player, name, required=False), name)
+
+
 def _players_from_api(raw: Mapping[str, Any], constants: DotaConstants) -> tuple[PlayerRow, ...]:
     raw_players = raw.get("players")
     if not isinstance(raw_players, list):
@@ -120,28 +129,23 @@ def _players_from_api(raw: Mapping[str, Any], constants: DotaConstants) -> tuple
         assert slot is not None
         account = _int(raw_player, "account_id", required=False)
         items = tuple(
-            item
-            for n in range(6)
-            if (item := _int(raw_player, f"item_{n}", required=False)) is not None and item > 0
+            item for n in _ITEM_SLOTS if type(item := raw_player.get(n)) is int and item > 0
         )
         players.append(
             PlayerRow(
-                hero_id=hero_id,
-                side=_side_of(raw_player, slot),
-                player_slot=slot,
-                account_id=None if account in (None, ANONYMOUS_ACCOUNT) else account,
-                lane_role=_int(raw_player, "lane_role", required=False),
-                kills=_non_negative(_int(raw_player, "kills", required=False), "kills"),
-                deaths=_non_negative(_int(raw_player, "deaths", required=False), "deaths"),
-                assists=_non_negative(_int(raw_player, "assists", required=False), "assists"),
-                gold_per_min=_non_negative(
-                    _int(raw_player, "gold_per_min", required=False), "gold_per_min"
-                ),
-                xp_per_min=_non_negative(
-                    _int(raw_player, "xp_per_min", required=False), "xp_per_min"
-                ),
-                items=items,
-                leaver_status=_int(raw_player, "leaver_status", required=False),
+                hero_id,
+                _side_of(raw_player, slot),
+                slot,
+                None if account in (None, ANONYMOUS_ACCOUNT) else account,
+                None,
+                _stat(raw_player, "lane_role"),
+                _stat(raw_player, "kills"),
+                _stat(raw_player, "deaths"),
+                _stat(raw_player, "assists"),
+                _stat(raw_player, "gold_per_min"),
+                _stat(raw_player, "xp_per_min"),
+                items,
+                _stat(raw_player, "leaver_status"),
             )
         )
     _check_heroes(players, constants, full=False)
