@@ -188,3 +188,13 @@ async def test_steam_sequence_page_and_the_key_never_in_errors(server: ReplaySer
     await client.close()
     assert failed.data is None
     assert "SECRET" not in (failed.error or "")
+
+
+async def test_daily_budget_spreads_requests_over_the_day() -> None:
+    fake = FakeTime()
+    daily = TokenBucket(rate=3000 / 86_400, burst=2, clock=fake.clock, sleep=fake.sleep)
+    start = fake.now
+    for _ in range(3):
+        await daily.acquire()
+    # Two from the burst, then one more token takes 86,400 / 3,000 = 28.8 s.
+    assert fake.now - start == pytest.approx(28.8)

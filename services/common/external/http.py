@@ -106,6 +106,7 @@ class JsonApi:
         base_url: str,
         *,
         bucket: TokenBucket,
+        daily_bucket: TokenBucket | None = None,
         timeout_seconds: float = 10.0,
         attempts: int = 4,
         backoff_seconds: float = 0.5,
@@ -119,6 +120,7 @@ class JsonApi:
         self._owns_http = http is None
         self._base = base_url.rstrip("/")
         self._bucket = bucket
+        self._daily_bucket = daily_bucket
         self._timeout = timeout_seconds
         self._attempts = attempts
         self._backoff = backoff_seconds
@@ -157,6 +159,8 @@ class JsonApi:
             wait = self._paused_until - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+            if self._daily_bucket is not None:
+                await self._daily_bucket.acquire()
             await self._bucket.acquire()
             self.stats.requests_made += 1
             try:

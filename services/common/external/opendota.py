@@ -11,6 +11,7 @@ from services.common.external.http import ClientStats, Fetched, JsonApi, TokenBu
 # The free tier: 60 requests per minute and 3,000 per day without a key.
 FREE_RATE_PER_SECOND = 1.0
 FREE_BURST = 5.0
+FREE_REQUESTS_PER_DAY = 3000
 
 
 class OpenDotaClient:
@@ -26,9 +27,13 @@ class OpenDotaClient:
         http: httpx.AsyncClient | None = None,
         api: JsonApi | None = None,
     ) -> None:
+        # Without a key the day's 3,000 requests are the binding limit: spread them out, with a
+        # minute's worth of burst so a gap can still be closed quickly.
+        daily = TokenBucket(FREE_REQUESTS_PER_DAY / 86_400, 60) if api_key is None else None
         self._api = api or JsonApi(
             base_url,
             bucket=TokenBucket(rate_per_second, burst),
+            daily_bucket=daily,
             http=http,
             secret_params={"api_key": api_key} if api_key else None,
         )
