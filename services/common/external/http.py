@@ -62,14 +62,17 @@ class TokenBucket:
     async def acquire(self) -> None:
         """Take one token, waiting until one is available."""
         async with self._lock:
-            while True:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await self._sleep((1 - self._tokens) / self.rate)
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if self._tokens < 1:
+                # Sleep exactly until the token has accrued and take it then; re-measuring after
+                # the sleep invites float rounding to leave 0.9999... tokens and spin.
+                wait = (1 - self._tokens) / self.rate
+                await self._sleep(wait)
+                self._tokens = 1.0
+                self._updated = now + wait
+            self._tokens -= 1
 
 
 @dataclass
