@@ -222,3 +222,28 @@ def _as_int(value: str) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+class ApiClient:
+    """Base of the typed API clients: their counters and their life cycle."""
+
+    _api: JsonApi
+
+    @property
+    def stats(self) -> ClientStats:
+        """Request counters for the status RPC."""
+        return self._api.stats
+
+    @property
+    def requests_made(self) -> int:
+        """Requests sent so far."""
+        return self._api.stats.requests_made
+
+    @property
+    def rate_limited_responses(self) -> int:
+        """429 answers seen so far."""
+        return self._api.stats.rate_limited_responses
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._api.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from services.common.external.http import ClientStats, Fetched, JsonApi, TokenBucket
+from services.common.external.http import ApiClient, Fetched, JsonApi, TokenBucket
 
 # The free tier: 60 requests per minute and 3,000 per day without a key.
 FREE_RATE_PER_SECOND = 1.0
@@ -14,7 +14,7 @@ FREE_BURST = 5.0
 FREE_REQUESTS_PER_DAY = 3000
 
 
-class OpenDotaClient:
+class OpenDotaClient(ApiClient):
     """Typed access to the OpenDota endpoints counterpick reads."""
 
     def __init__(
@@ -38,21 +38,6 @@ class OpenDotaClient:
             secret_params={"api_key": api_key} if api_key else None,
         )
 
-    @property
-    def stats(self) -> ClientStats:
-        """Request counters for the status RPC."""
-        return self._api.stats
-
-    @property
-    def requests_made(self) -> int:
-        """Requests sent so far."""
-        return self._api.stats.requests_made
-
-    @property
-    def rate_limited_responses(self) -> int:
-        """429 answers seen so far."""
-        return self._api.stats.rate_limited_responses
-
     async def public_matches(self, less_than_match_id: int | None = None) -> Fetched[list[Any]]:
         """Up to 100 recent public matches, newest first, older than `less_than_match_id`."""
         result = await self._api.get_json(
@@ -73,10 +58,6 @@ class OpenDotaClient:
         if result.data is not None and not isinstance(result.data, dict):
             return Fetched(None, f"matches/{match_id}: expected an object", False, result.status)
         return result
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self._api.close()
 
 
 def _expect_list(result: Fetched[Any]) -> Fetched[list[Any]]:

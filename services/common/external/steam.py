@@ -6,13 +6,13 @@ from typing import Any
 
 import httpx
 
-from services.common.external.http import ClientStats, Fetched, JsonApi, TokenBucket
+from services.common.external.http import ApiClient, Fetched, JsonApi, TokenBucket
 
 # Valve tolerates about one request per 5 seconds per key on this endpoint.
 DEFAULT_RATE_PER_SECOND = 0.2
 
 
-class SteamClient:
+class SteamClient(ApiClient):
     """Typed access to the sequence endpoint; the key never appears in errors or logs."""
 
     def __init__(
@@ -31,21 +31,6 @@ class SteamClient:
             http=http,
             secret_params={"key": api_key},
         )
-
-    @property
-    def stats(self) -> ClientStats:
-        """Request counters for the status RPC."""
-        return self._api.stats
-
-    @property
-    def requests_made(self) -> int:
-        """Requests sent so far."""
-        return self._api.stats.requests_made
-
-    @property
-    def rate_limited_responses(self) -> int:
-        """429 answers seen so far."""
-        return self._api.stats.rate_limited_responses
 
     async def match_history_by_seq_num(
         self, start_at_match_seq_num: int, matches_requested: int = 100
@@ -74,7 +59,3 @@ class SteamClient:
                 None, "GetMatchHistoryBySequenceNum: no matches list", False, result.status
             )
         return Fetched(matches, status=result.status)
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self._api.close()
