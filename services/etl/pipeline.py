@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -139,8 +139,6 @@ class MatchPipeline:
         self.stats = stats or EtlStats()
         self.consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        # Test hook: called after the warehouse insert and before the offset commit.
-        self.after_insert: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Join the consumer group and open the dead-letter producer."""
@@ -206,8 +204,6 @@ class MatchPipeline:
             if kept:
                 await asyncio.to_thread(self._warehouse.insert_matches, list(kept.values()))
             await self._dead_letter(rejected)
-            if self.after_insert is not None:
-                await self.after_insert()
             await self.consumer.commit()
             span.set_attribute("counterpick.etl.records", len(records))
             span.set_attribute("counterpick.etl.loaded", len(kept))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -224,9 +226,6 @@ def _crash_on_failure(task: asyncio.Task[None]) -> None:
     if task.cancelled() or task.exception() is None:
         return
     log.critical("etl consumer failed; exiting", exc_info=task.exception())
-    import os
-    import signal
-
     os.kill(os.getpid(), signal.SIGTERM)
 
 
