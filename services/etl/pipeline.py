@@ -9,7 +9,6 @@ record that cannot become a match goes to the dead-letter topic and never blocks
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter, deque
@@ -17,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from google.protobuf import message as protobuf_message
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -106,6 +107,27 @@ class _Rejected:
     match_id: int | None = None
 
 
+@dataclass
+class _PreparedBatch:
+    """A transformed batch waiting for its turn to be stored and committed."""
+
+    span: trace.Span
+    started: float
+    record_count: int
+    offsets: dict[TopicPartition, int]
+    kept: dict[int, CleanMatch] = field(default_factory=dict)
+    rejected: list[_Rejected] = field(default_factory=list)
+
+
+def _next_offsets(records: Sequence[ConsumerRecord[bytes, bytes]]) -> dict[TopicPartition, int]:
+    """The offset to commit per partition once these records are stored: last offset + 1."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        partition = TopicPartition(record.topic, record.partition)
+        offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+    return offsets
+
+
 class MatchPipeline:
     """The consumer loop of the etl service."""
 
@@ -170,19 +192,39 @@ class MatchPipeline:
             self._producer = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process batches until `stop` is set."""
+        """Process batches until `stop` is set.
+
+        Two stages overlap: while one batch is being written to the warehouse (in a thread, which
+        chdb and the HTTP client release the GIL in), the next one is fetched and transformed.
+        Only one load is in flight and loads commit in order, so a commit never covers a record
+        whose batch is not stored yet.
+        """
         assert self.consumer is not None
-        while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=self._batch_size)
-            records = [record for partition in batches.values() for record in partition]
-            if records:
-                await self.process(records)
+        loading: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=self._batch_size)
+                records = [record for partition in batches.values() for record in partition]
+                if not records:
+                    if loading is not None:
+                        # Idle: finish the pending load now so its offsets are committed promptly.
+                        await loading
+                        loading = None
+                    continue
+                prepared = await self._prepare(records)
+                if loading is not None:
+                    await loading
+                loading = asyncio.create_task(self._load(prepared), name="etl-load")
+        finally:
+            if loading is not None:
+                await loading
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Load one batch and commit it; dead letters are acknowledged before the commit."""
-        assert self.consumer is not None
-        assert self._producer is not None
-        started = time.perf_counter()
+        await self._load(await self._prepare(records))
+
+    async def _prepare(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> _PreparedBatch:
+        """Transform a batch and apply the keep rule: everything short of touching storage."""
         links = [
             trace.Link(span_context)
             for record in records[:32]
@@ -192,23 +234,49 @@ class MatchPipeline:
                 ).get_span_context()
             ).is_valid
         ]
-        with tracer.start_as_current_span("etl.batch", links=links) as span:
-            matches, rejected = await self._transform_all(records)
-            kept: dict[int, CleanMatch] = {}
-            for match in matches:
-                reason = transform.skip_reason(match, self._constants)
-                if reason is None:
-                    kept[match.match_id] = match
-                else:
-                    self.stats.skipped[reason.value] += 1
-            if kept:
-                await asyncio.to_thread(self._warehouse.insert_matches, list(kept.values()))
-            await self._dead_letter(rejected)
-            await self.consumer.commit()
-            span.set_attribute("counterpick.etl.records", len(records))
-            span.set_attribute("counterpick.etl.loaded", len(kept))
-            span.set_attribute("counterpick.etl.dead_letters", len(rejected))
-        self.stats.record_batch(len(kept), time.perf_counter() - started)
+        batch = _PreparedBatch(
+            span=tracer.start_span("etl.batch", links=links),
+            started=time.perf_counter(),
+            record_count=len(records),
+            offsets=_next_offsets(records),
+        )
+        with trace.use_span(batch.span, end_on_exit=False):
+            matches, batch.rejected = await self._transform_all(records)
+        for match in matches:
+            reason = transform.skip_reason(match, self._constants)
+            if reason is None:
+                batch.kept[match.match_id] = match
+            else:
+                self.stats.skipped[reason.value] += 1
+        return batch
+
+    async def _load(self, batch: _PreparedBatch) -> None:
+        """Store a prepared batch, dead-letter its rejects, then commit exactly its offsets."""
+        assert self.consumer is not None
+        span = batch.span
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                if batch.kept:
+                    await asyncio.to_thread(
+                        self._warehouse.insert_matches, list(batch.kept.values())
+                    )
+                await self._dead_letter(batch.rejected)
+                try:
+                    await self.consumer.commit(batch.offsets)
+                except (CommitFailedError, IllegalStateError) as error:
+                    # The partitions moved to another member during a rebalance; it replays the
+                    # batch from the last commit and the idempotent sink absorbs the repeat.
+                    log.warning("offset commit lost to a rebalance: %s", error)
+            span.set_attribute("counterpick.etl.records", batch.record_count)
+            span.set_attribute("counterpick.etl.loaded", len(batch.kept))
+            span.set_attribute("counterpick.etl.dead_letters", len(batch.rejected))
+        except BaseException as error:
+            span.record_exception(error)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
+            raise
+        finally:
+            span.end()
+        self.stats.record_batch(len(batch.kept), time.perf_counter() - batch.started)
 
     async def _transform_all(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]
@@ -261,7 +329,7 @@ class MatchPipeline:
         source = _SOURCES.get(ref.source, MatchSource.BACKFILL)
         if ref.HasField("raw_match") and ref.raw_match.json:
             try:
-                raw = json.loads(ref.raw_match.json)
+                raw = orjson.loads(ref.raw_match.json)
             except ValueError as error:
                 raise UnusableMatch(
                     RejectReason.MALFORMED_MESSAGE, f"raw_match.json: {error}"
