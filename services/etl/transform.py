@@ -427,20 +427,53 @@ def _draft_players(
     # Two set operations in C for the common all-valid case; the slow path finds the culprit.
     if len(heroes) != 2 * TEAM_SIZE or not constants.heroes.keys() >= heroes:
         _check_heroes(((names[0], radiant), (names[1], dire)), constants)
+    rows = _draft_rows(constants)
     # Spelled out: a generator here costs a tenth of the whole transform.
-    r, d = Side.RADIANT, Side.DIRE
     return (
-        PlayerRow(radiant[0], r, 0),
-        PlayerRow(radiant[1], r, 1),
-        PlayerRow(radiant[2], r, 2),
-        PlayerRow(radiant[3], r, 3),
-        PlayerRow(radiant[4], r, 4),
-        PlayerRow(dire[0], d, 128),
-        PlayerRow(dire[1], d, 129),
-        PlayerRow(dire[2], d, 130),
-        PlayerRow(dire[3], d, 131),
-        PlayerRow(dire[4], d, 132),
+        rows[0][radiant[0]],
+        rows[1][radiant[1]],
+        rows[2][radiant[2]],
+        rows[3][radiant[3]],
+        rows[4][radiant[4]],
+        rows[5][dire[0]],
+        rows[6][dire[1]],
+        rows[7][dire[2]],
+        rows[8][dire[3]],
+        rows[9][dire[4]],
     )
+
+
+_DRAFT_SLOTS = (
+    (Side.RADIANT, 0),
+    (Side.RADIANT, 1),
+    (Side.RADIANT, 2),
+    (Side.RADIANT, 3),
+    (Side.RADIANT, 4),
+    (Side.DIRE, 128),
+    (Side.DIRE, 129),
+    (Side.DIRE, 130),
+    (Side.DIRE, 131),
+    (Side.DIRE, 132),
+)
+_draft_row_tables: dict[int, tuple[DotaConstants, tuple[dict[int, PlayerRow], ...]]] = {}
+
+
+def _draft_rows(constants: DotaConstants) -> tuple[dict[int, PlayerRow], ...]:
+    """Per draft slot, the row of every known hero in it.
+
+    A draft-only player is fully described by (hero, slot), so the ~1,300 possible rows are
+    built once and shared: building ten rows per match was a third of the draft transform.
+    Shared rows are why PlayerRow must never be mutated.
+    """
+    entry = _draft_row_tables.get(id(constants))
+    if entry is None or entry[0] is not constants:
+        tables = tuple(
+            {hero: PlayerRow(hero, side, slot) for hero in constants.heroes}
+            for side, slot in _DRAFT_SLOTS
+        )
+        # The constants object is kept in the entry so its id cannot be reused by another.
+        entry = _draft_row_tables[id(constants)] = (constants, tables)
+    return entry[1]
 
 
 def from_draft(
