@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Arrow schemas of the three tables, in insert order. Arrow batches go into ClickHouse without a
 # Python-level row encoder, which is what makes tens of thousands of matches per second possible.
-_MATCH_SCHEMA = pa.schema(
+MATCH_SCHEMA = pa.schema(
     [
         ("match_id", pa.uint64()),
         ("match_seq_num", pa.uint64()),
@@ -72,6 +73,64 @@ _PICK_BAN_SCHEMA = pa.schema(
         ("hero_id", pa.uint16()),
     ]
 )
+
+
+_HERO_COUNTS_SQL = """
+SELECT patch, skill_bracket, hero_id, count() AS games, sum(won) AS wins
+FROM (
+    SELECT patch, skill_bracket,
+           arrayJoin(arrayConcat(
+               arrayMap(h -> (h, toUInt8(radiant_win)), radiant_heroes),
+               arrayMap(h -> (h, toUInt8(NOT radiant_win)), dire_heroes))) AS hero_won,
+           hero_won.1 AS hero_id, hero_won.2 AS won
+    FROM matches FINAL
+    WHERE {where}
+)
+GROUP BY patch, skill_bracket, hero_id
+ORDER BY patch, skill_bracket, hero_id
+"""
+
+_PAIR_COUNTS_SQL = """
+SELECT patch, skill_bracket, pair.1 AS relation, pair.2 AS hero_a, pair.3 AS hero_b,
+       count() AS games, sum(pair.4) AS wins
+FROM (
+    SELECT patch, skill_bracket,
+           arrayJoin(arrayConcat(
+               arrayFlatten(arrayMap(
+                   r -> arrayMap(d -> ('vs', r, d, toUInt8(radiant_win)), dire_heroes),
+                   radiant_heroes)),
+               arrayFlatten(arrayMap(
+                   a -> arrayMap(b -> ('with', a, b, toUInt8(radiant_win)),
+                                 arrayFilter(b -> b > a, radiant_heroes)),
+                   radiant_heroes)),
+               arrayFlatten(arrayMap(
+                   a -> arrayMap(b -> ('with', a, b, toUInt8(NOT radiant_win)),
+                                 arrayFilter(b -> b > a, dire_heroes)),
+                   dire_heroes)))) AS pair
+    FROM matches FINAL
+    WHERE {where}
+)
+GROUP BY patch, skill_bracket, relation, hero_a, hero_b
+ORDER BY patch, skill_bracket, relation, hero_a, hero_b
+"""
+
+_MATCH_DRAFTS_SQL = """
+SELECT match_id, toUnixTimestamp(start_time) AS start_time, patch, skill_bracket, radiant_win,
+       radiant_heroes, dire_heroes
+FROM matches FINAL
+WHERE {where}
+ORDER BY start_time NULLS FIRST, match_id
+"""
+
+_PLAYER_RECORDS_SQL = """
+SELECT p.match_id AS match_id, toUnixTimestamp(m.start_time) AS start_time, m.patch AS patch,
+       m.skill_bracket AS skill_bracket, p.hero_id AS hero_id, p.win AS win
+FROM (SELECT match_id, hero_id, win FROM match_players FINAL
+      WHERE account_id = {account_id:UInt32}) AS p
+INNER JOIN (SELECT match_id, start_time, patch, skill_bracket FROM matches FINAL) AS m
+    ON p.match_id = m.match_id
+ORDER BY start_time, match_id
+"""
 
 
 def skill_bracket_of(avg_rank_tier: int | None) -> str:
@@ -213,7 +272,7 @@ class Warehouse:
                 [sorted(p.hero_id for p in m.players if p.side is radiant) for m in matches],
                 [sorted(p.hero_id for p in m.players if p.side is not radiant) for m in matches],
             ],
-            schema=_MATCH_SCHEMA,
+            schema=MATCH_SCHEMA,
         )
         with self._lock:
             # Children first: a match row is the marker that the whole match is stored.
@@ -222,6 +281,16 @@ class Warehouse:
             if pick_ban_table.num_rows:
                 self._client.insert_arrow("picks_bans", pick_ban_table)
             self._client.insert_arrow("matches", match_table)
+
+    def insert_draft_table(self, table: pa.Table) -> None:
+        """Write draft-only matches given as an Arrow table of `MATCH_SCHEMA` columns.
+
+        For generated data (the synthetic benchmark and tests, millions of rows): it skips the
+        CleanMatch objects and the player rows, which a draft-only match has nothing to put in.
+        """
+        table = table.select(MATCH_SCHEMA.names).cast(MATCH_SCHEMA)
+        with self._lock:
+            self._client.insert_arrow("matches", table)
 
     def existing_match_ids(self, match_ids: Iterable[int]) -> set[int]:
         """Which of `match_ids` are already stored."""
@@ -247,6 +316,64 @@ class Warehouse:
                 "SELECT count(), sum(match_id) FROM (SELECT match_id FROM matches FINAL)"
             ).result_rows[0]
         return int(row[0]), int(row[1])
+
+    # -- Reads for the model service: aggregated where the data is, so only counts leave. --------
+
+    def hero_counts(
+        self, patch: str | None = None, loaded_after: datetime | None = None
+    ) -> pa.Table:
+        """Games and wins per (patch, skill_bracket, hero_id) over complete 5v5 drafts."""
+        return self._query_arrow(_HERO_COUNTS_SQL, patch, loaded_after)
+
+    def pair_counts(
+        self, patch: str | None = None, loaded_after: datetime | None = None
+    ) -> pa.Table:
+        """Games and wins per (patch, skill_bracket, relation, hero_a, hero_b).
+
+        relation 'vs': a on Radiant against b on Dire, wins = Radiant wins. relation 'with': a and
+        b on the same team with a < b, wins = that team's wins. One direction only, half the rows
+        of both: readers mirror them (vs (b, a) has games - wins wins; with is symmetric).
+        """
+        return self._query_arrow(_PAIR_COUNTS_SQL, patch, loaded_after)
+
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        """One row per complete 5v5 match: match_id, start_time, patch, skill_bracket,
+        radiant_win, radiant_heroes, dire_heroes; oldest first (for time-ordered model fits)."""
+        return self._query_arrow(_MATCH_DRAFTS_SQL, patch, None)
+
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        """The matches of one account: match_id, start_time, patch, skill_bracket, hero_id, win."""
+        with self._lock:
+            return self._client.query_arrow(
+                _PLAYER_RECORDS_SQL, parameters={"account_id": account_id}
+            )
+
+    def latest_loaded_at(self) -> datetime | None:
+        """When the newest stored match was loaded: the watermark of an incremental count."""
+        with self._lock:
+            value = self._client.command("SELECT max(loaded_at) FROM matches")
+        if not value or str(value).startswith("1970"):
+            return None
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def _query_arrow(self, sql: str, patch: str | None, loaded_after: datetime | None) -> pa.Table:
+        where = ["length(radiant_heroes) = 5", "length(dire_heroes) = 5"]
+        parameters: dict[str, Any] = {}
+        if patch is not None:
+            where.append("patch = {patch:String}")
+            parameters["patch"] = patch
+        if loaded_after is not None:
+            # Only matches first stored after the watermark: a re-inserted older match has a
+            # newer loaded_at but was counted before, so it is excluded by id.
+            where.append(
+                "loaded_at > {after:DateTime64(3, 'UTC')} AND match_id NOT IN "
+                "(SELECT match_id FROM matches WHERE loaded_at <= {after:DateTime64(3, 'UTC')})"
+            )
+            parameters["after"] = loaded_after.astimezone(UTC).replace(tzinfo=None)
+        with self._lock:
+            return self._client.query_arrow(
+                sql.format(where=" AND ".join(where)), parameters=parameters
+            )
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Run one statement (for migrations tooling and tests)."""
