@@ -75,6 +75,21 @@ class GrpcServer:
     port: int = 0
     _server: grpc.aio.Server | None = field(default=None, init=False)
     _health: health.aio.HealthServicer | None = field(default=None, init=False)
+    _extra_health: dict[str, bool] = field(default_factory=dict, init=False)
+
+    def set_health(self, name: str, serving: bool) -> None:
+        """Report a named health entry (a dependency of the service, say) as (NOT_)SERVING.
+
+        Callable before start (applied on start) and from synchronous code on the loop.
+        """
+        self._extra_health[name] = serving
+        if self._health is not None:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else (health_pb2.HealthCheckResponse.NOT_SERVING)
+            )
+            asyncio.get_running_loop().create_task(self._health.set(name, status))
 
     async def start(self) -> int:
         """Run start hooks, bind, and mark every exported service SERVING; returns the port."""
@@ -102,6 +117,10 @@ class GrpcServer:
         await health_servicer.set("", serving)
         for name in names:
             await health_servicer.set(name, serving)
+        for name, ok in self._extra_health.items():
+            await health_servicer.set(
+                name, serving if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
         self._server, self._health = server, health_servicer
         log.info(
             "service started",

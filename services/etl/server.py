@@ -6,8 +6,11 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from counterpick.common.v1 import common_pb2
@@ -15,7 +18,7 @@ from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
 from services.common.dota_constants import load_constants
-from services.common.errors import DependencyUnavailable, InvalidArgument
+from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.etl import transform
@@ -124,6 +127,22 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
             response.last_batch.duration_ms = int(stats.last_batch_seconds * 1000)
         return response
 
+    async def ReadWarehouse(
+        self, request: pb.ReadWarehouseRequest, context: Any
+    ) -> AsyncIterator[pb.ReadWarehouseResponse]:
+        warehouse = self._runtime.warehouse
+        if warehouse is None:
+            raise DependencyUnavailable("clickhouse", "the warehouse is not open yet")
+        read = _warehouse_read(warehouse, request)
+        try:
+            table = await asyncio.to_thread(read)
+        except CounterpickError:
+            raise
+        except Exception as error:
+            raise DependencyUnavailable("clickhouse", f"warehouse query failed: {error}") from error
+        for chunk in arrow_chunks(table):
+            yield pb.ReadWarehouseResponse(arrow_ipc=chunk)
+
     async def ReprocessMatch(
         self, request: pb.ReprocessMatchRequest, context: Any
     ) -> pb.ReprocessMatchResponse:
@@ -218,6 +237,44 @@ class EtlRuntime:
         if self.pipeline is not None:
             await self.pipeline.stop()
         await self.fetcher.close()
+
+
+ARROW_CHUNK_BYTES = 1 << 20
+
+
+def arrow_chunks(table: pa.Table) -> Iterator[bytes]:
+    """The table as one Arrow IPC stream, cut into messages well under gRPC's 4 MB limit."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    for start in range(0, len(data), ARROW_CHUNK_BYTES):
+        yield data[start : start + ARROW_CHUNK_BYTES]
+
+
+def _warehouse_read(
+    warehouse: Warehouse, request: pb.ReadWarehouseRequest
+) -> Callable[[], pa.Table]:
+    patch = request.patch if request.HasField("patch") else None
+    after = (
+        request.loaded_after.ToDatetime(tzinfo=UTC) if request.HasField("loaded_after") else None
+    )
+    query = request.query
+    if query == pb.WAREHOUSE_QUERY_HERO_COUNTS:
+        return lambda: warehouse.hero_counts(patch, after)
+    if query == pb.WAREHOUSE_QUERY_PAIR_COUNTS:
+        return lambda: warehouse.pair_counts(patch, after)
+    if query == pb.WAREHOUSE_QUERY_MATCH_DRAFTS:
+        return lambda: warehouse.match_drafts(patch)
+    if query == pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS:
+        if request.account_id == 0:
+            raise InvalidArgument("account_id is required for this query", field="account_id")
+        return lambda: warehouse.player_hero_records(request.account_id)
+    if query == pb.WAREHOUSE_QUERY_LATEST_LOADED_AT:
+        return lambda: pa.table(
+            {"loaded_at": pa.array([warehouse.latest_loaded_at()], pa.timestamp("ms", "UTC"))}
+        )
+    raise InvalidArgument("query must be a known WarehouseQuery", field="query")
 
 
 def _crash_on_failure(task: asyncio.Task[None]) -> None:

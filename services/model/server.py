@@ -1,30 +1,531 @@
-"""gRPC wiring of the model service: the servicer and the server it runs in."""
+"""gRPC wiring of the model service: protobuf in, domain calls, protobuf out."""
 
 from __future__ import annotations
 
-from counterpick.model.v1 import model_service_pb2, model_service_pb2_grpc
-from services.common.server import GrpcServer, service_server
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from counterpick.common.v1 import common_pb2
+from counterpick.model.v1 import model_service_pb2 as pb
+from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
+from services.common.dota_constants import DotaConstants, load_constants
+from services.common.errors import DependencyUnavailable, InvalidArgument
+from services.common.paging import fingerprint, slice_page
+from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.model.config import ModelSettings
+from services.model.drafts import (
+    Draft,
+    DraftAction,
+    DraftContext,
+    Side,
+    Suggestion,
+    TermKind,
+    build_draft,
+    clamp_limit,
+    predict,
+    suggest,
+)
+from services.model.runtime import ModelRuntime, PlayerRecordsSource
+from services.model.snapshot import ModelSnapshot
+from services.model.statistics import Bracket, PairTable
 
-SERVICE_NAME = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name
+
+_BRACKETS: dict[int, Bracket] = {
+    common_pb2.SKILL_BRACKET_UNSPECIFIED: Bracket.ALL,
+    common_pb2.SKILL_BRACKET_ALL: Bracket.ALL,
+    common_pb2.SKILL_BRACKET_HERALD_GUARDIAN: Bracket.HERALD_GUARDIAN,
+    common_pb2.SKILL_BRACKET_CRUSADER_ARCHON: Bracket.CRUSADER_ARCHON,
+    common_pb2.SKILL_BRACKET_LEGEND_ANCIENT: Bracket.LEGEND_ANCIENT,
+    common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL: Bracket.DIVINE_IMMORTAL,
+}
+_BRACKET_PROTO: dict[Bracket, common_pb2.SkillBracket.ValueType] = {
+    bracket: common_pb2.SkillBracket.ValueType(number)
+    for number, bracket in _BRACKETS.items()
+    if number
+}
+_SIDES: dict[int, Side] = {
+    common_pb2.TEAM_SIDE_RADIANT: Side.RADIANT,
+    common_pb2.TEAM_SIDE_DIRE: Side.DIRE,
+}
+_SIDE_PROTO = {side: number for number, side in _SIDES.items()}
+_KINDS: dict[int, bool] = {
+    common_pb2.DRAFT_ACTION_KIND_PICK: True,
+    common_pb2.DRAFT_ACTION_KIND_BAN: False,
+}
+_TERMS = {
+    TermKind.HERO_STRENGTH: pb.TERM_KIND_HERO_STRENGTH,
+    TermKind.MATCHUP: pb.TERM_KIND_MATCHUP,
+    TermKind.SYNERGY: pb.TERM_KIND_SYNERGY,
+    TermKind.PERSONAL: pb.TERM_KIND_PERSONAL,
+    TermKind.POSITION_FIT: pb.TERM_KIND_POSITION_FIT,
+}
+_ATTRIBUTES = {
+    "str": common_pb2.PRIMARY_ATTRIBUTE_STRENGTH,
+    "agi": common_pb2.PRIMARY_ATTRIBUTE_AGILITY,
+    "int": common_pb2.PRIMARY_ATTRIBUTE_INTELLIGENCE,
+    "all": common_pb2.PRIMARY_ATTRIBUTE_UNIVERSAL,
+}
+_ATTACKS = {"Melee": common_pb2.ATTACK_TYPE_MELEE, "Ranged": common_pb2.ATTACK_TYPE_RANGED}
+DEFAULT_PAIR_PAGE = 150
+DEFAULT_PAS_PAGE = 50
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """counterpick.model.v1.ModelService; RPCs not overridden here answer UNIMPLEMENTED."""
+def _timestamp(unix_seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(unix_seconds * 1e9))
+    return stamp
 
-    def __init__(self, stores: Stores) -> None:
-        self._stores = stores
+
+def _bracket(value: int) -> Bracket:
+    bracket = _BRACKETS.get(value)
+    if bracket is None:
+        raise InvalidArgument(f"bracket {value} is not a known skill bracket", field="bracket")
+    return bracket
+
+
+def _interval(bounds: tuple[float, float]) -> common_pb2.Interval:
+    return common_pb2.Interval(lower=bounds[0], upper=bounds[1], confidence_level=0.95)
+
+
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    """counterpick.model.v1.ModelService."""
+
+    def __init__(self, runtime: ModelRuntime, constants: DotaConstants) -> None:
+        self._runtime = runtime
+        self._constants = constants
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _patch_proto(self, name: str) -> common_pb2.Patch:
+        patch = self._constants.patch_named(name)
+        if patch is None:
+            return common_pb2.Patch(name=name)
+        message = common_pb2.Patch(id=patch.id, name=patch.name)
+        message.released_at.FromDatetime(patch.released_at)
+        return message
+
+    def _snapshot_proto(self, snapshot: ModelSnapshot, patch: str, bracket: Bracket) -> pb.Snapshot:
+        return pb.Snapshot(
+            version=snapshot.version,
+            computed_at=_timestamp(snapshot.computed_at),
+            matches=snapshot.matches(patch, bracket),
+        )
+
+    def _draft(self, state: common_pb2.DraftState) -> Draft:
+        actions = [
+            DraftAction(
+                order=action.order,
+                is_pick=_KINDS.get(action.kind),
+                side=_SIDES.get(action.side),
+                hero_id=action.hero_id,
+            )
+            for action in state.actions
+        ]
+        return build_draft(actions, self._constants.heroes)
+
+    def _side(self, value: int) -> Side:
+        side = _SIDES.get(value)
+        if side is None:
+            raise InvalidArgument("side must be TEAM_SIDE_RADIANT or TEAM_SIDE_DIRE", field="side")
+        return side
+
+    def _hero(self, hero_id: int, field_name: str) -> int:
+        if hero_id not in self._constants.heroes:
+            raise InvalidArgument(
+                f"{field_name} {hero_id} is not a known hero",
+                field=field_name,
+                reason="ERROR_REASON_UNKNOWN_HERO",
+                metadata={"hero_id": str(hero_id)},
+            )
+        return hero_id
+
+    def _context(self, patch: str, bracket_value: int) -> tuple[ModelSnapshot, DraftContext, str]:
+        bracket = _bracket(bracket_value)
+        self._known_patch(patch)
+        snapshot = self._runtime.require()
+        context = snapshot.context(patch, bracket)
+        return snapshot, context, patch or snapshot.current_patch
+
+    def _known_patch(self, patch: str) -> None:
+        if patch and self._constants.patch_named(patch) is None:
+            raise InvalidArgument(
+                f"patch {patch!r} is not a Dota 2 patch",
+                field="patch",
+                reason="ERROR_REASON_UNKNOWN_PATCH",
+                metadata={"patch": patch},
+            )
+
+    def _suggestion(self, item: Suggestion) -> pb.Suggestion:
+        message = pb.Suggestion(
+            hero_id=item.hero_id,
+            win_probability=item.win_probability,
+            win_probability_delta=item.win_probability_delta,
+            score=item.score,
+            win_probability_interval=_interval(item.interval),
+            games=item.games,
+        )
+        for term in item.terms:
+            entry = message.terms.add(kind=_TERMS[term.kind], value=term.value, games=term.games)
+            if term.other_hero_id is not None:
+                entry.other_hero_id = term.other_hero_id
+        return message
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def ListHeroes(
+        self, request: pb.ListHeroesRequest, context: Any
+    ) -> pb.ListHeroesResponse:
+        bracket = _bracket(request.bracket)
+        patch = request.patch if request.HasField("patch") else ""
+        self._known_patch(patch)
+        snapshot = self._runtime.snapshot
+        statistics = None
+        name = patch
+        if snapshot is not None:
+            name = patch or snapshot.current_patch
+            if name in snapshot.patches:
+                statistics = snapshot.context(name, bracket).statistics
+        if not name:
+            name = self._constants.patches[-1].name
+        response = pb.ListHeroesResponse(
+            patch=self._patch_proto(name), bracket=_BRACKET_PROTO[bracket]
+        )
+        if statistics is not None and snapshot is not None:
+            response.snapshot.CopyFrom(self._snapshot_proto(snapshot, name, statistics.bracket))
+        for hero_id in sorted(self._constants.heroes):
+            hero = self._constants.heroes[hero_id]
+            entry = response.heroes.add()
+            entry.hero.CopyFrom(
+                common_pb2.Hero(
+                    id=hero.id,
+                    name=hero.name,
+                    localized_name=hero.localized_name,
+                    primary_attribute=_ATTRIBUTES.get(hero.primary_attribute, 0),  # type: ignore[arg-type]
+                    attack_type=_ATTACKS.get(hero.attack_type, 0),  # type: ignore[arg-type]
+                    roles=list(hero.roles),
+                    image_path=_image_path(hero.name),
+                    icon_path=_image_path(hero.name, icon=True),
+                )
+            )
+            if statistics is not None and statistics.hero_games[hero_id] > 0:
+                entry.stats.CopyFrom(
+                    _hero_stats(statistics.hero_games, statistics.hero_wins, hero_id)
+                )
+        return response
+
+    async def GetMatchups(
+        self, request: pb.GetMatchupsRequest, context: Any
+    ) -> pb.GetMatchupsResponse:
+        response: pb.GetMatchupsResponse = await self._pairs(
+            request, pb.GetMatchupsResponse, matchups=True
+        )
+        return response
+
+    async def GetSynergies(
+        self, request: pb.GetSynergiesRequest, context: Any
+    ) -> pb.GetSynergiesResponse:
+        response: pb.GetSynergiesResponse = await self._pairs(
+            request, pb.GetSynergiesResponse, matchups=False
+        )
+        return response
+
+    async def _pairs(self, request: Any, response_type: Any, *, matchups: bool) -> Any:
+        hero = self._hero(request.hero_id, "hero_id")
+        if request.min_games < 0:
+            raise InvalidArgument(f"min_games {request.min_games} is negative", field="min_games")
+        snapshot, ctx, patch = self._context(request.patch, request.bracket)
+        statistics = ctx.statistics
+        table = statistics.matchups if matchups else statistics.synergies
+        others = [
+            other
+            for other in sorted(self._constants.heroes)
+            if other != hero and table.games[hero, other] >= request.min_games
+        ]
+        others = _sorted_pairs(table, hero, others, request.sort)
+        query = fingerprint(
+            "matchups" if matchups else "synergies",
+            hero,
+            request.patch,
+            request.bracket,
+            request.sort,
+            request.min_games,
+        )
+        page, next_token = slice_page(
+            others, request.page.page_size, request.page.page_token, query, DEFAULT_PAIR_PAGE
+        )
+        response = response_type(
+            hero_id=hero,
+            patch=self._patch_proto(patch),
+            bracket=_BRACKET_PROTO[statistics.bracket],
+            hero_stats=_hero_stats(statistics.hero_games, statistics.hero_wins, hero),
+            snapshot=self._snapshot_proto(snapshot, patch, statistics.bracket),
+        )
+        response.page.next_page_token = next_token
+        response.page.total_size = len(others)
+        win_rate = table.win_rate()
+        for other in page:
+            fields: dict[str, Any] = {
+                "games": int(table.games[hero, other]),
+                "wins": int(table.wins[hero, other]),
+                "win_rate": float(win_rate[hero, other]),
+                "expected_win_rate": float(table.expected[hero, other]),
+                "shrunk_win_rate": float(table.shrunk[hero, other]),
+                "prior_weight": table.prior_weight,
+                "shrinkage": table.prior_weight / (table.games[hero, other] + table.prior_weight),
+            }
+            bounds = (float(table.lower[hero, other]), float(table.upper[hero, other]))
+            if matchups:
+                response.matchups.add(
+                    other_hero_id=other,
+                    advantage=float(table.score[hero, other]),
+                    advantage_log_odds=float(table.log_odds[hero, other]),
+                    advantage_interval=_interval(bounds),
+                    **fields,
+                )
+            else:
+                response.synergies.add(
+                    ally_hero_id=other,
+                    synergy=float(table.score[hero, other]),
+                    synergy_log_odds=float(table.log_odds[hero, other]),
+                    synergy_interval=_interval(bounds),
+                    **fields,
+                )
+        return response
+
+    async def SuggestPicks(
+        self, request: pb.SuggestPicksRequest, context: Any
+    ) -> pb.SuggestPicksResponse:
+        draft = self._draft(request.draft)
+        side = self._side(request.side)
+        limit = clamp_limit(request.limit)
+        candidates = [
+            self._hero(hero, f"candidate_hero_ids[{index}]")
+            for index, hero in enumerate(request.candidate_hero_ids)
+        ]
+        _, ctx, patch = self._context(request.patch, request.bracket)
+        notes = list(ctx.notes)
+        personal = None
+        if request.HasField("account_id"):
+            if request.account_id == 0:
+                raise InvalidArgument("account_id must be >= 1", field="account_id")
+            try:
+                personal = await self._runtime.personal_map(request.account_id, patch)
+            except DependencyUnavailable:
+                notes.append("personal scores unavailable (warehouse down); not personalised")
+        if request.HasField("position") and request.position:
+            notes.append("no position data in the stored matches; position not used")
+        result = suggest(ctx, draft, side, limit=limit, candidates=candidates, personal=personal)
+        return pb.SuggestPicksResponse(
+            suggestions=[self._suggestion(item) for item in result.suggestions],
+            base_win_probability=result.base_win_probability,
+            patch=self._patch_proto(patch),
+            bracket=_BRACKET_PROTO[ctx.statistics.bracket],
+            fallback_note="; ".join(notes),
+            model_version=ctx.model.version,
+            personalized=result.personalized,
+        )
+
+    async def SuggestBans(
+        self, request: pb.SuggestBansRequest, context: Any
+    ) -> pb.SuggestBansResponse:
+        draft = self._draft(request.draft)
+        side = self._side(request.side)
+        limit = clamp_limit(request.limit)
+        _, ctx, patch = self._context(request.patch, request.bracket)
+        result = suggest(ctx, draft, side.other, limit=limit)
+        return pb.SuggestBansResponse(
+            suggestions=[self._suggestion(item) for item in result.suggestions],
+            enemy_base_win_probability=result.base_win_probability,
+            patch=self._patch_proto(patch),
+            bracket=_BRACKET_PROTO[ctx.statistics.bracket],
+            fallback_note="; ".join(ctx.notes),
+            model_version=ctx.model.version,
+        )
+
+    async def PredictWin(
+        self, request: pb.PredictWinRequest, context: Any
+    ) -> pb.PredictWinResponse:
+        draft = self._draft(request.draft)
+        _, ctx, patch = self._context(request.patch, request.bracket)
+        prediction = predict(ctx, draft)
+        response = pb.PredictWinResponse(
+            radiant_win_probability=prediction.radiant_win_probability,
+            radiant_win_probability_interval=_interval(prediction.interval),
+            model_version=ctx.model.version,
+            patch=self._patch_proto(patch),
+            bracket=_BRACKET_PROTO[ctx.statistics.bracket],
+            fallback_note="; ".join(ctx.notes),
+        )
+        for term in prediction.terms:
+            entry = response.terms.add(
+                kind=_TERMS[term.kind],
+                side=_SIDE_PROTO[term.side],
+                hero_id=term.hero_id,
+                value=term.value,
+                games=term.games,
+            )
+            if term.other_hero_id is not None:
+                entry.other_hero_id = term.other_hero_id
+        if ctx.model.quality is not None:
+            response.quality.CopyFrom(_quality(ctx.model.quality))
+        return response
+
+    async def GetPersonalScores(
+        self, request: pb.GetPersonalScoresRequest, context: Any
+    ) -> pb.GetPersonalScoresResponse:
+        if request.account_id == 0:
+            raise InvalidArgument("account_id must be >= 1", field="account_id")
+        patch = request.patch if request.HasField("patch") else ""
+        self._known_patch(patch)
+        scores = await self._runtime.personal_scores(request.account_id, patch or None)
+        query = fingerprint("pas", request.account_id, patch)
+        page, next_token = slice_page(
+            scores, request.page.page_size, request.page.page_token, query, DEFAULT_PAS_PAGE
+        )
+        response = pb.GetPersonalScoresResponse(account_id=request.account_id)
+        if patch:
+            response.patch.CopyFrom(self._patch_proto(patch))
+        response.page.next_page_token = next_token
+        response.page.total_size = len(scores)
+        for score in page:
+            entry = response.scores.add(
+                hero_id=score.hero_id,
+                games=score.games,
+                wins=score.wins,
+                win_rate=score.win_rate,
+                expected_win_rate=score.expected_win_rate,
+                pas=score.pas,
+                pas_interval=_interval(score.interval),
+            )
+            if score.last_played_at is not None:
+                entry.last_played_at.FromSeconds(score.last_played_at)
+        return response
+
+    async def Recompute(self, request: pb.RecomputeRequest, context: Any) -> pb.RecomputeResponse:
+        if request.HasField("patch"):
+            self._known_patch(request.patch)
+        if request.HasField("bracket"):
+            _bracket(request.bracket)
+        if self._runtime.recomputer is None:
+            raise DependencyUnavailable("clickhouse", "this replica has no warehouse to read")
+        job_id, already_running = self._runtime.start_recompute()
+        version = await self._runtime.store.current_version()
+        return pb.RecomputeResponse(
+            job_id=job_id,
+            snapshot_version=(version or 0) + (0 if already_running else 1),
+            already_running=already_running,
+        )
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: Any
+    ) -> pb.GetModelInfoResponse:
+        snapshot = self._runtime.require()
+        current = snapshot.patches[snapshot.current_patch]
+        model = current.model
+        response = pb.GetModelInfoResponse(
+            model_version=model.version,
+            trained_at=_timestamp(model.trained_at),
+            matches_used=model.matches_used,
+            current_patch=self._patch_proto(snapshot.current_patch),
+            snapshot=self._snapshot_proto(snapshot, snapshot.current_patch, Bracket.ALL),
+        )
+        order = {patch.name: index for index, patch in enumerate(self._constants.patches)}
+        for name in sorted(snapshot.patches, key=lambda name: order.get(name, -1)):
+            response.patches.append(self._patch_proto(name))
+        if model.quality is not None:
+            response.quality.CopyFrom(_quality(model.quality))
+        return response
+
+
+def _image_path(name: str, *, icon: bool = False) -> str:
+    short = name.removeprefix("npc_dota_hero_")
+    folder = "heroes/icons" if icon else "heroes"
+    return f"/apps/dota2/images/dota_react/{folder}/{short}.png"
+
+
+def _hero_stats(games: np.ndarray, wins: np.ndarray, hero: int) -> pb.HeroStats:
+    played = int(games[hero])
+    won = int(wins[hero])
+    return pb.HeroStats(games=played, wins=won, win_rate=won / played if played else 0.0)
+
+
+def _quality(quality: Any) -> pb.QualityMetrics:
+    return pb.QualityMetrics(
+        log_loss=quality.log_loss,
+        accuracy=quality.accuracy,
+        roc_auc=quality.roc_auc,
+        ece=quality.ece,
+        brier_score=quality.brier,
+        evaluated_on=quality.evaluated_on,
+        evaluation_matches=quality.evaluation_matches,
+    )
+
+
+def _sorted_pairs(table: PairTable, hero: int, others: list[int], sort: int) -> list[int]:
+    score = table.score[hero]
+    games = table.games[hero]
+    if sort == pb.PAIR_SORT_SCORE_ASC:
+        return sorted(others, key=lambda other: (score[other], other))
+    if sort == pb.PAIR_SORT_GAMES_DESC:
+        return sorted(others, key=lambda other: (-games[other], other))
+    if sort == pb.PAIR_SORT_HERO_ID_ASC:
+        return sorted(others)
+    if sort not in (pb.PAIR_SORT_UNSPECIFIED, pb.PAIR_SORT_SCORE_DESC):
+        raise InvalidArgument(f"sort {sort} is not a known PairSort", field="sort")
+    return sorted(others, key=lambda other: (-score[other], other))
+
+
+def open_source(settings: ModelSettings) -> PlayerRecordsSource | None:
+    """The warehouse the model reads: a direct DSN, else the etl service's read RPC."""
+    if settings.model_warehouse_dsn:
+        from services.etl.warehouse import Warehouse
+
+        warehouse: PlayerRecordsSource = Warehouse.connect(settings.model_warehouse_dsn)
+        return warehouse
+    from services.model.etl_reader import EtlWarehouseReader
+
+    return EtlWarehouseReader(settings.etl_addr)
 
 
 def build_server(settings: ModelSettings) -> GrpcServer:
-    """The model server with its store connections opened on start and closed on stop."""
-    return service_server(
-        "model",
-        settings,
-        # Abstract until every RPC is built: the generated base methods raise
-        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
-        ModelServicer,
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server,
-        SERVICE_NAME,
+    """The model server: Redis opens, the snapshot loads, then the schedule starts."""
+    stores = Stores(settings)
+    constants = load_constants()
+    runtime = ModelRuntime(
+        constants=constants,
+        recompute_interval_seconds=settings.model_recompute_interval_seconds,
+        full_recompute_every=settings.model_full_recompute_every,
+        poll_seconds=settings.model_snapshot_poll_seconds,
+        pas_cache_seconds=settings.model_pas_cache_seconds,
     )
+
+    async def start() -> None:
+        assert stores.redis is not None
+        source = await asyncio.to_thread(open_source, settings)
+        runtime.attach(stores.redis, source)
+        await runtime.start()
+
+    server = GrpcServer(
+        name="model",
+        settings=settings,
+        services=[
+            registration(
+                ModelServicer(runtime, constants),
+                pb_grpc.add_ModelServiceServicer_to_server,
+                SERVICE_NAME,
+            )
+        ],
+        on_start=[stores.open, start],
+        on_stop=[runtime.stop, stores.close],
+    )
+    # Redis or warehouse outages show as NOT_SERVING entries "<service>/redis" and
+    # "<service>/warehouse"; the service itself stays SERVING on its last good snapshot.
+    runtime.report_health = lambda name, ok: server.set_health(f"{SERVICE_NAME}/{name}", ok)
+    return server

@@ -21,6 +21,42 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _WarehouseQuery:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WarehouseQueryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WarehouseQuery.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAREHOUSE_QUERY_UNSPECIFIED: _WarehouseQuery.ValueType  # 0
+    """Not specified. Rejected with INVALID_ARGUMENT."""
+    WAREHOUSE_QUERY_HERO_COUNTS: _WarehouseQuery.ValueType  # 1
+    """Games and wins per (patch, skill_bracket, hero_id) over complete 5v5 drafts."""
+    WAREHOUSE_QUERY_PAIR_COUNTS: _WarehouseQuery.ValueType  # 2
+    """Games and wins per (patch, skill_bracket, relation, hero_a, hero_b)."""
+    WAREHOUSE_QUERY_MATCH_DRAFTS: _WarehouseQuery.ValueType  # 3
+    """One row per complete match: ids, start time, patch, bracket, result and both drafts."""
+    WAREHOUSE_QUERY_PLAYER_HERO_RECORDS: _WarehouseQuery.ValueType  # 4
+    """The matches of one account: match, start time, patch, bracket, hero, win."""
+    WAREHOUSE_QUERY_LATEST_LOADED_AT: _WarehouseQuery.ValueType  # 5
+    """One row, one column `loaded_at`: when the newest stored match was loaded (null if none)."""
+
+class WarehouseQuery(_WarehouseQuery, metaclass=_WarehouseQueryEnumTypeWrapper):
+    """The read queries the warehouse answers (see services/etl/warehouse.py for their columns)."""
+
+WAREHOUSE_QUERY_UNSPECIFIED: WarehouseQuery.ValueType  # 0
+"""Not specified. Rejected with INVALID_ARGUMENT."""
+WAREHOUSE_QUERY_HERO_COUNTS: WarehouseQuery.ValueType  # 1
+"""Games and wins per (patch, skill_bracket, hero_id) over complete 5v5 drafts."""
+WAREHOUSE_QUERY_PAIR_COUNTS: WarehouseQuery.ValueType  # 2
+"""Games and wins per (patch, skill_bracket, relation, hero_a, hero_b)."""
+WAREHOUSE_QUERY_MATCH_DRAFTS: WarehouseQuery.ValueType  # 3
+"""One row per complete match: ids, start time, patch, bracket, result and both drafts."""
+WAREHOUSE_QUERY_PLAYER_HERO_RECORDS: WarehouseQuery.ValueType  # 4
+"""The matches of one account: match, start time, patch, bracket, hero, win."""
+WAREHOUSE_QUERY_LATEST_LOADED_AT: WarehouseQuery.ValueType  # 5
+"""One row, one column `loaded_at`: when the newest stored match was loaded (null if none)."""
+Global___WarehouseQuery: _TypeAlias = WarehouseQuery  # noqa: Y015
+
 class _SkipReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -104,6 +140,66 @@ REPROCESS_OUTCOME_REJECTED: ReprocessOutcome.ValueType  # 4
 DeadLetter was published.
 """
 Global___ReprocessOutcome: _TypeAlias = ReprocessOutcome  # noqa: Y015
+
+@_typing.final
+class ReadWarehouseRequest(_message.Message):
+    """Request of EtlService.ReadWarehouse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    PATCH_FIELD_NUMBER: _builtins.int
+    LOADED_AFTER_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    query: Global___WarehouseQuery.ValueType
+    """Which query."""
+    patch: _builtins.str
+    """Only this patch (counts and drafts); unset means every patch."""
+    account_id: _builtins.int
+    """The account of WAREHOUSE_QUERY_PLAYER_HERO_RECORDS; required there."""
+    @_builtins.property
+    def loaded_after(self) -> _timestamp_pb2.Timestamp:
+        """Only matches first stored after this instant (counts); unset means all."""
+
+    def __init__(
+        self,
+        *,
+        query: Global___WarehouseQuery.ValueType = ...,
+        patch: _builtins.str | None = ...,
+        loaded_after: _timestamp_pb2.Timestamp | None = ...,
+        account_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_patch", b"_patch", "loaded_after", b"loaded_after", "patch", b"patch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_patch", b"_patch", "account_id", b"account_id", "loaded_after", b"loaded_after", "patch", b"patch", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__patch: _TypeAlias = _typing.Literal["patch"]  # noqa: Y015
+    _WhichOneofArgType__patch: _TypeAlias = _typing.Literal["_patch", b"_patch"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__patch) -> _WhichOneofReturnType__patch | None: ...
+
+Global___ReadWarehouseRequest: _TypeAlias = ReadWarehouseRequest  # noqa: Y015
+
+@_typing.final
+class ReadWarehouseResponse(_message.Message):
+    """One chunk of the result of EtlService.ReadWarehouse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARROW_IPC_FIELD_NUMBER: _builtins.int
+    arrow_ipc: _builtins.bytes
+    """Consecutive bytes of one Arrow IPC stream."""
+    def __init__(
+        self,
+        *,
+        arrow_ipc: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadWarehouseResponse: _TypeAlias = ReadWarehouseResponse  # noqa: Y015
 
 @_typing.final
 class GetEtlStatusRequest(_message.Message):

@@ -49,6 +49,11 @@ class EtlServiceStub:
                 request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReprocessMatchRequest.SerializeToString,
                 response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReprocessMatchResponse.FromString,
                 _registered_method=True)
+        self.ReadWarehouse = channel.unary_stream(
+                '/counterpick.etl.v1.EtlService/ReadWarehouse',
+                request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseRequest.SerializeToString,
+                response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseResponse.FromString,
+                _registered_method=True)
 
 
 class EtlServiceServicer:
@@ -85,6 +90,22 @@ class EtlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadWarehouse(self, request, context):
+        """ReadWarehouse runs one of the warehouse's fixed read queries and streams its result as Arrow
+        IPC stream chunks (concatenate `arrow_ipc` of every message, then read one Arrow stream). It
+        lets the model service read the embedded warehouse, whose directory only one process (etl)
+        may open; against a ClickHouse server the model reads directly. Aggregations run inside the
+        warehouse, so only aggregates (or the rows asked for) leave it.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
+        missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+        "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
+        GetEtlStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EtlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +118,11 @@ def add_EtlServiceServicer_to_server(servicer, server):
                     servicer.ReprocessMatch,
                     request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReprocessMatchRequest.FromString,
                     response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReprocessMatchResponse.SerializeToString,
+            ),
+            'ReadWarehouse': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadWarehouse,
+                    request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseRequest.FromString,
+                    response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -158,6 +184,33 @@ class EtlService:
             '/counterpick.etl.v1.EtlService/ReprocessMatch',
             counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReprocessMatchRequest.SerializeToString,
             counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReprocessMatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadWarehouse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/counterpick.etl.v1.EtlService/ReadWarehouse',
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseRequest.SerializeToString,
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseResponse.FromString,
             options,
             channel_credentials,
             insecure,

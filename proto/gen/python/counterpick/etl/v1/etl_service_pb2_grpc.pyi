@@ -56,6 +56,18 @@ class EtlServiceStub:
     source or ClickHouse is down or rate limiting us; UNAUTHENTICATED and PERMISSION_DENIED as for
     GetEtlStatus. Data that fails validation is not an error: see ReprocessOutcome.
     """
+    ReadWarehouse: _grpc.UnaryStreamMultiCallable[_etl_service_pb2.ReadWarehouseRequest, _etl_service_pb2.ReadWarehouseResponse]
+    """ReadWarehouse runs one of the warehouse's fixed read queries and streams its result as Arrow
+    IPC stream chunks (concatenate `arrow_ipc` of every message, then read one Arrow stream). It
+    lets the model service read the embedded warehouse, whose directory only one process (etl)
+    may open; against a ClickHouse server the model reads directly. Aggregations run inside the
+    warehouse, so only aggregates (or the rows asked for) leave it.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
+    missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+    "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
+    GetEtlStatus.
+    """
 
 @_typing.type_check_only
 class EtlServiceAsyncStub(EtlServiceStub):
@@ -84,6 +96,18 @@ class EtlServiceAsyncStub(EtlServiceStub):
     (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "opendota", "steam" or "clickhouse") when a
     source or ClickHouse is down or rate limiting us; UNAUTHENTICATED and PERMISSION_DENIED as for
     GetEtlStatus. Data that fails validation is not an error: see ReprocessOutcome.
+    """
+    ReadWarehouse: _aio.UnaryStreamMultiCallable[_etl_service_pb2.ReadWarehouseRequest, _etl_service_pb2.ReadWarehouseResponse]  # type: ignore[assignment]
+    """ReadWarehouse runs one of the warehouse's fixed read queries and streams its result as Arrow
+    IPC stream chunks (concatenate `arrow_ipc` of every message, then read one Arrow stream). It
+    lets the model service read the embedded warehouse, whose directory only one process (etl)
+    may open; against a ClickHouse server the model reads directly. Aggregations run inside the
+    warehouse, so only aggregates (or the rows asked for) leave it.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
+    missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+    "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
+    GetEtlStatus.
     """
 
 class EtlServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +146,24 @@ class EtlServiceServicer(metaclass=_abc_1.ABCMeta):
         (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "opendota", "steam" or "clickhouse") when a
         source or ClickHouse is down or rate limiting us; UNAUTHENTICATED and PERMISSION_DENIED as for
         GetEtlStatus. Data that fails validation is not an error: see ReprocessOutcome.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadWarehouse(
+        self,
+        request: _etl_service_pb2.ReadWarehouseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_etl_service_pb2.ReadWarehouseResponse], _abc.AsyncIterator[_etl_service_pb2.ReadWarehouseResponse]]:
+        """ReadWarehouse runs one of the warehouse's fixed read queries and streams its result as Arrow
+        IPC stream chunks (concatenate `arrow_ipc` of every message, then read one Arrow stream). It
+        lets the model service read the embedded warehouse, whose directory only one process (etl)
+        may open; against a ClickHouse server the model reads directly. Aggregations run inside the
+        warehouse, so only aggregates (or the rows asked for) leave it.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
+        missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+        "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
+        GetEtlStatus.
         """
 
 def add_EtlServiceServicer_to_server(servicer: EtlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

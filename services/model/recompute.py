@@ -1,0 +1,250 @@
+"""A recompute run: counts from the warehouse -> statistics -> win models -> a published snapshot.
+
+Full runs recount everything; incremental runs count only the matches stored since the previous
+run's watermark and add them to the counts kept in memory, so the cost follows the new matches,
+not the history. Every run is recorded (start, end, matches, coverage, quality, status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from services.common.dota_constants import DotaConstants
+from services.model.drafts import DraftModel
+from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
+from services.model.statistics import (
+    Bracket,
+    BracketStatistics,
+    Counts,
+    FloatArray,
+    compute_statistics,
+    logit,
+)
+from services.model.warehouse_counts import CountsSource, PatchBracket, read_counts
+
+log = logging.getLogger(__name__)
+
+# A patch with fewer matches borrows the previous patch's counts, scaled so that together they
+# weigh this many matches: a day-old patch answers from mostly old data and says so.
+MIN_PATCH_MATCHES = 20_000
+CALIBRATION_POINTS = 121
+
+ModelFitter = Callable[[str, BracketStatistics], DraftModel]
+Progress = Callable[[str, float], None]
+
+
+class Publisher(Protocol):
+    """Where snapshots and run records go (SnapshotStore)."""
+
+    async def next_version(self) -> int: ...
+
+    async def publish(self, snapshot: ModelSnapshot) -> None: ...
+
+    async def record_run(self, run: RunRecord) -> None: ...
+
+    async def runs(self, limit: int = 20) -> list[RunRecord]: ...
+
+
+def additive_model(patch: str, statistics: BracketStatistics) -> DraftModel:
+    """The statistics read as a win model: logit strength of each hero, plus the log-odds synergy
+    of each allied pair and the log-odds advantage of each cross-team pair.
+
+    Needs no training pass over matches, so it is the fallback wherever no fitted model exists.
+    """
+    rates = np.clip(statistics.base_rate, 0.01, 0.99)
+    hero_weight: FloatArray = logit(rates)
+    synergy: FloatArray = statistics.synergies.log_odds.copy()
+    np.fill_diagonal(synergy, 0.0)
+    matchup_raw = statistics.matchups.log_odds
+    matchup: FloatArray = (matchup_raw - matchup_raw.T) / 2.0  # exactly antisymmetric
+    grid: FloatArray = np.linspace(-6.0, 6.0, CALIBRATION_POINTS)
+    return DraftModel(
+        version=f"additive-{patch}-{statistics.matches}",
+        bias=0.0,
+        hero_weight=hero_weight,
+        synergy=synergy,
+        matchup=matchup,
+        calibration_logits=grid,
+        calibration_probabilities=1.0 / (1.0 + np.exp(-grid)),
+        trained_at=time.time(),
+        matches_used=statistics.matches,
+    )
+
+
+def patch_order(constants: DotaConstants) -> dict[str, int]:
+    """Patch name -> position in release order."""
+    return {patch.name: index for index, patch in enumerate(constants.patches)}
+
+
+@dataclass
+class Recomputer:
+    """Owns the counts between runs so incremental runs can add to them."""
+
+    source: CountsSource
+    publisher: Publisher
+    constants: DotaConstants
+    fit_model: ModelFitter = additive_model
+    min_patch_matches: int = MIN_PATCH_MATCHES
+    counts: dict[PatchBracket, Counts] = field(default_factory=dict)
+    watermark: datetime | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def hero_slots(self) -> int:
+        """One more than the highest hero id."""
+        return max(self.constants.heroes) + 1
+
+    async def run(
+        self, *, full: bool = False, patch: str | None = None, progress: Progress | None = None
+    ) -> RunRecord:
+        """One run; full when asked or when there are no counts yet to add to."""
+        async with self._lock:
+            return await self._run(full or not self.counts, patch, progress or _quiet)
+
+    async def _run(self, full: bool, patch: str | None, progress: Progress) -> RunRecord:
+        run = RunRecord(
+            run_id=uuid.uuid4().hex[:12],
+            started_at=time.time(),
+            finished_at=None,
+            status="running",
+            mode="full" if full else "incremental",
+            matches_used=0,
+            coverage={},
+        )
+        await self.publisher.record_run(run)
+        try:
+            progress("counting in the warehouse", 0.05)
+            watermark = await asyncio.to_thread(self.source.latest_loaded_at)
+            if full:
+                counts = await asyncio.to_thread(read_counts, self.source, self.hero_slots)
+            else:
+                counts = {key: value.copy() for key, value in self.counts.items()}
+                if watermark != self.watermark:
+                    delta = await asyncio.to_thread(
+                        read_counts, self.source, self.hero_slots, None, self.watermark
+                    )
+                    for key, value in delta.items():
+                        if key in counts:
+                            counts[key].merge(value)
+                        else:
+                            counts[key] = value
+            progress("statistics", 0.4)
+            snapshot = await asyncio.to_thread(self._build, counts, progress)
+            version = await self.publisher.next_version()
+            snapshot = replace(snapshot, version=version)
+            progress("publishing", 0.9)
+            await self.publisher.publish(snapshot)
+            self.counts, self.watermark = counts, watermark
+            coverage = {
+                name: {b.value: s.matches for b, s in entry.statistics.items()}
+                for name, entry in snapshot.patches.items()
+            }
+            current = snapshot.patches[snapshot.current_patch].model.quality
+            run = replace(
+                run,
+                finished_at=time.time(),
+                status="succeeded",
+                matches_used=sum(c.matches for (_, b), c in counts.items() if b is Bracket.ALL),
+                coverage=coverage,
+                snapshot_version=version,
+                quality=dict(current.__dict__) if current else {},
+            )
+            progress("done", 1.0)
+        except Exception as error:
+            run = replace(run, finished_at=time.time(), status="failed", error=str(error))
+            await self.publisher.record_run(run)
+            raise
+        await self.publisher.record_run(run)
+        return run
+
+    def _build(self, counts: dict[PatchBracket, Counts], progress: Progress) -> ModelSnapshot:
+        order = patch_order(self.constants)
+        names = sorted({patch for patch, _ in counts}, key=lambda name: order.get(name, -1))
+        if not names:
+            raise ValueError("the warehouse holds no complete matches to compute statistics from")
+        patches: dict[str, PatchModel] = {}
+        previous: str | None = None
+        for index, name in enumerate(names):
+            own = {b: c for (p, b), c in counts.items() if p == name}
+            shrunk_toward = None
+            total = own[Bracket.ALL].matches
+            if previous is not None and total < self.min_patch_matches:
+                own = _borrow(
+                    own,
+                    {b: c for (p, b), c in counts.items() if p == previous},
+                    self.min_patch_matches,
+                )
+                shrunk_toward = previous
+            statistics = {b: compute_statistics(name, b, c) for b, c in own.items()}
+            model = self.fit_model(name, statistics[Bracket.ALL])
+            patches[name] = PatchModel(name, statistics, model, shrunk_toward)
+            previous = name
+            progress(f"patch {name}", 0.4 + 0.5 * (index + 1) / len(names))
+        playable = np.zeros(self.hero_slots, dtype=bool)
+        playable[np.asarray(list(self.constants.heroes), dtype=np.intp)] = True
+        return ModelSnapshot(
+            version=0,
+            computed_at=time.time(),
+            patches=patches,
+            current_patch=names[-1],
+            playable=playable,
+            pas_prior_weight=PAS_PRIOR_WEIGHT,
+        )
+
+
+# Until PAS groups are counted in the warehouse, the prior weight of a personal score is this many
+# pseudo-games; replaced by the fitted value once the recompute fits it.
+PAS_PRIOR_WEIGHT = 30.0
+
+
+def _borrow(
+    own: dict[Bracket, Counts], older: dict[Bracket, Counts], target: int
+) -> dict[Bracket, Counts]:
+    """Own counts plus the older patch's, scaled to make up `target` matches in ALL."""
+    have = own[Bracket.ALL].matches
+    older_total = older.get(Bracket.ALL)
+    if older_total is None or older_total.matches == 0:
+        return own
+    scale = min(1.0, (target - have) / older_total.matches)
+    result: dict[Bracket, Counts] = {}
+    for bracket in set(own) | set(older):
+        mine = own.get(bracket)
+        merged = mine.copy() if mine is not None else None
+        theirs = older.get(bracket)
+        if theirs is not None:
+            scaled = _scaled(theirs, scale)
+            if merged is None:
+                merged = scaled
+            else:
+                merged.merge(scaled)
+        assert merged is not None
+        result[bracket] = merged
+    return result
+
+
+def _scaled(counts: Counts, scale: float) -> Counts:
+    def s(array: np.ndarray) -> np.ndarray:
+        return np.rint(array * scale).astype(np.int64)
+
+    return Counts(
+        s(counts.hero_games),
+        s(counts.hero_wins),
+        s(counts.versus_games),
+        s(counts.versus_wins),
+        s(counts.with_games),
+        s(counts.with_wins),
+        round(counts.matches * scale),
+    )
+
+
+def _quiet(stage: str, fraction: float) -> None:
+    log.debug("recompute %s (%.0f%%)", stage, fraction * 100)

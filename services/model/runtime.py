@@ -1,0 +1,273 @@
+"""The model service's moving parts: the snapshot it serves, how it follows new versions, the
+recompute schedule, and personal scores on demand.
+
+A replica holds the current snapshot in memory and swaps it whole when a change notice arrives
+(or a poll sees a new pointer). When Redis or the warehouse is down it keeps serving the last good
+snapshot; the outage shows in `dependencies` (health/readiness), not as errors to users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from services.common.dota_constants import DotaConstants
+from services.common.errors import DependencyUnavailable
+from services.model.drafts import PersonalScore
+from services.model.pas import HeroScore, PlayerMatch, hero_scores
+from services.model.recompute import Recomputer
+from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
+from services.model.snapshot_store import CHANGED_CHANNEL, SnapshotStore
+from services.model.statistics import Bracket
+from services.model.warehouse_counts import CountsSource
+
+log = logging.getLogger(__name__)
+
+HealthReporter = Callable[[str, bool], None]
+
+
+class PlayerRecordsSource(CountsSource, Protocol):
+    """Also reads one player's matches (the etl Warehouse adapter satisfies it)."""
+
+    def player_hero_records(self, account_id: int) -> object: ...
+
+
+@dataclass
+class ModelRuntime:
+    """Snapshot holder, change follower, scheduler."""
+
+    constants: DotaConstants
+    redis: aioredis.Redis | None = None
+    source: PlayerRecordsSource | None = None
+    recompute_interval_seconds: float = 900.0
+    full_recompute_every: int = 24
+    poll_seconds: float = 30.0
+    pas_cache_seconds: int = 600
+    report_health: HealthReporter = lambda name, ok: None
+    snapshot: ModelSnapshot | None = None
+    store: SnapshotStore = field(init=False)
+    recomputer: Recomputer | None = field(init=False, default=None)
+    dependencies: dict[str, bool] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _running_job: asyncio.Task[RunRecord] | None = None
+    _running_job_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.redis is not None:
+            self.attach(self.redis, self.source)
+
+    def attach(self, redis: aioredis.Redis, source: PlayerRecordsSource | None) -> None:
+        """Connect to the stores (opened by the server's start hooks)."""
+        self.redis, self.source = redis, source
+        self.store = SnapshotStore(redis)
+        self.recomputer = (
+            Recomputer(source, self.store, self.constants) if source is not None else None
+        )
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        assert self.redis is not None, "ModelRuntime.attach was not called"
+        return self.redis
+
+    async def start(self) -> None:
+        """Load the current snapshot (if any) and start following changes and the schedule."""
+        await self.refresh()
+        self._tasks.append(asyncio.create_task(self._follow_notices(), name="snapshot-notices"))
+        self._tasks.append(asyncio.create_task(self._poll_pointer(), name="snapshot-poll"))
+        if self.recomputer is not None and self.recompute_interval_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._schedule(), name="recompute-schedule"))
+
+    async def stop(self) -> None:
+        """Cancel the background tasks."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    def _mark(self, dependency: str, ok: bool) -> None:
+        if self.dependencies.get(dependency) != ok:
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "dependency %s is %s",
+                dependency,
+                "up" if ok else "down; serving the last good snapshot",
+            )
+        self.dependencies[dependency] = ok
+        self.report_health(dependency, ok)
+
+    def require(self) -> ModelSnapshot:
+        """The snapshot to answer from, or MODEL_NOT_READY."""
+        if self.snapshot is None:
+            raise ModelNotReady(
+                "no model snapshot exists yet: run `counterpick recompute` or wait for the "
+                "scheduled recompute after matches are loaded"
+            )
+        return self.snapshot
+
+    async def refresh(self) -> bool:
+        """Swap in the current snapshot if it is newer than the one held; False on no change."""
+        try:
+            version = await self.store.current_version()
+            if version is None or (self.snapshot and self.snapshot.version >= version):
+                self._mark("redis", True)
+                return False
+            loaded = await self.store.load(version)
+        except (aioredis.RedisError, OSError) as error:
+            self._mark("redis", False)
+            log.debug("snapshot refresh failed: %s", error)
+            return False
+        self._mark("redis", True)
+        if loaded is None:
+            return False
+        self.snapshot = loaded
+        log.info("serving snapshot %d (current patch %s)", loaded.version, loaded.current_patch)
+        return True
+
+    async def _follow_notices(self) -> None:
+        while True:
+            try:
+                pubsub = self._client.pubsub()
+                await pubsub.subscribe(CHANGED_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._mark("redis", False)
+                log.debug("change notices interrupted: %s", error)
+                await asyncio.sleep(min(self.poll_seconds, 5.0))
+
+    async def _poll_pointer(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            await self.refresh()
+
+    async def _schedule(self) -> None:
+        runs = 0
+        while True:
+            try:
+                full = runs % self.full_recompute_every == 0
+                await self.recompute(full=full)
+                runs += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("scheduled recompute failed: %s", error)
+            await asyncio.sleep(self.recompute_interval_seconds)
+
+    async def recompute(self, *, full: bool = False) -> RunRecord:
+        """Run a recompute now and serve its snapshot."""
+        if self.recomputer is None:
+            raise DependencyUnavailable("warehouse", "this replica has no warehouse to read")
+        try:
+            run = await self.recomputer.run(full=full)
+        except (OSError, ConnectionError) as error:
+            self._mark("warehouse", False)
+            raise DependencyUnavailable("warehouse", f"warehouse unreachable: {error}") from error
+        self._mark("warehouse", True)
+        await self.refresh()
+        return run
+
+    def start_recompute(self) -> tuple[str, bool]:
+        """Start a background recompute unless one runs; returns (job id, already running)."""
+        if self._running_job is not None and not self._running_job.done():
+            return self._running_job_id, True
+        self._running_job_id = f"recompute-{int(time.time() * 1000)}"
+        self._running_job = asyncio.create_task(self.recompute(full=False), name="recompute")
+        self._running_job.add_done_callback(_log_job_failure)
+        return self._running_job_id, False
+
+    async def runs(self) -> list[RunRecord]:
+        """Recent runs; from the snapshot when Redis is down."""
+        try:
+            return await self.store.runs()
+        except (aioredis.RedisError, OSError):
+            return list(self.snapshot.runs) if self.snapshot else []
+
+    async def personal_scores(self, account_id: int, patch: str | None) -> list[HeroScore]:
+        """The player's PAS per hero, cached in Redis for a while."""
+        snapshot = self.require()
+        cache_key = f"counterpick:pas:v{snapshot.version}:{account_id}:{patch or '*'}"
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            cached = await self._client.get(cache_key)
+            if cached is not None:
+                return [_score_from_json(row) for row in json.loads(cached)]
+        if self.source is None:
+            raise DependencyUnavailable("warehouse", "this replica has no warehouse to read")
+        try:
+            table = await asyncio.to_thread(self.source.player_hero_records, account_id)
+        except Exception as error:
+            self._mark("warehouse", False)
+            raise DependencyUnavailable("warehouse", f"warehouse unreachable: {error}") from error
+        self._mark("warehouse", True)
+        matches = _player_matches(snapshot, table, patch)
+        scores = hero_scores(matches, snapshot.pas_prior_weight)
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self._client.set(
+                cache_key,
+                json.dumps([score.__dict__ for score in scores]),
+                ex=max(1, self.pas_cache_seconds),
+            )
+        return scores
+
+    async def personal_map(self, account_id: int, patch: str | None) -> dict[int, PersonalScore]:
+        """PAS per hero as suggestions use it."""
+        return {
+            score.hero_id: PersonalScore(score.pas, score.games)
+            for score in await self.personal_scores(account_id, patch)
+        }
+
+
+def _log_job_failure(task: asyncio.Task[RunRecord]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("recompute job failed: %s", task.exception())
+
+
+def _score_from_json(row: dict[str, object]) -> HeroScore:
+    interval = row["interval"]
+    assert isinstance(interval, list)
+    values = dict(row)
+    values["interval"] = (float(interval[0]), float(interval[1]))
+    return HeroScore(**values)  # type: ignore[arg-type]
+
+
+def _player_matches(snapshot: ModelSnapshot, table: object, patch: str | None) -> list[PlayerMatch]:
+    """The player's rows with each match's expected win rate: the hero's base rate in the
+    match's patch and bracket (ALL when the bracket has no statistics)."""
+    rows = table.to_pylist() if hasattr(table, "to_pylist") else []
+    matches = []
+    for row in rows:
+        if patch and row["patch"] != patch:
+            continue
+        entry = snapshot.patches.get(row["patch"])
+        if entry is None:
+            continue
+        try:
+            bracket = Bracket(row["skill_bracket"])
+        except ValueError:
+            bracket = Bracket.UNKNOWN
+        statistics = entry.statistics.get(bracket) or entry.statistics[Bracket.ALL]
+        hero = int(row["hero_id"])
+        if not 0 <= hero < statistics.hero_slots:
+            continue
+        matches.append(
+            PlayerMatch(
+                hero_id=hero,
+                won=bool(row["win"]),
+                start_time=row["start_time"],
+                expected=float(np.clip(statistics.base_rate[hero], 0.01, 0.99)),
+            )
+        )
+    return matches

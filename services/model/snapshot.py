@@ -1,0 +1,100 @@
+"""A published model snapshot: statistics and win model per patch and bracket, and how a request's
+patch and bracket resolve to what is actually served (with a note when they fall back).
+
+Pure domain code; services/model/snapshot_store.py moves snapshots through Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from services.common.errors import CounterpickError, InvalidArgument
+from services.model.drafts import DraftContext, DraftModel
+from services.model.statistics import Bracket, BracketStatistics
+
+# Below this many matches a bracket's own statistics are too noisy to serve; ALL is used instead.
+MIN_BRACKET_MATCHES = 2_000
+
+
+class ModelNotReady(CounterpickError):
+    """No snapshot (or no model for the patch) exists yet."""
+
+    status_code_name = "FAILED_PRECONDITION"
+    reason = "ERROR_REASON_MODEL_NOT_READY"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One recompute run, as GetModelInfo and `counterpick recompute` show it."""
+
+    run_id: str
+    started_at: float
+    finished_at: float | None
+    status: str  # running | succeeded | failed
+    mode: str  # full | incremental
+    matches_used: int
+    coverage: dict[str, dict[str, int]]  # patch -> bracket -> matches
+    snapshot_version: int | None = None
+    error: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PatchModel:
+    """Everything served for one patch."""
+
+    patch: str
+    statistics: dict[Bracket, BracketStatistics]
+    model: DraftModel
+    # Set when the patch had too few matches and was shrunk toward an older one.
+    shrunk_toward: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """A complete, immutable snapshot; replicas swap the whole object on a change notice."""
+
+    version: int
+    computed_at: float
+    patches: dict[str, PatchModel]
+    current_patch: str
+    playable: npt.NDArray[np.bool_]  # (H,) heroes that exist today
+    pas_prior_weight: float
+    runs: tuple[RunRecord, ...] = ()
+
+    def matches(self, patch: str, bracket: Bracket = Bracket.ALL) -> int:
+        """Matches behind one patch and bracket (0 when absent)."""
+        entry = self.patches.get(patch)
+        if entry is None or bracket not in entry.statistics:
+            return 0
+        return entry.statistics[bracket].matches
+
+    def context(self, patch: str, bracket: Bracket, field_name: str = "patch") -> DraftContext:
+        """The statistics and model a request for (patch, bracket) is answered from."""
+        name = patch or self.current_patch
+        entry = self.patches.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.patches)) or "none yet"
+            raise InvalidArgument(
+                f"no statistics for patch {name!r} (patches with statistics: {known})",
+                field=field_name,
+                reason="ERROR_REASON_UNKNOWN_PATCH",
+                metadata={"patch": name},
+            )
+        notes: list[str] = []
+        if entry.shrunk_toward:
+            notes.append(
+                f"patch {name} has {entry.statistics[Bracket.ALL].matches} matches; "
+                f"shrunk toward {entry.shrunk_toward}"
+            )
+        statistics = entry.statistics.get(bracket)
+        if statistics is None or (
+            bracket is not Bracket.ALL and statistics.matches < MIN_BRACKET_MATCHES
+        ):
+            have = statistics.matches if statistics else 0
+            notes.append(f"{bracket.value} bracket has {have} matches in {name}; used all brackets")
+            statistics = entry.statistics[Bracket.ALL]
+        return DraftContext(statistics, entry.model, self.playable, tuple(notes))
