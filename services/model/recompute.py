@@ -77,6 +77,11 @@ def additive_model(patch: str, statistics: BracketStatistics) -> DraftModel:
         calibration_probabilities=1.0 / (1.0 + np.exp(-grid)),
         trained_at=time.time(),
         matches_used=statistics.matches,
+        # A shrunk rate's posterior precision on the logit scale is about (games + k) / 4, so
+        # the prior contributes k / 4: the uncertainty of the terms is the statistics' own.
+        hero_prior_precision=1.0,
+        pair_prior_precision=0.25
+        * min(statistics.matchups.prior_weight, statistics.synergies.prior_weight),
     )
 
 

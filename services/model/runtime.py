@@ -87,13 +87,18 @@ class ModelRuntime:
             self._tasks.append(asyncio.create_task(self._schedule(), name="recompute-schedule"))
 
     async def stop(self) -> None:
-        """Cancel the background tasks."""
-        for task in self._tasks:
+        """Cancel the background tasks and release the warehouse (chdb: its directory lock)."""
+        jobs = [*self._tasks, *([self._running_job] if self._running_job else [])]
+        for task in jobs:
             task.cancel()
-        for task in self._tasks:
+        for task in jobs:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+            self.source = None
 
     def _mark(self, dependency: str, ok: bool) -> None:
         if self.dependencies.get(dependency) != ok:

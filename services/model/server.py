@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import RedisError
 
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
@@ -415,8 +416,13 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             _bracket(request.bracket)
         if self._runtime.recomputer is None:
             raise DependencyUnavailable("clickhouse", "this replica has no warehouse to read")
+        try:
+            version = await self._runtime.store.current_version()
+        except (RedisError, OSError) as error:
+            raise DependencyUnavailable(
+                "redis", f"snapshots cannot be published, Redis is unreachable: {error}"
+            ) from error
         job_id, already_running = self._runtime.start_recompute()
-        version = await self._runtime.store.current_version()
         return pb.RecomputeResponse(
             job_id=job_id,
             snapshot_version=(version or 0) + (0 if already_running else 1),

@@ -22,8 +22,6 @@ from services.etl.config import EtlSettings
 from services.etl.server import build_server as build_etl
 from services.ingest.config import IngestSettings
 from services.ingest.server import build_server as build_ingest
-from services.model.config import ModelSettings
-from services.model.server import build_server as build_model
 from services.user.config import UserSettings
 from services.user.server import build_server as build_user
 from tests.conftest import free_port
@@ -31,7 +29,6 @@ from tests.conftest import free_port
 # (service, builder, settings class, one RPC that is not built yet)
 Builder = Callable[[Any], GrpcServer]
 CASES: list[tuple[str, Builder, type[ServiceSettings], str]] = [
-    ("model", build_model, ModelSettings, "GetModelInfo"),
     ("auth", build_auth, AuthSettings, "GetJwks"),
     ("user", build_user, UserSettings, "GetSubscription"),
     ("draft", build_draft, DraftSettings, "GetDraft"),
