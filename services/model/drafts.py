@@ -181,7 +181,8 @@ class DraftModel:
         d = np.asarray(dire, dtype=np.intp)
         value = self.bias + self.hero_weight[r].sum() - self.hero_weight[d].sum()
         value += _within(self.synergy, r) - _within(self.synergy, d)
-        value += self.matchup[np.ix_(r, d)].sum()
+        if r.size and d.size:
+            value += self.matchup[r][:, d].sum()
         return float(value)
 
     def probability(self, logits: FloatArray) -> FloatArray:
@@ -191,12 +192,13 @@ class DraftModel:
         )
         return result
 
-    def candidate_logits(self, draft: Draft, side: Side) -> FloatArray:
+    def candidate_logits(self, draft: Draft, side: Side, base: float | None = None) -> FloatArray:
         """For every hero id c, the Radiant logit if `side` picked c next (garbage for heroes
-        that are taken; callers mask them)."""
+        that are taken; callers mask them). `base` is the draft's own logit, if known."""
         r = np.asarray(draft.radiant, dtype=np.intp)
         d = np.asarray(draft.dire, dtype=np.intp)
-        base = self.radiant_logit(draft.radiant, draft.dire)
+        if base is None:
+            base = self.radiant_logit(draft.radiant, draft.dire)
         if side is Side.RADIANT:
             gain = (
                 self.hero_weight + self.synergy[:, r].sum(axis=1) + self.matchup[:, d].sum(axis=1)
@@ -209,14 +211,21 @@ class DraftModel:
         return result
 
 
+# Index pairs (i < j) of a team of n heroes, for n = 0..5: summing a pair matrix over a team is
+# then one fancy-indexing gather, several times cheaper than np.ix_ plus np.triu on a block.
+_TEAM_PAIRS = tuple(np.triu_indices(n, 1) for n in range(TEAM_SIZE + 1))
+
+
 def _within(matrix: FloatArray, heroes: npt.NDArray[np.intp]) -> float:
     if heroes.size < 2:
         return 0.0
-    block = matrix[np.ix_(heroes, heroes)]
-    return float(np.triu(block, 1).sum())
+    first, second = _TEAM_PAIRS[heroes.size]
+    return float(matrix[heroes[first], heroes[second]].sum())
 
 
-@dataclass(frozen=True)
+# Not frozen: frozen dataclasses pay object.__setattr__ per field, and a suggestion builds about
+# a hundred terms. Treat them as immutable all the same.
+@dataclass(slots=True)
 class Term:
     """One explanation term, from the perspective of the side it is about."""
 
@@ -226,7 +235,7 @@ class Term:
     other_hero_id: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Suggestion:
     """A hero ranked for a pick (our side) or a ban (the enemy's would-be pick)."""
 
@@ -326,7 +335,7 @@ def suggest(
         legal &= only
     base_logit = model.radiant_logit(draft.radiant, draft.dire)
     base_probability = float(_side_probability(model, np.asarray([base_logit]), side)[0])
-    logits = model.candidate_logits(draft, side)
+    logits = model.candidate_logits(draft, side, base_logit)
     probability = _side_probability(model, logits, side)
     delta = probability - base_probability
     # Interval on the logit scale mapped through the (monotone) calibration: in the side's terms.
@@ -348,17 +357,30 @@ def suggest(
     top = indices[np.argpartition(-score[indices], count - 1)[:count]]
     top = top[np.lexsort((top, -score[top]))]
     allies, enemies = draft.picks(side), draft.picks(side.other)
+    heroes = top.tolist()
+    explanations = _terms(stats, heroes, allies, enemies, personal)
+    rows = zip(
+        heroes,
+        probability[top].tolist(),
+        delta[top].tolist(),
+        score[top].tolist(),
+        lower[top].tolist(),
+        upper[top].tolist(),
+        stats.hero_games[top].tolist(),
+        explanations,
+        strict=True,
+    )
     suggestions = [
         Suggestion(
-            hero_id=int(hero),
-            win_probability=float(probability[hero]),
-            win_probability_delta=float(delta[hero]),
-            score=float(score[hero]),
-            interval=(float(lower[hero]), float(upper[hero])),
-            games=int(stats.hero_games[hero]),
-            terms=_terms(stats, int(hero), allies, enemies, personal),
+            hero_id=hero,
+            win_probability=p,
+            win_probability_delta=gain,
+            score=rank,
+            interval=(low_p, high_p),
+            games=games,
+            terms=terms,
         )
-        for hero in top
+        for hero, p, gain, rank, low_p, high_p, games, terms in rows
     ]
     personalized = bool(personal) and any(s.hero_id in (personal or {}) for s in suggestions)
     return SuggestionResult(base_probability, suggestions, personalized)
@@ -366,28 +388,41 @@ def suggest(
 
 def _terms(
     stats: BracketStatistics,
-    hero: int,
+    heroes: list[int],
     allies: Sequence[int],
     enemies: Sequence[int],
     personal: Mapping[int, PersonalScore] | None,
-) -> tuple[Term, ...]:
-    terms = [
-        Term(
-            TermKind.HERO_STRENGTH, float(stats.base_rate[hero] - 0.5), int(stats.hero_games[hero])
-        )
-    ]
-    matchups, synergies = stats.matchups, stats.synergies
-    terms.extend(
-        Term(TermKind.MATCHUP, float(matchups.score[hero, e]), int(matchups.games[hero, e]), e)
-        for e in enemies
-    )
-    terms.extend(
-        Term(TermKind.SYNERGY, float(synergies.score[hero, a]), int(synergies.games[hero, a]), a)
-        for a in allies
-    )
-    if personal and hero in personal:
-        terms.append(Term(TermKind.PERSONAL, personal[hero].pas, personal[hero].games))
-    return tuple(terms)
+) -> list[tuple[Term, ...]]:
+    """The explanation of each hero, gathered for all of them at once: per-element numpy
+    access would cost more than the whole ranking."""
+    index = np.asarray(heroes, dtype=np.intp)
+    strengths = (stats.base_rate[index] - 0.5).tolist()
+    hero_games = stats.hero_games[index].tolist()
+    enemy_list, ally_list = list(enemies), list(allies)
+    matchup_values = stats.matchups.score[index][:, enemy_list].tolist()
+    matchup_games = stats.matchups.games[index][:, enemy_list].tolist()
+    synergy_values = stats.synergies.score[index][:, ally_list].tolist()
+    synergy_games = stats.synergies.games[index][:, ally_list].tolist()
+    matchup, synergy, strength = TermKind.MATCHUP, TermKind.SYNERGY, TermKind.HERO_STRENGTH
+    result = []
+    for row, hero in enumerate(heroes):
+        terms = [Term(strength, strengths[row], hero_games[row])]
+        terms += [
+            Term(matchup, value, games, enemy)
+            for value, games, enemy in zip(
+                matchup_values[row], matchup_games[row], enemy_list, strict=True
+            )
+        ]
+        terms += [
+            Term(synergy, value, games, ally)
+            for value, games, ally in zip(
+                synergy_values[row], synergy_games[row], ally_list, strict=True
+            )
+        ]
+        if personal and hero in personal:
+            terms.append(Term(TermKind.PERSONAL, personal[hero].pas, personal[hero].games))
+        result.append(tuple(terms))
+    return result
 
 
 @dataclass(frozen=True)
