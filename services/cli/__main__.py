@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending warehouse migrations")
     migrate.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
 
+    recompute = commands.add_parser(
+        "recompute", help="recompute statistics and win models now (progress), then list runs"
+    )
+    recompute.add_argument("--full", action="store_true", help="recount every match")
+    recompute.add_argument("--list", action="store_true", help="only list the recent runs")
+    recompute.add_argument("--redis-url", default=None, help="default: REDIS_URL or local")
+    recompute.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=[*SERVICES, "edge"])
 
@@ -80,7 +88,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(result == "SERVING" for *_, result in rows) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Parse the command line and run the chosen command; returns the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "up":
@@ -101,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         from services.cli.importing import run_migrate
 
         return run_migrate(args.state_dir)
+    if args.command == "recompute":
+        from services.cli.recompute import run_recompute
+
+        return run_recompute(
+            args.state_dir, full=args.full, list_only=args.list, redis_url=args.redis_url
+        )
     if args.command == "serve":
         module = (
             "gateway.__main__" if args.service == "edge" else f"services.{args.service}.__main__"

@@ -33,6 +33,7 @@ from services.model.warehouse_counts import CountsSource
 log = logging.getLogger(__name__)
 
 HealthReporter = Callable[[str, bool], None]
+RETRY_SECONDS = 30.0
 
 
 class PlayerRecordsSource(CountsSource, Protocol):
@@ -162,6 +163,7 @@ class ModelRuntime:
     async def _schedule(self) -> None:
         runs = 0
         while True:
+            delay = self.recompute_interval_seconds
             try:
                 full = runs % self.full_recompute_every == 0
                 await self.recompute(full=full)
@@ -169,8 +171,10 @@ class ModelRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                # Typically the warehouse (or etl) is still starting or has no matches yet.
                 log.warning("scheduled recompute failed: %s", error)
-            await asyncio.sleep(self.recompute_interval_seconds)
+                delay = min(delay, RETRY_SECONDS)
+            await asyncio.sleep(delay)
 
     async def recompute(self, *, full: bool = False) -> RunRecord:
         """Run a recompute now and serve its snapshot."""

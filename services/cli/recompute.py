@@ -1,0 +1,100 @@
+"""`counterpick recompute`: recompute statistics and models now, with progress, and list runs.
+
+The run happens in this process and publishes its snapshot to Redis, where every running model
+replica picks it up through the change notice. The warehouse is opened directly, or, when
+`counterpick up` holds the embedded one, read through the running etl service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from tqdm import tqdm
+
+from services.cli.importing import warehouse_dsn
+from services.common.config import DEFAULT_GRPC_PORTS
+from services.common.dota_constants import load_constants
+from services.model.recompute import Recomputer
+from services.model.runtime import PlayerRecordsSource
+from services.model.snapshot import RunRecord
+from services.model.snapshot_store import SnapshotStore
+
+
+def _source(state_dir: Path, etl_address: str) -> PlayerRecordsSource:
+    from services.etl.warehouse import Warehouse
+
+    dsn = warehouse_dsn(state_dir)
+    try:
+        return Warehouse.connect(dsn)
+    except Exception as error:
+        if "lock" in str(error).lower() or "EmbeddedServer" in str(error):
+            from services.model.etl_reader import EtlWarehouseReader
+
+            print(f"the warehouse is held by a running etl; reading it through {etl_address}")
+            return EtlWarehouseReader(etl_address)
+        raise SystemExit(f"cannot open the warehouse {dsn}: {error}") from None
+
+
+def format_runs(runs: list[RunRecord]) -> str:
+    """The runs as a table, newest first."""
+    lines = [
+        f"{'run':<13} {'started (UTC)':<20} {'mode':<12} {'status':<10} {'seconds':>8} "
+        f"{'matches':>9} {'snapshot':>8}  patches"
+    ]
+    for run in runs:
+        seconds = f"{run.finished_at - run.started_at:.1f}" if run.finished_at else "-"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.started_at))
+        patches = ", ".join(
+            f"{name} ({brackets.get('all', 0)})" for name, brackets in sorted(run.coverage.items())
+        )
+        lines.append(
+            f"{run.run_id:<13} {started:<20} {run.mode:<12} {run.status:<10} {seconds:>8} "
+            f"{run.matches_used:>9} {run.snapshot_version or '-':>8}  {patches or run.error}"
+        )
+    return "\n".join(lines)
+
+
+def run_recompute(state_dir: Path, *, full: bool, list_only: bool, redis_url: str | None) -> int:
+    """Run (or only list) recomputes; exit code 0 on success."""
+    url = redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    etl_address = f"127.0.0.1:{DEFAULT_GRPC_PORTS['etl']}"
+
+    async def main() -> int:
+        redis = aioredis.Redis.from_url(url, socket_connect_timeout=3)
+        store = SnapshotStore(redis)
+        try:
+            try:
+                await redis.ping()
+            except (OSError, aioredis.RedisError) as error:
+                print(f"Redis at {url} is unreachable: {error}")
+                return 1
+            if not list_only:
+                source = await asyncio.to_thread(_source, state_dir, etl_address)
+                recomputer = Recomputer(source, store, load_constants())
+                with tqdm(total=100, unit="%", desc="recompute", leave=True) as bar:
+
+                    def progress(stage: str, fraction: float) -> None:
+                        bar.set_postfix_str(stage)
+                        bar.update(max(0, round(fraction * 100) - bar.n))
+
+                    try:
+                        run = await recomputer.run(full=full, progress=progress)
+                    except Exception as error:
+                        bar.close()
+                        print(f"recompute failed: {error}")
+                        return 1
+                    finally:
+                        close = getattr(source, "close", None)
+                        if close is not None:
+                            close()
+                print(f"published snapshot {run.snapshot_version} from {run.matches_used} matches")
+            print(format_runs(await store.runs()))
+            return 0
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
