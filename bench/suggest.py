@@ -16,6 +16,7 @@ import time
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
@@ -36,12 +37,12 @@ PATCH = "7.41"
 def generated_counts(matches: int, seed: int = 11) -> Counts:
     """Counts of random drafts with outcomes from random hero strengths."""
     rng = np.random.default_rng(seed)
-    heroes = np.asarray(sorted(load_constants().heroes))
+    heroes = np.asarray(sorted(load_constants().heroes), dtype=np.int64)
     slots = int(heroes.max()) + 1
     strength = np.zeros(slots)
     strength[heroes] = rng.normal(0, 0.15, heroes.size)
     picks = np.argsort(rng.random((matches, heroes.size)), axis=1)[:, :10]
-    drafted = heroes[picks]
+    drafted: npt.NDArray[np.int64] = heroes[picks]
     radiant, dire = drafted[:, :5], drafted[:, 5:]
     win = rng.random(matches) < 1 / (
         1 + np.exp(-(strength[radiant].sum(axis=1) - strength[dire].sum(axis=1)))

@@ -270,6 +270,8 @@ def _warehouse_read(
         if request.account_id == 0:
             raise InvalidArgument("account_id is required for this query", field="account_id")
         return lambda: warehouse.player_hero_records(request.account_id)
+    if query == pb.WAREHOUSE_QUERY_PLAYER_HERO_GROUPS:
+        return warehouse.player_hero_groups
     if query == pb.WAREHOUSE_QUERY_LATEST_LOADED_AT:
         return lambda: pa.table(
             {"loaded_at": pa.array([warehouse.latest_loaded_at()], pa.timestamp("ms", "UTC"))}

@@ -132,6 +132,16 @@ INNER JOIN (SELECT match_id, start_time, patch, skill_bracket FROM matches FINAL
 ORDER BY start_time, match_id
 """
 
+_PLAYER_GROUPS_SQL = """
+SELECT p.account_id AS account_id, p.hero_id AS hero_id, m.patch AS patch,
+       m.skill_bracket AS skill_bracket, count() AS games, sum(toUInt8(p.win)) AS wins
+FROM (SELECT match_id, account_id, hero_id, win FROM match_players FINAL
+      WHERE account_id IS NOT NULL) AS p
+INNER JOIN (SELECT match_id, patch, skill_bracket FROM matches FINAL) AS m
+    ON p.match_id = m.match_id
+GROUP BY account_id, hero_id, patch, skill_bracket
+"""
+
 
 def skill_bracket_of(avg_rank_tier: int | None) -> str:
     """The bracket name stored with a match (tens digit of rank tier = medal 1..8)."""
@@ -347,6 +357,12 @@ class Warehouse:
             return self._client.query_arrow(
                 _PLAYER_RECORDS_SQL, parameters={"account_id": account_id}
             )
+
+    def player_hero_groups(self) -> pa.Table:
+        """Games and wins per (account_id, hero_id, patch, skill_bracket) of known accounts: what
+        the personal score's prior weight is fitted on."""
+        with self._lock:
+            return self._client.query_arrow(_PLAYER_GROUPS_SQL)
 
     def latest_loaded_at(self) -> datetime | None:
         """When the newest stored match was loaded: the watermark of an incremental count."""

@@ -63,6 +63,10 @@ class EtlWarehouseReader:
         )
         return self._read(request)
 
+    def player_hero_groups(self) -> pa.Table:
+        """See Warehouse.player_hero_groups."""
+        return self._read(pb.ReadWarehouseRequest(query=pb.WAREHOUSE_QUERY_PLAYER_HERO_GROUPS))
+
     def latest_loaded_at(self) -> datetime | None:
         """See Warehouse.latest_loaded_at."""
         table = self._read(pb.ReadWarehouseRequest(query=pb.WAREHOUSE_QUERY_LATEST_LOADED_AT))

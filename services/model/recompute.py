@@ -17,9 +17,12 @@ from datetime import datetime
 from typing import Protocol
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 
 from services.common.dota_constants import DotaConstants
 from services.model.drafts import DraftModel
+from services.model.pas import fit_pas_prior_weight
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
     Bracket,
@@ -142,8 +145,12 @@ class Recomputer:
                             counts[key].merge(value)
                         else:
                             counts[key] = value
+            groups = await asyncio.to_thread(self.source.player_hero_groups)
             progress("statistics", 0.4)
             snapshot = await asyncio.to_thread(self._build, counts, progress)
+            snapshot = replace(
+                snapshot, pas_prior_weight=pas_prior_weight(groups, snapshot.patches)
+            )
             version = await self.publisher.next_version()
             snapshot = replace(snapshot, version=version)
             progress("publishing", 0.9)
@@ -206,9 +213,54 @@ class Recomputer:
         )
 
 
-# Until PAS groups are counted in the warehouse, the prior weight of a personal score is this many
-# pseudo-games; replaced by the fitted value once the recompute fits it.
+# Prior weight of a personal score when no stored match names its player (so no PAS can be
+# asked for yet): about a month of play on one hero. Replaced by the fitted value otherwise.
 PAS_PRIOR_WEIGHT = 30.0
+# Below this many (player, hero) groups with games the fit is not trusted.
+MIN_PAS_GROUPS = 50
+
+
+def pas_prior_weight(groups: pa.Table, patches: dict[str, PatchModel]) -> float:
+    """k of the personal score, fitted by empirical Bayes over every (player, hero): each
+    group's wins and games against its expected win rate, the games-weighted mean of the hero's
+    base rate in the patch and bracket of each match."""
+    frame = pl.from_arrow(groups)
+    assert isinstance(frame, pl.DataFrame)
+    if frame.is_empty():
+        return PAS_PRIOR_WEIGHT
+    expected = np.empty(frame.height)
+    rows = zip(
+        frame["hero_id"].to_list(),
+        frame["patch"].to_list(),
+        frame["skill_bracket"].to_list(),
+        strict=True,
+    )
+    for index, (hero, patch, bracket_name) in enumerate(rows):
+        entry = patches.get(patch)
+        if entry is None:
+            expected[index] = np.nan
+            continue
+        bracket = Bracket(bracket_name) if bracket_name in Bracket._value2member_map_ else None
+        statistics = entry.statistics.get(bracket or Bracket.ALL) or entry.statistics[Bracket.ALL]
+        expected[index] = statistics.base_rate[hero] if hero < statistics.hero_slots else np.nan
+    frame = frame.with_columns(pl.Series("expected", expected)).drop_nans("expected")
+    per_player_hero = frame.group_by("account_id", "hero_id").agg(
+        pl.col("wins").sum(),
+        pl.col("games").sum(),
+        ((pl.col("expected") * pl.col("games")).sum() / pl.col("games").sum()).alias("expected"),
+    )
+    if per_player_hero.height < MIN_PAS_GROUPS:
+        return PAS_PRIOR_WEIGHT
+    return fit_pas_prior_weight(
+        list(
+            zip(
+                per_player_hero["wins"].cast(pl.Float64).to_list(),
+                per_player_hero["games"].cast(pl.Float64).to_list(),
+                per_player_hero["expected"].clip(0.01, 0.99).to_list(),
+                strict=True,
+            )
+        )
+    )
 
 
 def _borrow(

@@ -32,6 +32,8 @@ class CountsSource(Protocol):
 
     def latest_loaded_at(self) -> datetime | None: ...
 
+    def player_hero_groups(self) -> pa.Table: ...
+
 
 def counts_from_tables(
     hero_rows: pa.Table, pair_rows: pa.Table, hero_slots: int

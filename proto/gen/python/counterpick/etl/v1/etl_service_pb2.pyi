@@ -39,6 +39,8 @@ class _WarehouseQueryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Wareho
     """The matches of one account: match, start time, patch, bracket, hero, win."""
     WAREHOUSE_QUERY_LATEST_LOADED_AT: _WarehouseQuery.ValueType  # 5
     """One row, one column `loaded_at`: when the newest stored match was loaded (null if none)."""
+    WAREHOUSE_QUERY_PLAYER_HERO_GROUPS: _WarehouseQuery.ValueType  # 6
+    """Games and wins per (account_id, hero_id, patch, skill_bracket) of known accounts."""
 
 class WarehouseQuery(_WarehouseQuery, metaclass=_WarehouseQueryEnumTypeWrapper):
     """The read queries the warehouse answers (see services/etl/warehouse.py for their columns)."""
@@ -55,6 +57,8 @@ WAREHOUSE_QUERY_PLAYER_HERO_RECORDS: WarehouseQuery.ValueType  # 4
 """The matches of one account: match, start time, patch, bracket, hero, win."""
 WAREHOUSE_QUERY_LATEST_LOADED_AT: WarehouseQuery.ValueType  # 5
 """One row, one column `loaded_at`: when the newest stored match was loaded (null if none)."""
+WAREHOUSE_QUERY_PLAYER_HERO_GROUPS: WarehouseQuery.ValueType  # 6
+"""Games and wins per (account_id, hero_id, patch, skill_bracket) of known accounts."""
 Global___WarehouseQuery: _TypeAlias = WarehouseQuery  # noqa: Y015
 
 class _SkipReason:

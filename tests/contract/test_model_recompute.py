@@ -1,0 +1,210 @@
+"""Recompute against a real warehouse: incremental equals a full recount, the etl read RPC gives
+the same counts as a direct read, and personal scores find a planted player's edge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from counterpick.common.v1 import common_pb2
+from counterpick.model.v1 import model_service_pb2 as pb
+from services.common.config import ServiceSettings
+from services.common.dota_constants import load_constants
+from services.common.server import GrpcServer, registration
+from services.etl.matches import CleanMatch, MatchSource, PlayerRow, Side
+from services.etl.warehouse import Warehouse
+from services.model.etl_reader import EtlWarehouseReader
+from services.model.recompute import Recomputer
+from services.model.runtime import ModelRuntime
+from services.model.server import ModelServicer
+from services.model.snapshot_store import SnapshotStore
+from services.model.statistics import Bracket
+from services.model.warehouse_counts import read_counts
+from tests.contract.test_model_service import draft_table
+
+PLANTED_ACCOUNT = 777
+PLANTED_HERO = 10
+START = 1_780_000_000
+
+
+def player_matches(count: int, first_id: int, seed: int) -> list[CleanMatch]:
+    """Matches with account ids: in every tenth the planted account plays PLANTED_HERO on Radiant
+    and wins 75 % of them; everyone else's results are coin flips."""
+    rng = np.random.default_rng(seed)
+    heroes = [h for h in sorted(load_constants().heroes) if h != PLANTED_HERO]
+    matches = []
+    for index in range(count):
+        planted = index % 10 == 0
+        others = rng.choice(heroes, 10, replace=False).tolist()
+        radiant = [PLANTED_HERO, *others[:4]] if planted else others[:5]
+        dire = others[5:]
+        win = bool(rng.random() < (0.75 if planted else 0.5))
+        players = tuple(
+            PlayerRow(
+                hero_id=hero,
+                side=side,
+                player_slot=slot,
+                account_id=PLANTED_ACCOUNT
+                if planted and hero == PLANTED_HERO
+                else 1000 + 10 * (index % 40) + slot % 5 + (5 if side is Side.DIRE else 0),
+            )
+            for team, side, base in ((radiant, Side.RADIANT, 0), (dire, Side.DIRE, 128))
+            for slot, hero in enumerate(team, start=base)
+        )
+        matches.append(
+            CleanMatch(
+                match_id=first_id + index,
+                radiant_win=win,
+                source=MatchSource.IMPORT,
+                players=players,
+                start_time=START + index * 60,
+                patch="7.40",
+                game_mode=22,
+                lobby_type=7,
+                avg_rank_tier=55,
+            )
+        )
+    return matches
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Warehouse:
+    store = Warehouse.connect(f"chdb://{tmp_path / 'warehouse'}")
+    store.migrate()
+    return store
+
+
+async def test_incremental_recompute_equals_a_full_recount(
+    warehouse: Warehouse, redis_url: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        original = draft_table(5_000, "7.40", 1, seed=1)
+        warehouse.insert_draft_table(original)
+        recomputer = Recomputer(warehouse, SnapshotStore(redis), load_constants())
+        first = await recomputer.run(full=True)
+        assert first.mode == "full"
+        warehouse.insert_draft_table(draft_table(2_000, "7.40", 50_000, seed=2))
+        # Re-delivered old matches (at-least-once) must not be counted twice incrementally.
+        warehouse.insert_draft_table(original.slice(0, 100))
+        second = await recomputer.run()
+        assert second.mode == "incremental"
+        assert second.matches_used == 7_000
+        full = read_counts(warehouse, recomputer.hero_slots)
+        for key, counts in full.items():
+            kept = recomputer.counts[key]
+            assert kept.matches == counts.matches, key
+            assert np.array_equal(kept.versus_games, counts.versus_games), key
+            assert np.array_equal(kept.with_wins, counts.with_wins), key
+            assert np.array_equal(kept.hero_wins, counts.hero_wins), key
+        runs = await SnapshotStore(redis).runs()
+        assert [run.run_id for run in runs[:2]] == [second.run_id, first.run_id]
+        assert runs[0].coverage["7.40"]["all"] == 7_000
+    finally:
+        await redis.aclose()
+        warehouse.close()
+
+
+async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Warehouse) -> None:
+    from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
+    from services.etl.config import EtlSettings
+    from services.etl.server import EtlServicer
+
+    warehouse.insert_draft_table(draft_table(3_000, "7.40", 1, seed=4))
+    warehouse.insert_matches(player_matches(300, 90_000, seed=4))
+
+    class Runtime:
+        """Only what ReadWarehouse touches: the open warehouse."""
+
+        def __init__(self, store: Warehouse) -> None:
+            self.warehouse = store
+
+    servicer = EtlServicer(EtlSettings(), Runtime(warehouse))  # type: ignore[arg-type]
+    server = GrpcServer(
+        name="etl",
+        settings=ServiceSettings(port=0),
+        services=[
+            registration(
+                servicer, etl_grpc.add_EtlServiceServicer_to_server, "counterpick.etl.v1.EtlService"
+            )
+        ],
+    )
+    port = await server.start()
+    reader = EtlWarehouseReader(f"127.0.0.1:{port}")
+    try:
+        assert (await _thread(reader.hero_counts)).equals(warehouse.hero_counts())
+        assert (await _thread(reader.pair_counts, "7.40")).equals(warehouse.pair_counts("7.40"))
+        assert (await _thread(reader.match_drafts)).num_rows == 3_300
+        assert (await _thread(reader.player_hero_groups)).num_rows == (
+            warehouse.player_hero_groups().num_rows
+        )
+        records = await _thread(reader.player_hero_records, PLANTED_ACCOUNT)
+        assert records.num_rows == 30
+        assert await _thread(reader.latest_loaded_at) == warehouse.latest_loaded_at()
+    finally:
+        reader.close()
+        await server.stop(0)
+        warehouse.close()
+    dead = EtlWarehouseReader(f"127.0.0.1:{port}")
+    with pytest.raises(ConnectionError):
+        dead.hero_counts()
+    dead.close()
+
+
+async def test_personal_scores_find_the_planted_players_edge(
+    warehouse: Warehouse, redis_url: str
+) -> None:
+    warehouse.insert_draft_table(draft_table(20_000, "7.40", 1, seed=5))
+    warehouse.insert_matches(player_matches(3_000, 90_000, seed=5))
+    redis = aioredis.Redis.from_url(redis_url)
+    runtime = ModelRuntime(
+        constants=load_constants(), redis=redis, source=warehouse, recompute_interval_seconds=0
+    )
+    try:
+        await runtime.start()
+        await runtime.recompute(full=True)
+        snapshot = runtime.require()
+        assert 1 < snapshot.pas_prior_weight < 100_000  # fitted on the stored players
+        servicer = ModelServicer(runtime, load_constants())
+        response = await servicer.GetPersonalScores(
+            pb.GetPersonalScoresRequest(account_id=PLANTED_ACCOUNT), None
+        )
+        best = response.scores[0]
+        assert best.hero_id == PLANTED_HERO
+        assert best.games == 300
+        # Expected: the hero's base rate in the matches' own bracket (legend_ancient), which
+        # includes the player's own games.
+        bracket_rate = snapshot.context("7.40", Bracket.LEGEND_ANCIENT).statistics.base_rate
+        assert best.expected_win_rate == pytest.approx(bracket_rate[PLANTED_HERO])
+        assert 0.05 < best.pas < best.win_rate - best.expected_win_rate
+        assert best.pas_interval.lower > 0
+        assert best.last_played_at.seconds == START + 2_990 * 60
+        nobody = await servicer.GetPersonalScores(
+            pb.GetPersonalScoresRequest(account_id=123456), None
+        )
+        assert list(nobody.scores) == []
+        picks = await servicer.SuggestPicks(
+            pb.SuggestPicksRequest(
+                side=common_pb2.TEAM_SIDE_RADIANT,
+                patch="7.40",
+                account_id=PLANTED_ACCOUNT,
+                candidate_hero_ids=[PLANTED_HERO],
+            ),
+            None,
+        )
+        assert picks.personalized
+        personal = [t for t in picks.suggestions[0].terms if t.kind == pb.TERM_KIND_PERSONAL]
+        assert personal[0].value == pytest.approx(best.pas)
+        assert snapshot.context("7.40", Bracket.ALL).statistics.matches == 23_000
+    finally:
+        await runtime.stop()
+        await redis.aclose()
+
+
+async def _thread[T](function: Callable[..., T], *args: object) -> T:
+    return await asyncio.to_thread(function, *args)
