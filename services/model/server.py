@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import RedisError
+from scipy import special
 
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
@@ -452,6 +453,25 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             response.patches.append(self._patch_proto(name))
         if model.quality is not None:
             response.quality.CopyFrom(_quality(model.quality))
+        for run in await self._runtime.runs():
+            entry = response.recent_runs.add(
+                run_id=run.run_id,
+                started_at=_timestamp(run.started_at),
+                status=run.status,
+                mode=run.mode,
+                matches_used=run.matches_used,
+                snapshot_version=run.snapshot_version or 0,
+                error=run.error,
+            )
+            if run.finished_at is not None:
+                entry.finished_at.CopyFrom(_timestamp(run.finished_at))
+            for patch, brackets in sorted(run.coverage.items()):
+                for name, matches in sorted(brackets.items()):
+                    bracket = Bracket(name) if name in Bracket._value2member_map_ else None
+                    if bracket in _BRACKET_PROTO:
+                        entry.coverage.add(
+                            patch=patch, bracket=_BRACKET_PROTO[bracket], matches=matches
+                        )
         return response
 
 
@@ -464,7 +484,13 @@ def _image_path(name: str, *, icon: bool = False) -> str:
 def _hero_stats(games: np.ndarray, wins: np.ndarray, hero: int) -> pb.HeroStats:
     played = int(games[hero])
     won = int(wins[hero])
-    return pb.HeroStats(games=played, wins=won, win_rate=won / played if played else 0.0)
+    lower, upper = special.betaincinv(won + 1, played - won + 1, [0.025, 0.975])
+    return pb.HeroStats(
+        games=played,
+        wins=won,
+        win_rate=won / played if played else 0.0,
+        win_rate_interval=_interval((float(lower), float(upper))),
+    )
 
 
 def _quality(quality: Any) -> pb.QualityMetrics:

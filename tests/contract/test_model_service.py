@@ -8,6 +8,7 @@ are taken away and the replica must keep answering from its last good snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +113,11 @@ async def recompute(mesh: Mesh) -> pb.GetModelInfoResponse:
         while True:
             current = await mesh.redis.get(CURRENT_KEY)
             if current != before:
-                info = await mesh.stub.GetModelInfo(pb.GetModelInfoRequest())
-                if info.snapshot.version == int(current or 0):
-                    return info
+                # The replica swaps snapshots on the change notice, a moment after the pointer.
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    info = await mesh.stub.GetModelInfo(pb.GetModelInfoRequest())
+                    if info.snapshot.version == int(current or 0):
+                        return info
             await asyncio.sleep(0.1)
 
 
@@ -168,6 +171,11 @@ async def test_recompute_publishes_patches_and_the_young_patch_says_it_borrowed(
     assert info.snapshot.matches > 3_000  # the young patch borrowed the older patch's counts
     picks = await mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT))
     assert f"shrunk toward {OLD_PATCH}" in picks.fallback_note
+    run = info.recent_runs[0]
+    assert (run.status, run.mode, run.snapshot_version) == ("succeeded", "full", 1)
+    assert run.matches_used == 27_000
+    covered = {(c.patch, c.bracket): c.matches for c in run.coverage}
+    assert covered[(OLD_PATCH, c.SKILL_BRACKET_ALL)] == 24_000
     old = await mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT, patch=OLD_PATCH))
     assert old.fallback_note == ""
     # The planted strong hero is the best first pick; the weak one is not suggested at the top.
@@ -176,6 +184,8 @@ async def test_recompute_publishes_patches_and_the_young_patch_says_it_borrowed(
     heroes = await mesh.stub.ListHeroes(pb.ListHeroesRequest(patch=OLD_PATCH))
     strong = next(h for h in heroes.heroes if h.hero.id == 1)
     assert strong.stats.win_rate > 0.55
+    interval = strong.stats.win_rate_interval
+    assert interval.lower < strong.stats.win_rate < interval.upper < interval.lower + 0.1
 
 
 async def test_suggestions_are_legal_ranked_and_explained(mesh: Mesh) -> None:

@@ -134,6 +134,7 @@ class HeroStats(_message.Message):
     GAMES_FIELD_NUMBER: _builtins.int
     WINS_FIELD_NUMBER: _builtins.int
     WIN_RATE_FIELD_NUMBER: _builtins.int
+    WIN_RATE_INTERVAL_FIELD_NUMBER: _builtins.int
     games: _builtins.int
     """Matches in which the hero was picked."""
     wins: _builtins.int
@@ -142,16 +143,23 @@ class HeroStats(_message.Message):
     """wins / games, unshrunk; the hero's base win rate p used in the Matchup and Synergy
     definitions. 0 when games is 0.
     """
+    @_builtins.property
+    def win_rate_interval(self) -> _common_pb2.Interval:
+        """Equal-tailed 95 % interval of the win rate: quantiles of Beta(wins + 1, games - wins + 1)
+        (the posterior under a uniform prior).
+        """
+
     def __init__(
         self,
         *,
         games: _builtins.int = ...,
         wins: _builtins.int = ...,
         win_rate: _builtins.float = ...,
+        win_rate_interval: _common_pb2.Interval | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["win_rate_interval", b"win_rate_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["games", b"games", "win_rate", b"win_rate", "wins", b"wins"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["games", b"games", "win_rate", b"win_rate", "win_rate_interval", b"win_rate_interval", "wins", b"wins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1309,6 +1317,7 @@ class GetModelInfoResponse(_message.Message):
     CURRENT_PATCH_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    RECENT_RUNS_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """Opaque identifier of the deployed win-prediction model, e.g. "xgb-20240601-7.36c-3f2a1c"."""
     matches_used: _builtins.int
@@ -1333,6 +1342,10 @@ class GetModelInfoResponse(_message.Message):
     def snapshot(self) -> Global___Snapshot:
         """Latest statistics snapshot of the current patch (matches counted over all brackets)."""
 
+    @_builtins.property
+    def recent_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecomputeRun]:
+        """The most recent recompute runs, newest first (at most 20)."""
+
     def __init__(
         self,
         *,
@@ -1343,14 +1356,105 @@ class GetModelInfoResponse(_message.Message):
         current_patch: _common_pb2.Patch | None = ...,
         quality: Global___QualityMetrics | None = ...,
         snapshot: Global___Snapshot | None = ...,
+        recent_runs: _abc.Iterable[Global___RecomputeRun] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current_patch", b"current_patch", "quality", b"quality", "snapshot", b"snapshot", "trained_at", b"trained_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_patch", b"current_patch", "matches_used", b"matches_used", "model_version", b"model_version", "patches", b"patches", "quality", b"quality", "snapshot", b"snapshot", "trained_at", b"trained_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_patch", b"current_patch", "matches_used", b"matches_used", "model_version", b"model_version", "patches", b"patches", "quality", b"quality", "recent_runs", b"recent_runs", "snapshot", b"snapshot", "trained_at", b"trained_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetModelInfoResponse: _TypeAlias = GetModelInfoResponse  # noqa: Y015
+
+@_typing.final
+class RecomputeRun(_message.Message):
+    """One recompute run, as recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MATCHES_USED_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_VERSION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """Opaque run id."""
+    status: _builtins.str
+    """"running", "succeeded" or "failed"."""
+    mode: _builtins.str
+    """"full" (every match recounted) or "incremental" (only matches stored since the last run)."""
+    matches_used: _builtins.int
+    """Matches the published statistics are computed from (all patches)."""
+    snapshot_version: _builtins.int
+    """Snapshot version the run published; 0 if it published none."""
+    error: _builtins.str
+    """Why the run failed; empty otherwise."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the run started."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When it ended; unset while it runs."""
+
+    @_builtins.property
+    def coverage(self) -> _containers.RepeatedCompositeFieldContainer[Global___Coverage]:
+        """Matches per patch and bracket."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        status: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        matches_used: _builtins.int = ...,
+        coverage: _abc.Iterable[Global___Coverage] | None = ...,
+        snapshot_version: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage", "error", b"error", "finished_at", b"finished_at", "matches_used", b"matches_used", "mode", b"mode", "run_id", b"run_id", "snapshot_version", b"snapshot_version", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecomputeRun: _TypeAlias = RecomputeRun  # noqa: Y015
+
+@_typing.final
+class Coverage(_message.Message):
+    """Matches of one patch and bracket in a run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATCH_FIELD_NUMBER: _builtins.int
+    BRACKET_FIELD_NUMBER: _builtins.int
+    MATCHES_FIELD_NUMBER: _builtins.int
+    patch: _builtins.str
+    """Patch name."""
+    bracket: _common_pb2.SkillBracket.ValueType
+    """Bracket."""
+    matches: _builtins.int
+    """Matches."""
+    def __init__(
+        self,
+        *,
+        patch: _builtins.str = ...,
+        bracket: _common_pb2.SkillBracket.ValueType = ...,
+        matches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bracket", b"bracket", "matches", b"matches", "patch", b"patch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Coverage: _TypeAlias = Coverage  # noqa: Y015
 
 @_typing.final
 class QualityMetrics(_message.Message):
