@@ -8,7 +8,10 @@ as OpenDota's remaining-quota counters. Every request is recorded with its query
 
 Routes:
 - `/api/publicMatches`: odota-web `publicMatches_mmr_descending-1.json` (100 rows, 2018), whatever
-  the paging parameters (a replay cannot filter without rewriting the recording).
+  the paging parameters (a replay cannot filter without rewriting the recording). With a
+  `PublicMatchesFeed` passed as `public_matches`, a live listing instead: a long history of
+  matches made from those recorded rows, growing while the client polls, paged exactly like
+  OpenDota pages it (see the class).
 - `/api/parsedMatches`: no recording exists; derived as `[{"match_id": id}]` from the ids of that
   same publicMatches page, which is the documented row shape.
 - `/api/matches/{id}`: odota-core `{id}_output.json` or odota-web `matches_{id}.json`; any other id
@@ -20,17 +23,21 @@ Routes:
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import json
+import math
+import random
 import re
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qs, urlparse
 
 SAMPLES = Path("api-samples")
@@ -45,11 +52,148 @@ STEAM_FORBIDDEN_BODY = (
     b"Retrying will not help. Please verify your <pre>key=</pre> parameter.</body></html>"
 )
 _MATCH_PATH = re.compile(r"^/api/matches/(\d+)$")
+_JS_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_JS_INFINITY = re.compile(r"[+-]?Infinity")
 
 
 def has_api_samples(data_dir: Path) -> bool:
     """True when the recorded responses this server replays are present."""
     return all((data_dir / path).is_file() for path in (PUBLIC_MATCHES, STEAM_SEQUENCE_PAGE))
+
+
+def recorded_public_matches(data_dir: Path) -> list[dict[str, Any]]:
+    """The recorded /api/publicMatches rows (odota-web, 100 rows of 2018)."""
+    return cast(list[dict[str, Any]], json.loads((data_dir / PUBLIC_MATCHES).read_bytes()))
+
+
+class PublicMatchesFeed:
+    """OpenDota's /api/publicMatches over a long history of matches that keep finishing.
+
+    The history is `total` matches resampled from `rows` (real recorded rows; each copy gets a
+    fresh match id and sequence number, everything else as recorded). Ids ascend with random gaps
+    and the matches finish in id order: `initial` have finished when the first request arrives,
+    the others follow at `per_second`, whether anyone is polling or not.
+
+    Answers follow odota/core's query (routes/spec.ts): `match_id < lessThan ORDER BY match_id
+    DESC LIMIT 100`, where `lessThan = Number(less_than_match_id) || max(match_id)`. So a page is
+    the 100 newest finished matches strictly below the bound, newest first; and without the
+    parameter (or with 0 or a value that is not a number) the bound is the newest finished match
+    itself, which is therefore listed only once a newer one has finished.
+
+    A test can `hold_next_page_back()`: the next request that pages back (carries
+    less_than_match_id) waits unanswered, with `held` set, until `release()` or the server stops:
+    the client is then in the middle of reading a gap, with pages read and nothing published.
+    """
+
+    PAGE_ROWS = 100
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        total: int,
+        initial: int = PAGE_ROWS,
+        per_second: float = 100.0,
+        first_match_id: int = 8_400_000_000,
+        first_match_seq_num: int = 7_100_000_000,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not rows:
+            raise ValueError("a feed needs recorded rows to resample")
+        if not 0 < initial <= total or per_second <= 0:
+            raise ValueError("need 0 < initial <= total and per_second > 0")
+        pick = random.Random(seed)
+        self.total = total
+        self.initial = initial
+        self.per_second = per_second
+        self._clock = clock
+        self.ids: list[int] = []
+        self._rows: list[dict[str, Any]] = []
+        match_id, seq_num = first_match_id, first_match_seq_num
+        for _ in range(total):
+            # Ids of listed matches are not contiguous: other lobbies take the ids between.
+            match_id += pick.randint(1, 40)
+            seq_num += pick.randint(1, 40)
+            row = dict(pick.choice(rows))
+            row["match_id"], row["match_seq_num"] = match_id, seq_num
+            self.ids.append(match_id)
+            self._rows.append(row)
+        self._lock = threading.Lock()
+        self._started_at: float | None = None
+        self.newest_served: int | None = None
+        self._hold_armed = False
+        self.held = threading.Event()
+        self._released = threading.Event()
+
+    # -- what tests use ------------------------------------------------------------------------
+
+    def finished_count(self) -> int:
+        """How many matches have finished by now (`initial` until the first request)."""
+        with self._lock:
+            return self._finished_count()
+
+    @property
+    def all_finished(self) -> bool:
+        """True once the whole history has finished."""
+        return self.finished_count() == self.total
+
+    def listed_ids(self) -> list[int]:
+        """The ids OpenDota lists by now, ascending: every finished match but the newest."""
+        return self.ids[: max(0, self.finished_count() - 1)]
+
+    def hold_next_page_back(self) -> None:
+        """Hold the next request that carries less_than_match_id (see the class)."""
+        with self._lock:
+            self.held.clear()
+            self._released.clear()
+            self._hold_armed = True
+
+    def release(self) -> None:
+        """Let a held request be answered (the server's stop() calls this too)."""
+        self._released.set()
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def _finished_count(self) -> int:
+        if self._started_at is None:
+            return self.initial
+        elapsed = self._clock() - self._started_at
+        return min(self.total, self.initial + int(elapsed * self.per_second))
+
+    def answer(self, query: Mapping[str, list[str]]) -> tuple[int, bytes]:
+        """Status and body of one /api/publicMatches request."""
+        values = query.get("less_than_match_id", [])
+        with self._lock:
+            hold = self._hold_armed and bool(values and values[0])
+            if hold:
+                self._hold_armed = False
+        if hold:
+            self.held.set()
+            self._released.wait()
+        with self._lock:
+            if self._started_at is None:
+                self._started_at = self._clock()
+            finished = self._finished_count()
+            bound = _js_number(values[0]) if len(values) == 1 else math.nan
+            if math.isnan(bound) or bound == 0:  # `Number(x) || currMax`
+                bound = self.ids[finished - 1]
+            end = bisect.bisect_left(self.ids, bound, 0, finished)
+            page = self._rows[max(0, end - self.PAGE_ROWS) : end][::-1]
+            if page:
+                self.newest_served = max(self.newest_served or 0, page[0]["match_id"])
+        return 200, json.dumps(page, separators=(",", ":")).encode()
+
+
+def _js_number(text: str) -> float:
+    """JavaScript's Number(text) for a decimal query value: 0 when blank, NaN when not a number
+    (Python's float() would also take "1_000", "nan" or "inf", which Number() does not)."""
+    stripped = text.strip()
+    if not stripped:
+        return 0.0
+    if _JS_INFINITY.fullmatch(stripped):
+        return -math.inf if stripped.startswith("-") else math.inf
+    return float(stripped) if _JS_DECIMAL.fullmatch(stripped) else math.nan
 
 
 @dataclass(frozen=True)
@@ -136,11 +280,13 @@ class ReplayServer:
         *,
         steam_key: str | None = None,
         extra_routes: Mapping[str, Path] | None = None,
+        public_matches: PublicMatchesFeed | None = None,
     ) -> None:
         if not has_api_samples(data_dir):
             raise FileNotFoundError(f"recorded API responses not found under {data_dir}")
         self.data_dir = data_dir
         self.steam_key = steam_key
+        self.public_matches = public_matches
         self.extra_routes = dict(extra_routes or {})
         self._lock = threading.Lock()
         self._scripts: list[_Script] = []
@@ -163,6 +309,8 @@ class ReplayServer:
     def stop(self) -> None:
         """Stop answering and release the port; slow handlers are woken up."""
         self._stopping.set()
+        if self.public_matches is not None:
+            self.public_matches.release()
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(timeout=5)
@@ -227,6 +375,8 @@ class ReplayServer:
         if path in self.extra_routes:
             return 200, self._file(self.extra_routes[path])
         if path == "/api/publicMatches":
+            if self.public_matches is not None:
+                return self.public_matches.answer(query)
             return 200, self._file(PUBLIC_MATCHES)
         if path == "/api/parsedMatches":
             rows = json.loads(self._file(PUBLIC_MATCHES))

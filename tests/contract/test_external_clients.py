@@ -7,8 +7,10 @@ injected clock, so Retry-After pauses, minute quotas and token-bucket spacing ta
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -28,7 +30,14 @@ from services.common.external.http import (
 )
 from services.common.external.opendota import OpenDotaClient
 from services.common.external.steam import SteamClient
-from tests.replay_server import SEQUENCE_PATH, Fault, ReplayServer, has_api_samples
+from tests.replay_server import (
+    SEQUENCE_PATH,
+    Fault,
+    PublicMatchesFeed,
+    ReplayServer,
+    has_api_samples,
+    recorded_public_matches,
+)
 
 STEAM_KEY = "F00DFACEC0FFEE0123456789ABCDEF01"
 PUBLIC = "/api/publicMatches"
@@ -155,6 +164,87 @@ async def test_public_matches_pages_by_match_id_and_sends_the_key(replay: Replay
     first_request, second_request = replay.requests_to(PUBLIC)
     assert first_request.query == {"api_key": ["k-123"]}
     assert second_request.query == {"less_than_match_id": [str(oldest)], "api_key": ["k-123"]}
+
+
+async def test_a_live_public_matches_feed_pages_like_opendota(data_dir: Path) -> None:
+    """The generated history the ingest crash test polls, read through the real client:
+    `match_id < less_than_match_id`, newest first, 100 a page; without a bound (or with one
+    that JavaScript's Number() makes 0 or NaN) the bound is the newest finished match, which
+    is therefore not listed."""
+    recorded = recorded_public_matches(data_dir)
+    feed = PublicMatchesFeed(recorded, total=251, initial=251, clock=lambda: 0.0)
+    with ReplayServer(data_dir, public_matches=feed) as server:
+        async with tunable(server, FakeTime()) as client:
+            pages: list[list[int]] = []
+            less_than: int | None = None
+            while True:
+                page = await client.public_matches(less_than_match_id=less_than)
+                assert page.data is not None
+                if not page.data:
+                    break
+                pages.append([row["match_id"] for row in page.data])
+                less_than = pages[-1][-1]
+            at_an_id = await client.public_matches(less_than_match_id=feed.ids[100])
+        sent = [request.param("less_than_match_id") for request in server.requests_to(PUBLIC)]
+    assert [len(ids) for ids in pages] == [100, 100, 50]
+    assert [i for ids in pages for i in ids] == feed.listed_ids()[::-1] == feed.ids[-2::-1]
+    assert sent[:4] == [None, *(str(ids[-1]) for ids in pages)]
+    assert at_an_id.data is not None
+    assert [row["match_id"] for row in at_an_id.data] == feed.ids[99::-1]  # bound excluded
+    for bound in ("abc", "0", "", "1_000"):
+        status, body = feed.answer({"less_than_match_id": [bound]})
+        assert status == 200
+        assert [row["match_id"] for row in json.loads(body)] == pages[0]
+    # Resampled: fresh ids and sequence numbers, every other column as recorded.
+    rows = json.loads(feed.answer({})[1])
+    assert len({row["match_seq_num"] for row in rows}) == 100
+    drafts = {(row["radiant_team"], row["dire_team"]) for row in recorded}
+    assert all((row["radiant_team"], row["dire_team"]) in drafts for row in rows)
+
+
+def test_a_live_feed_keeps_finishing_matches_from_its_first_request(data_dir: Path) -> None:
+    now = 0.0
+    feed = PublicMatchesFeed(
+        recorded_public_matches(data_dir),
+        total=1000,
+        initial=100,
+        per_second=50,
+        clock=lambda: now,
+    )
+    now = 7.0
+    assert feed.finished_count() == 100  # nothing finishes before anyone asks
+    assert len(feed.listed_ids()) == 99
+    feed.answer({})
+    now = 10.0
+    assert feed.finished_count() == 250
+    rows = json.loads(feed.answer({})[1])
+    assert [row["match_id"] for row in rows] == feed.ids[248:148:-1]
+    now = 100.0
+    assert feed.all_finished
+    assert feed.listed_ids() == feed.ids[:-1]
+
+
+def test_a_held_page_back_waits_for_release(data_dir: Path) -> None:
+    feed = PublicMatchesFeed(recorded_public_matches(data_dir), total=300, initial=300)
+    feed.hold_next_page_back()
+    feed.answer({})  # the newest page is never held
+    assert not feed.held.is_set()
+    answered = threading.Event()
+
+    def page_back() -> None:
+        feed.answer({"less_than_match_id": [str(feed.ids[200])]})
+        answered.set()
+
+    worker = threading.Thread(target=page_back)
+    worker.start()
+    assert feed.held.wait(5)
+    assert not answered.wait(0.2)
+    feed.release()
+    worker.join(5)
+    assert answered.is_set()
+    feed.held.clear()
+    feed.answer({"less_than_match_id": [str(feed.ids[200])]})
+    assert not feed.held.is_set()  # one hold per hold_next_page_back()
 
 
 async def test_parsed_matches_rows_and_paging(replay: ReplayServer) -> None:
