@@ -161,9 +161,14 @@ async def test_public_matches_pages_by_match_id_and_sends_the_key(replay: Replay
         assert first.data is not None
         oldest = min(row["match_id"] for row in first.data)
         await client.public_matches(less_than_match_id=oldest)
+        match = await client.match(2472899185)
     first_request, second_request = replay.requests_to(PUBLIC)
     assert first_request.query == {"api_key": ["k-123"]}
     assert second_request.query == {"less_than_match_id": [str(oldest)], "api_key": ["k-123"]}
+    # Every endpoint carries the key as a query parameter, match details included.
+    assert match.data is not None
+    assert match.data["match_id"] == 2472899185
+    assert replay.requests_to("/api/matches/2472899185")[0].query == {"api_key": ["k-123"]}
 
 
 async def test_a_live_public_matches_feed_pages_like_opendota(data_dir: Path) -> None:
@@ -445,7 +450,7 @@ async def test_429_for_the_daily_quota_is_not_retried(replay: ReplayServer) -> N
 async def test_5xx_is_retried_with_exponential_full_jitter_backoff(replay: ReplayServer) -> None:
     fake = FakeTime()
     caps: list[float] = []
-    replay.script(PUBLIC, Fault.server_error(503, times=2))
+    replay.script(PUBLIC, Fault.server_error(502), Fault.server_error(503))
     async with tunable(replay, fake, caps=caps, backoff_seconds=0.5) as client:
         page = await client.public_matches()
         assert client.requests_made == 3
@@ -557,6 +562,16 @@ async def test_token_bucket_serves_concurrent_waiters_in_turn() -> None:
 
     await asyncio.gather(*(take() for _ in range(3)))
     assert sorted(granted) == pytest.approx([0, 5, 10])
+
+
+async def test_daily_budget_spreads_requests_over_the_day() -> None:
+    fake = FakeTime()
+    daily = TokenBucket(rate=3000 / 86_400, burst=2, clock=fake.clock, sleep=fake.sleep)
+    start = fake.now
+    for _ in range(3):
+        await daily.acquire()
+    # Two from the burst, then one more token takes 86,400 / 3,000 = 28.8 s.
+    assert fake.now - start == pytest.approx(28.8)
 
 
 async def test_steam_sends_one_request_per_five_seconds(replay: ReplayServer) -> None:

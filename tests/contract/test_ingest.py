@@ -19,14 +19,18 @@ from services.common.stores import ensure_kafka_topics
 from services.ingest.cursors import CursorStore
 from services.ingest.publisher import MatchRefPublisher
 from services.ingest.sources import MatchIdPagedSource, SourceHealth
-from tests.http_replay import Fault, ReplayServer, replay
-
-ROUTES = {"/api/publicMatches": Path("api-samples/odota-web/publicMatches_mmr_descending-1.json")}
+from tests.replay_server import (
+    SEQUENCE_PATH,
+    Fault,
+    ReplayServer,
+    recorded_public_matches,
+)
 
 
 @pytest.fixture
 def server(data_dir: Path) -> Iterator[ReplayServer]:
-    yield from replay(data_dir, ROUTES)
+    with ReplayServer(data_dir) as replay:
+        yield replay
 
 
 async def consume_ids(bootstrap: str, topic: str, minimum: int) -> list[int]:
@@ -72,7 +76,7 @@ async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
     publisher = MatchRefPublisher(kafka_bootstrap, topic)
     await publisher.start()
     redis = aioredis.Redis.from_url(redis_url)
-    api = JsonApi(server.base_url + "/api", bucket=TokenBucket(100, 100), attempts=1)
+    api = JsonApi(server.opendota_url, bucket=TokenBucket(100, 100), attempts=1)
     client = OpenDotaClient(api=api)
     cursors = CrashAfterPublish(CursorStore(redis))
     name = f"opendota_public_{uuid.uuid4().hex[:6]}"
@@ -104,7 +108,7 @@ async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
         assert len(set(ids)) == 100
         assert max(ids) == cursor
         # Offline upstream: the failure is recorded, nothing is published, cursor unchanged.
-        server.queue("/api/publicMatches", Fault(status=500, body=b""))
+        server.script("/api/publicMatches", Fault(status=500, body=b""))
         offline = source()
         assert await offline.poll() is False
         assert "HTTP 500" in offline.health.last_error
@@ -133,7 +137,7 @@ async def test_ingest_to_etl_to_warehouse_end_to_end(
     await publisher.start()
     redis = aioredis.Redis.from_url(redis_url)
     client = OpenDotaClient(
-        api=JsonApi(server.base_url + "/api", bucket=TokenBucket(100, 100), attempts=1)
+        api=JsonApi(server.opendota_url, bucket=TokenBucket(100, 100), attempts=1)
     )
     source = MatchIdPagedSource(
         SourceHealth(f"e2e_{suffix}", events_pb2.MATCH_SOURCE_OPENDOTA_PUBLIC_MATCHES),
@@ -149,7 +153,7 @@ async def test_ingest_to_etl_to_warehouse_end_to_end(
         await publisher.stop()
         await client.close()
         await redis.aclose()
-    rows = json.loads((data_dir / ROUTES["/api/publicMatches"]).read_text())
+    rows = recorded_public_matches(data_dir)
     expected = {
         int(row["match_id"])
         for row in rows
@@ -182,13 +186,10 @@ async def test_steam_sequence_source_carries_full_matches_and_advances_by_seq_nu
     from services.common.external.steam import SteamClient
     from services.ingest.sources import SteamSequenceSource
 
-    sequence = "/IDOTA2Match_570/GetMatchHistoryBySequenceNum/v1"
-    routes = {
-        sequence: Path("api-samples/dota2api-steam/get_match_history_by_sequence_num_result.json")
-    }
     topic = f"steam-{uuid.uuid4().hex[:8]}"
     await ensure_kafka_topics(kafka_bootstrap, {topic: 1})
-    with ReplayServer(data_dir, routes) as steam_server:
+    # With steam_key set the replay answers Valve's 403 unless the client sends that key.
+    with ReplayServer(data_dir, steam_key="KEY") as steam_server:
         publisher = MatchRefPublisher(kafka_bootstrap, topic)
         await publisher.start()
         redis = aioredis.Redis.from_url(redis_url)
@@ -212,7 +213,9 @@ async def test_steam_sequence_source_carries_full_matches_and_advances_by_seq_nu
         try:
             assert await source.poll() is True  # a full page: more is waiting
             cursor = await CursorStore(redis).get(name)
-            assert steam_server.requests_to(sequence)[0].query["start_at_match_seq_num"] == ["240"]
+            request = steam_server.requests_to(SEQUENCE_PATH)[0]
+            assert request.query["start_at_match_seq_num"] == ["240"]
+            assert request.param("key") == "KEY"
         finally:
             await publisher.stop()
             await client.close()
