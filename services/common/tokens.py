@@ -1,0 +1,222 @@
+"""Access-token validation shared by every service and the edge.
+
+Access tokens are JWTs (RFC 9068 profile: `typ: at+jwt`) signed by the auth service with an
+asymmetric key named by `kid`; services verify them locally against the public keys auth
+publishes (JWKS), cached, with no call to auth per request. What is accepted is deliberately
+narrow: the algorithm comes from the key, never from the token (no `none`, no HS256 signed with
+a public key), and iss, aud, sub, jti, iat, nbf and exp are all required.
+
+Refresh tokens are opaque strings, never JWTs, so one can never pass as an access token.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from jwt import PyJWK
+
+from services.common.errors import PermissionDenied, Unauthenticated
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
+STEAM_ID64_BASE = 76561197960265728
+# Clock skew tolerated between the issuer and a verifier, in seconds.
+LEEWAY_SECONDS = 30
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
+# Algorithms a published key may declare; anything else in a JWKS is ignored.
+ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+
+
+class TokenExpired(Unauthenticated):
+    """The token was valid but its time is up."""
+
+    reason = "ERROR_REASON_TOKEN_EXPIRED"
+
+
+class TokenInvalid(Unauthenticated):
+    """Malformed, badly signed, for another audience or issuer, not yet valid, or unknown key."""
+
+    reason = "ERROR_REASON_TOKEN_INVALID"
+
+
+class MissingToken(Unauthenticated):
+    """The call needs a token and none was sent."""
+
+    reason = "ERROR_REASON_UNAUTHENTICATED"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as a verified access token says."""
+
+    user_id: str
+    roles: frozenset[str]
+    jti: str
+    expires_at: int
+    steamid64: int = 0
+    tier: str = "free"
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def account_id(self) -> int | None:
+        """The 32-bit Steam account id, for user tokens."""
+        return self.steamid64 - STEAM_ID64_BASE if self.steamid64 else None
+
+    def has_any_role(self, *roles: str) -> bool:
+        """True if the caller holds one of `roles`."""
+        return not self.roles.isdisjoint(roles)
+
+
+@dataclass
+class KeySet:
+    """Verification keys by kid."""
+
+    keys: dict[str, PyJWK] = field(default_factory=dict)
+
+    @classmethod
+    def from_jwks(cls, document: str | Mapping[str, Any]) -> KeySet:
+        """Parse a JWK Set; keys without kid or with a non-asymmetric algorithm are skipped."""
+        data = json.loads(document) if isinstance(document, str) else document
+        keys: dict[str, PyJWK] = {}
+        for entry in data.get("keys", []):
+            kid, algorithm = entry.get("kid"), entry.get("alg")
+            if not kid or algorithm not in ASYMMETRIC_ALGORITHMS or "d" in entry:
+                continue  # a private key has no place in a verification set
+            keys[kid] = PyJWK(entry, algorithm)
+        return cls(keys)
+
+
+KeySource = Callable[[], Awaitable[KeySet]]
+
+
+class TokenVerifier:
+    """Verifies access tokens against a cached key set, refreshing it for an unknown kid."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        fetch_keys: KeySource,
+        cache_seconds: float = 600.0,
+        min_refresh_seconds: float = 30.0,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self._fetch = fetch_keys
+        self._cache_seconds = cache_seconds
+        self._min_refresh_seconds = min_refresh_seconds
+        self._keys = KeySet()
+        self._fetched_at = float("-inf")
+
+    async def _key(self, kid: str) -> PyJWK | None:
+        now = time.monotonic()
+        stale = now - self._fetched_at > self._cache_seconds
+        unknown = kid not in self._keys.keys
+        # An unknown kid may be a freshly rolled-over key; refetch, but not on every forged token.
+        if stale or (unknown and now - self._fetched_at > self._min_refresh_seconds):
+            try:
+                self._keys = await self._fetch()
+                self._fetched_at = now
+            except Exception:
+                if not self._keys.keys:
+                    raise
+        return self._keys.keys.get(kid)
+
+    async def verify(self, token: str) -> Caller:
+        """The caller a token stands for, or TokenExpired / TokenInvalid."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise TokenInvalid(f"the token is not a JWT: {error}") from None
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise TokenInvalid("the token is not an access token")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenInvalid("the token names no signing key (kid)")
+        key = await self._key(kid)
+        if key is None:
+            raise TokenInvalid(f"the token's signing key {kid!r} is not a published key")
+        if header.get("alg") != key.algorithm_name:
+            raise TokenInvalid("the token's algorithm does not match its key")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("the access token has expired; refresh it") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenInvalid("the access token is not valid yet") from None
+        except jwt.PyJWTError as error:
+            raise TokenInvalid(f"the access token is not valid: {error}") from None
+        return _caller(claims)
+
+
+def _caller(claims: Mapping[str, Any]) -> Caller:
+    roles = claims.get("roles", [])
+    steamid = claims.get("steamid", "0")
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise TokenInvalid("the token's roles claim is malformed")
+    try:
+        steamid64 = int(steamid)
+    except (TypeError, ValueError):
+        raise TokenInvalid("the token's steamid claim is malformed") from None
+    scope = claims.get("scope", "")
+    return Caller(
+        user_id=str(claims["sub"]),
+        roles=frozenset(roles),
+        jti=str(claims["jti"]),
+        expires_at=int(claims["exp"]),
+        steamid64=steamid64,
+        tier=str(claims.get("tier", "free")),
+        scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+    )
+
+
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The token of an `authorization: Bearer <token>` entry, if any."""
+    for key, value in metadata:
+        if key.lower() != "authorization":
+            continue
+        text = value.decode() if isinstance(value, bytes) else value
+        scheme, _, token = text.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise TokenInvalid("the authorization metadata is not 'Bearer <token>'")
+        return token.strip()
+    return None
+
+
+_current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "counterpick_caller", default=None
+)
+
+
+def set_current_caller(caller: Caller | None) -> contextvars.Token[Caller | None]:
+    """Bind the verified caller to the current call (done by the interceptor)."""
+    return _current_caller.set(caller)
+
+
+def current_caller() -> Caller | None:
+    """The verified caller of the current call, or None for an anonymous call."""
+    return _current_caller.get()
+
+
+def require_caller(*roles: str) -> Caller:
+    """The caller, who must be signed in and, if `roles` are given, hold one of them."""
+    caller = current_caller()
+    if caller is None:
+        raise MissingToken("this call needs an access token: authorization: Bearer <token>")
+    if roles and not caller.has_any_role(*roles):
+        raise PermissionDenied(f"this call needs one of the roles {', '.join(sorted(roles))}")
+    return caller
