@@ -95,6 +95,17 @@ class RedisSettings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
 
 
+class TokenSettings(BaseSettings):
+    """How a service verifies access tokens: who issues them, for whom, where the keys are."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    token_issuer: str = "counterpick-auth"  # noqa: S105 - the iss claim, not a secret
+    token_audience: str = "counterpick"  # noqa: S105 - the aud claim, not a secret
+    # The auth service, whose GetJwks publishes the verification keys.
+    auth_addr: PeerAddress = "127.0.0.1:50054"
+
+
 class WarehouseSettings(BaseSettings):
     """ClickHouse: `chdb:///path` for the embedded engine, `http(s)://host:8123` for a server."""
 

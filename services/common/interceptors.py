@@ -22,6 +22,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from services.common.errors import CounterpickError, RateLimited
+from services.common.tokens import TokenVerifier, bearer_token, set_current_caller
 
 ERROR_DOMAIN = "counterpick.dev"
 log = logging.getLogger(__name__)
@@ -192,3 +193,64 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
                 outcome.record()
 
         return call
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the bearer token of every call (when one is sent) and binds the caller.
+
+    A call without a token runs anonymously (`current_caller()` is None) and the RPC decides
+    whether that is enough (`require_caller`). A token that is sent but invalid fails the call
+    with UNAUTHENTICATED whatever the RPC, so a client never silently runs as anonymous. Health
+    and reflection are exempt. Errors are raised inside the handler, so StatusInterceptor (outside
+    this one) maps them like any other.
+    """
+
+    EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.request_streaming or method.startswith(self.EXEMPT_PREFIXES):
+            return handler
+        metadata = tuple(handler_call_details.invocation_metadata or ())
+        verifier = self._verifier
+
+        async def authenticate() -> None:
+            token = bearer_token(metadata)
+            set_current_caller(await verifier.verify(token) if token is not None else None)
+
+        if handler.response_streaming:
+            stream = cast(StreamBehavior, handler.unary_stream)
+
+            async def call_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                await authenticate()
+                async for response in stream(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                call_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        unary = cast(UnaryBehavior, handler.unary_unary)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await authenticate()
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -24,9 +24,10 @@ from prometheus_client import start_http_server
 
 from services.common.config import ServiceSettings
 from services.common.errors import CounterpickError
-from services.common.interceptors import StatusInterceptor
+from services.common.interceptors import AuthInterceptor, StatusInterceptor
 from services.common.stores import Stores
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
+from services.common.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class GrpcServer:
     services: Sequence[ServiceRegistration]
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()
+    # When set, every call's bearer token is verified (see AuthInterceptor).
+    verifier: TokenVerifier | None = None
     port: int = 0
     _server: grpc.aio.Server | None = field(default=None, init=False)
     _health: health.aio.HealthServicer | None = field(default=None, init=False)
@@ -95,9 +98,16 @@ class GrpcServer:
         """Run start hooks, bind, and mark every exported service SERVING; returns the port."""
         for hook in self.on_start:
             await hook()
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            _tracing_interceptor(),
+            StatusInterceptor(),
+        ]
+        if self.verifier is not None:
+            # Innermost: its UNAUTHENTICATED is raised inside the handler StatusInterceptor wraps.
+            interceptors.append(AuthInterceptor(self.verifier))
         server = grpc.aio.server(
             # Tracing outermost, so the span covers the status the inner interceptor sets.
-            interceptors=[_tracing_interceptor(), StatusInterceptor()],
+            interceptors=interceptors,
             options=[("grpc.so_reuseport", 0)],
         )
         health_servicer = health.aio.HealthServicer()

@@ -220,3 +220,20 @@ def require_caller(*roles: str) -> Caller:
     if roles and not caller.has_any_role(*roles):
         raise PermissionDenied(f"this call needs one of the roles {', '.join(sorted(roles))}")
     return caller
+
+
+def jwks_from_auth(address: str, *, timeout_seconds: float = 5.0) -> KeySource:
+    """A key source that asks the auth service's GetJwks (cached by TokenVerifier)."""
+    import grpc
+
+    from counterpick.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+
+    async def fetch() -> KeySet:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = auth_service_pb2_grpc.AuthServiceStub(channel)
+            response = await stub.GetJwks(
+                auth_service_pb2.GetJwksRequest(), timeout=timeout_seconds
+            )
+        return KeySet.from_jwks(response.jwks_json)
+
+    return fetch
