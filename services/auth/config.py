@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
+
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
     PeerAddress,
@@ -9,11 +13,40 @@ from services.common.config import (
     PostgresSettings,
     RedisSettings,
     ServiceSettings,
+    TokenSettings,
 )
 
 
-class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings):
+class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettings):
     """Everything the auth service reads from its environment."""
 
     port: Port = DEFAULT_GRPC_PORTS["auth"]
     user_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['user']}"
+    # Ed25519 PEM files; the newest signs, all are published (see services/auth/keys.py).
+    auth_keys_dir: Path = Path(".counterpick/auth-keys")
+    # Generate a key when the directory is empty: convenient locally, never in production,
+    # where a missing key must stop the service rather than silently log everyone out.
+    auth_generate_key: bool = True
+    steam_openid_endpoint: str = "https://steamcommunity.com/openid/login"
+    # Origins a return_to may point at, comma-separated.
+    auth_allowed_return_origins: str = "http://localhost:8000,http://127.0.0.1:8000"
+    # Steam ids (steamid64) that get the admin role, comma-separated.
+    auth_admin_steamids: str = ""
+    # 15 minutes: services accept an access token offline until it expires, so this bounds how
+    # long a revoked or downgraded token keeps working.
+    access_token_seconds: int = Field(default=900, ge=60, le=3600)
+    # 30 days, renewed by every refresh: an active user stays signed in, an idle one not.
+    refresh_token_seconds: int = Field(default=30 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    # How long a browser may take on Steam's login page.
+    login_state_seconds: int = Field(default=600, ge=60, le=3600)
+    steam_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    def allowed_origins(self) -> frozenset[str]:
+        """The allowed return_to origins."""
+        return frozenset(
+            o.strip().rstrip("/") for o in self.auth_allowed_return_origins.split(",") if o.strip()
+        )
+
+    def admin_steamids(self) -> frozenset[int]:
+        """Steam ids with the admin role."""
+        return frozenset(int(s) for s in self.auth_admin_steamids.split(",") if s.strip())

@@ -10,8 +10,6 @@ from typing import Any
 import grpc
 import pytest
 
-from services.auth.config import AuthSettings
-from services.auth.server import build_server as build_auth
 from services.common import health
 from services.common.config import ServiceSettings
 from services.common.errors import DependencyUnavailable
@@ -29,7 +27,6 @@ from tests.conftest import free_port
 # (service, builder, settings class, one RPC that is not built yet)
 Builder = Callable[[Any], GrpcServer]
 CASES: list[tuple[str, Builder, type[ServiceSettings], str]] = [
-    ("auth", build_auth, AuthSettings, "GetJwks"),
     ("user", build_user, UserSettings, "GetSubscription"),
     ("draft", build_draft, DraftSettings, "GetDraft"),
 ]

@@ -1,0 +1,294 @@
+"""Storage adapters of the auth service: refresh-token families in PostgreSQL, login states and
+seen nonces in Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from services.auth.tokens import ParsedRefreshToken, RefreshSecret, new_refresh_token
+from services.common.errors import Unauthenticated
+from services.common.tokens import TokenExpired, TokenInvalid
+
+MIGRATIONS_TABLE = "auth_schema_migrations"
+
+
+class TokenReused(Unauthenticated):
+    """An already-rotated refresh token came back: its family is revoked now."""
+
+    reason = "ERROR_REASON_TOKEN_REUSED"
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the numbered SQL files of services/auth/migrations not applied yet."""
+    applied_now = []
+    async with pool.acquire() as connection, connection.transaction():
+        # One migrator at a time across replicas.
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('auth_migrations'))")
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
+            "(version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz DEFAULT now())"
+        )
+        done = {
+            row["version"]
+            for row in await connection.fetch(
+                f"SELECT version FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant table name
+            )
+        }
+        files = sorted(
+            (
+                entry
+                for entry in resources.files("services.auth").joinpath("migrations").iterdir()
+                if entry.name.endswith(".sql")
+            ),
+            key=lambda entry: int(entry.name.split("_", 1)[0]),
+        )
+        for entry in files:
+            version = int(entry.name.split("_", 1)[0])
+            if version in done:
+                continue
+            await connection.execute(entry.read_text())
+            await connection.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)",  # noqa: S608
+                version,
+                entry.name,
+            )
+            applied_now.append(entry.name)
+    return applied_now
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who a refresh token belongs to."""
+
+    user_id: str
+    steamid64: int
+    roles: tuple[str, ...]
+    tier: str
+    family_id: str
+
+
+class RefreshTokenStore:
+    """Refresh-token families: issue, rotate (single use, reuse = theft), revoke."""
+
+    def __init__(self, pool: asyncpg.Pool, lifetime: timedelta) -> None:
+        self._pool = pool
+        self._lifetime = lifetime
+
+    async def start_family(self, session: Session, now: datetime) -> tuple[RefreshSecret, datetime]:
+        """The first refresh token of a new login."""
+        async with self._pool.acquire() as connection:
+            return await self._insert(connection, session, now)
+
+    async def _insert(
+        self, connection: asyncpg.Connection, session: Session, now: datetime
+    ) -> tuple[RefreshSecret, datetime]:
+        secret = new_refresh_token()
+        expires = now + self._lifetime
+        await connection.execute(
+            "INSERT INTO auth_refresh_tokens (token_id, family_id, user_id, steamid64, roles, "
+            "tier, secret_hash, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            uuid.UUID(hex=secret.token_id),
+            uuid.UUID(session.family_id),
+            session.user_id,
+            session.steamid64,
+            list(session.roles),
+            session.tier,
+            secret.secret_hash,
+            now,
+            expires,
+        )
+        return secret, expires
+
+    async def rotate(
+        self, presented: ParsedRefreshToken, now: datetime
+    ) -> tuple[Session, RefreshSecret, datetime]:
+        """Use up the presented token and issue its successor in the same family."""
+        reused = False
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                row = await connection.fetchrow(
+                    "SELECT * FROM auth_refresh_tokens WHERE token_id = $1 FOR UPDATE",
+                    uuid.UUID(hex=presented.token_id),
+                )
+                if row is None or not presented.matches(bytes(row["secret_hash"])):
+                    raise TokenInvalid("the refresh token is not valid")
+                if row["revoked_at"] is not None:
+                    raise TokenInvalid("the refresh token has been revoked")
+                if row["used_at"] is not None:
+                    # Theft detection. The revocation commits with this transaction; the
+                    # error is raised only after it, so rolling back cannot undo it.
+                    await connection.execute(
+                        "UPDATE auth_refresh_tokens SET revoked_at = $2 "
+                        "WHERE family_id = $1 AND revoked_at IS NULL",
+                        row["family_id"],
+                        now,
+                    )
+                    reused = True
+                else:
+                    result = await self._use(connection, row, now)
+            if reused:
+                raise TokenReused(
+                    "this refresh token was already used; every session of this login is "
+                    "revoked, sign in again"
+                )
+        return result
+
+    async def _use(
+        self, connection: asyncpg.Connection, row: asyncpg.Record, now: datetime
+    ) -> tuple[Session, RefreshSecret, datetime]:
+        """Mark a valid, unused token used and issue its successor (inside the transaction)."""
+        if row["expires_at"] <= now:
+            raise TokenExpired("the refresh token has expired; sign in again")
+        await connection.execute(
+            "UPDATE auth_refresh_tokens SET used_at = $2 WHERE token_id = $1",
+            row["token_id"],
+            now,
+        )
+        session = Session(
+            user_id=row["user_id"],
+            steamid64=row["steamid64"],
+            roles=tuple(row["roles"]),
+            tier=row["tier"],
+            family_id=str(row["family_id"]),
+        )
+        secret, expires = await self._insert(connection, session, now)
+        return session, secret, expires
+
+    async def revoke_family_of(self, presented: ParsedRefreshToken, now: datetime) -> int:
+        """Revoke the presented token's family; 0 when unknown or already revoked (RFC 7009)."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT family_id, secret_hash FROM auth_refresh_tokens WHERE token_id = $1",
+                uuid.UUID(hex=presented.token_id),
+            )
+            if row is None or not presented.matches(bytes(row["secret_hash"])):
+                return 0
+            result = await connection.execute(
+                "UPDATE auth_refresh_tokens SET revoked_at = $2 "
+                "WHERE family_id = $1 AND revoked_at IS NULL",
+                row["family_id"],
+                now,
+            )
+        return 1 if _affected(result) else 0
+
+    async def revoke_user(self, user_id: str, now: datetime) -> int:
+        """Revoke every family of a user; returns the number of families revoked."""
+        async with self._pool.acquire() as connection:
+            families = await connection.fetch(
+                "UPDATE auth_refresh_tokens SET revoked_at = $2 "
+                "WHERE user_id = $1 AND revoked_at IS NULL RETURNING family_id",
+                user_id,
+                now,
+            )
+        return len({row["family_id"] for row in families})
+
+    async def deny_access_token(self, jti: str, user_id: str, expires_at: datetime) -> int:
+        """Deny an access token until it expires; 0 if it already was."""
+        async with self._pool.acquire() as connection:
+            result = await connection.execute(
+                "INSERT INTO auth_revoked_access_tokens (jti, user_id, expires_at) "
+                "VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
+                jti,
+                user_id,
+                expires_at,
+            )
+        return 1 if _affected(result) else 0
+
+    async def is_access_token_denied(self, jti: str) -> bool:
+        """True if the access token was revoked."""
+        async with self._pool.acquire() as connection:
+            return bool(
+                await connection.fetchval(
+                    "SELECT 1 FROM auth_revoked_access_tokens WHERE jti = $1", jti
+                )
+            )
+
+    async def refresh_token_state(
+        self, presented: ParsedRefreshToken, now: datetime
+    ) -> tuple[Session, datetime, datetime] | None:
+        """(session, issued_at, expires_at) of a usable refresh token, else None."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT * FROM auth_refresh_tokens WHERE token_id = $1",
+                uuid.UUID(hex=presented.token_id),
+            )
+        if (
+            row is None
+            or not presented.matches(bytes(row["secret_hash"]))
+            or row["revoked_at"] is not None
+            or row["used_at"] is not None
+            or row["expires_at"] <= now
+        ):
+            return None
+        session = Session(
+            row["user_id"],
+            row["steamid64"],
+            tuple(row["roles"]),
+            row["tier"],
+            str(row["family_id"]),
+        )
+        return session, row["issued_at"], row["expires_at"]
+
+
+def _affected(status: str) -> int:
+    """Rows affected, from an asyncpg command status such as 'UPDATE 3'."""
+    return int(status.rsplit(" ", 1)[-1]) if status else 0
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """What BeginSteamLogin remembered about a login attempt."""
+
+    return_to: str  # exactly as sent to Steam, with our state parameter
+    expires_at: datetime
+
+
+class LoginStateStore:
+    """Single-use login states and the set of seen nonces, in Redis with TTLs."""
+
+    def __init__(self, redis: aioredis.Redis, state_ttl: timedelta, nonce_ttl: timedelta) -> None:
+        self._redis = redis
+        self._state_ttl = state_ttl
+        self._nonce_ttl = nonce_ttl
+
+    async def remember(self, state: str, return_to: str, now: datetime) -> LoginState:
+        """Store a new login attempt."""
+        login = LoginState(return_to, now + self._state_ttl)
+        await self._redis.set(
+            f"counterpick:auth:state:{state}",
+            json.dumps({"return_to": return_to}),
+            ex=int(self._state_ttl.total_seconds()),
+        )
+        return login
+
+    async def take(self, state: str) -> str | None:
+        """The return_to of a login attempt, once: a second take finds nothing."""
+        raw = await self._redis.getdel(f"counterpick:auth:state:{state}")
+        if raw is None:
+            return None
+        value: str = json.loads(raw)["return_to"]
+        return value
+
+    async def first_use_of_nonce(self, endpoint: str, nonce: str) -> bool:
+        """True the first time a provider's nonce is seen (within its lifetime), else False."""
+        digest = hashlib.sha256(f"{endpoint}|{nonce}".encode()).hexdigest()
+        stored = await self._redis.set(
+            f"counterpick:auth:nonce:{digest}",
+            "1",
+            nx=True,
+            ex=int(self._nonce_ttl.total_seconds()),
+        )
+        return bool(stored)
+
+
+def utc_now() -> datetime:
+    """Now, timezone-aware."""
+    return datetime.now(UTC)
