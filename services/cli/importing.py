@@ -113,9 +113,28 @@ def run_import(paths: list[Path], state_dir: Path) -> int:
 
 
 def run_migrate(state_dir: Path) -> int:
-    """Apply pending warehouse migrations."""
+    """Apply pending warehouse migrations, then the user service's PostgreSQL migrations to
+    POSTGRES_DSN (the user service also applies them itself when it starts)."""
+    import asyncio
+
+    import asyncpg
+
+    from services.user.migrations import migrate_from_environment
+
     dsn = warehouse_dsn(state_dir)
     warehouse = open_warehouse(dsn)
     warehouse.close()
     print(f"warehouse {dsn} is at the latest schema")
+    try:
+        run = asyncio.run(migrate_from_environment(os.environ))
+    except (OSError, TimeoutError, asyncpg.PostgresError, ValueError, RuntimeError) as error:
+        # Unreachable, refused (no such database, bad password), a bad USER_POSTGRES_SCHEMA,
+        # or a MigrationError (an applied migration was edited): say so, no traceback.
+        print(f"counterpick migrate: user migrations failed: {error}", file=sys.stderr)
+        return 1
+    if run is None:
+        print("POSTGRES_DSN is not set: user migrations skipped (the user service applies them)")
+        return 0
+    applied = ", ".join(run.applied) if run.applied else "nothing pending"
+    print(f"postgres {run.dsn} schema {run.schema} is at the latest schema (applied: {applied})")
     return 0
