@@ -1,0 +1,1117 @@
+"""UserService over real gRPC, PostgreSQL and Redis: every RPC, its validation, who may see what,
+concurrent writers, rate limits, tokens and a database outage.
+
+Each test migrates a PostgreSQL schema of its own (dropped afterwards) and keys its rate limits
+under a prefix of its own, so tests running at the same time on the same servers never meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from counterpick.common.v1 import common_pb2
+from counterpick.user.v1 import user_service_pb2 as pb
+from counterpick.user.v1 import user_service_pb2_grpc as pb_grpc
+from services.auth.keys import KeyRing
+from services.auth.tokens import issue_access_token, new_refresh_token
+from services.common import health
+from services.common.dota_constants import load_constants
+from services.common.tokens import KeySet
+from services.user.config import UserSettings
+from services.user.migrations import MigrationError, apply_migrations, migrations
+from services.user.profiles import (
+    FIRST_INDIVIDUAL_STEAMID64,
+    LAST_INDIVIDUAL_STEAMID64,
+    Subscription,
+    Tier,
+)
+from services.user.repository import UserRepository, open_pool
+from services.user.server import SERVICE_NAME, build_server
+from tests.conftest import REPO_ROOT
+
+ISSUER, AUDIENCE = "counterpick-auth", "counterpick"
+HEROES = sorted(load_constants().heroes)
+UNKNOWN_HERO_ID = max(HEROES) + 1000
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed call says: code, ErrorInfo reason and metadata, RetryInfo delay."""
+
+    code: grpc.StatusCode
+    reason: str
+    metadata: dict[str, str]
+    message: str
+    retry_delay: float | None = None
+
+
+def failure(error: grpc.aio.AioRpcError) -> Failure:
+    reason, metadata, retry = "", {}, None
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        assert isinstance(value, bytes)
+        for detail in status_pb2.Status.FromString(value).details:
+            info = error_details_pb2.ErrorInfo()
+            retry_info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                reason, metadata = info.reason, dict(info.metadata)
+            elif detail.Unpack(retry_info):
+                retry = retry_info.retry_delay.ToNanoseconds() / 1e9
+    return Failure(error.code(), reason, metadata, error.details() or "", retry)
+
+
+async def fails(call: Any) -> Failure:
+    """Await a stub call that must fail, and describe how."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return failure(raised.value)
+
+
+def steamid() -> int:
+    return FIRST_INDIVIDUAL_STEAMID64 + random.randrange(10**9)
+
+
+@dataclass
+class Harness:
+    """A running user service with its own schema, and ways to call it as anyone."""
+
+    stub: pb_grpc.UserServiceAsyncStub
+    channel: grpc.aio.Channel
+    ring: KeyRing
+    repository: UserRepository
+    schema: str
+    postgres_dsn: str
+    _service_metadata: Metadata = field(default=(), init=False)
+
+    def auth(
+        self,
+        user_id: str,
+        *roles: str,
+        now: int | None = None,
+        audience: str = AUDIENCE,
+        ring: KeyRing | None = None,
+    ) -> Metadata:
+        token = issue_access_token(
+            ring or self.ring,
+            issuer=ISSUER,
+            audience=audience,
+            user_id=user_id,
+            roles=list(roles) or ["user"],
+            now=int(time.time()) if now is None else now,
+        ).token
+        return (("authorization", f"Bearer {token}"),)
+
+    @property
+    def service(self) -> Metadata:
+        if not self._service_metadata:
+            self._service_metadata = self.auth("svc-auth", "service")
+        return self._service_metadata
+
+    async def new_user(
+        self, persona: str = "Player", avatar: str = "https://avatars.steamstatic.com/a.jpg"
+    ) -> tuple[pb.Profile, Metadata]:
+        """A signed-up user and the metadata to call as them."""
+        response = await self.stub.UpsertSteamUser(
+            pb.UpsertSteamUserRequest(steamid64=steamid(), persona_name=persona, avatar_url=avatar),
+            metadata=self.service,
+        )
+        assert response.created
+        return response.profile, self.auth(response.profile.user_id)
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        # The name is generated by the test (user_test_<hex>), never input.
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def user_service(
+    postgres_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
+    *,
+    service_dsn: str | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Harness]:
+    """A user service on a fresh schema; it reaches PostgreSQL through `service_dsn` if given
+    (the test's own connections always use `postgres_dsn`)."""
+    schema = f"user_test_{uuid.uuid4().hex[:12]}"
+    ring = KeyRing.load(tmp_path / f"keys-{schema}", create=True)
+    settings = UserSettings.model_validate(
+        {
+            "port": 0,
+            "postgres_dsn": service_dsn or postgres_dsn,
+            "redis_url": redis_url,
+            "user_postgres_schema": schema,
+            "rate_limit_key_prefix": f"test:{schema}",
+            "rate_limit_user_calls": 100_000,
+            "rate_limit_service_calls": 100_000,
+            "rate_limit_anonymous_calls": 100_000,
+            "store_wait_seconds": 5,
+            **overrides,
+        }
+    )
+
+    async def keys() -> KeySet:
+        return KeySet.from_jwks(ring.jwks())
+
+    server = build_server(settings, key_source=keys)
+    port = await server.start()
+    pool = await open_pool(postgres_dsn, schema, wait_seconds=5, timeout_seconds=5)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Harness(
+                pb_grpc.UserServiceStub(channel),
+                channel,
+                ring,
+                UserRepository(pool),
+                schema,
+                postgres_dsn,
+            )
+    finally:
+        await pool.close()
+        await server.stop(0)
+        await drop_schema(postgres_dsn, schema)
+
+
+@pytest.fixture
+async def users(postgres_dsn: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with user_service(postgres_dsn, redis_url, tmp_path) as harness:
+        yield harness
+
+
+# -- sign-up and profiles ---------------------------------------------------------------------
+
+
+async def test_upsert_creates_the_user_then_refreshes_steam_values(users: Harness) -> None:
+    steam = steamid()
+    first = await users.stub.UpsertSteamUser(
+        pb.UpsertSteamUserRequest(
+            steamid64=steam, persona_name="Dendi", avatar_url="https://a.example/1.jpg"
+        ),
+        metadata=users.service,
+    )
+    assert first.created
+    profile = first.profile
+    assert uuid.UUID(profile.user_id)
+    assert profile.steamid64 == steam
+    assert profile.account_id == steam - 76561197960265728
+    assert (profile.persona_name, profile.avatar_url) == ("Dendi", "https://a.example/1.jpg")
+    assert profile.tier == common_pb2.SUBSCRIPTION_TIER_FREE
+    assert profile.version == 1
+    assert profile.preferences.version == 0
+    assert not profile.preferences.HasField("updated_at")
+    assert profile.created_at.ToDatetime() <= profile.last_login_at.ToDatetime()
+
+    again = await users.stub.UpsertSteamUser(
+        pb.UpsertSteamUserRequest(steamid64=steam, persona_name="Dendi2", avatar_url=""),
+        metadata=users.service,
+    )
+    assert not again.created
+    assert again.profile.user_id == profile.user_id
+    assert again.profile.persona_name == "Dendi2"
+    # Unknown (empty) Steam values keep the last known ones.
+    assert again.profile.avatar_url == "https://a.example/1.jpg"
+    assert again.profile.version == 2
+    assert again.profile.last_login_at.ToDatetime() > profile.last_login_at.ToDatetime()
+
+    same = await users.stub.UpsertSteamUser(
+        pb.UpsertSteamUserRequest(steamid64=steam, persona_name="Dendi2"), metadata=users.service
+    )
+    assert same.profile.version == 2  # nothing shown changed
+
+
+async def test_concurrent_first_sign_ins_create_one_user(users: Harness) -> None:
+    steam = steamid()
+    responses = await asyncio.gather(
+        *(
+            users.stub.UpsertSteamUser(
+                pb.UpsertSteamUserRequest(steamid64=steam, persona_name=f"p{i}"),
+                metadata=users.service,
+            )
+            for i in range(10)
+        )
+    )
+    assert sum(response.created for response in responses) == 1
+    assert len({response.profile.user_id for response in responses}) == 1
+
+
+async def test_get_profile_of_self_and_as_admin_or_service(users: Harness) -> None:
+    alice, alice_auth = await users.new_user("alice")
+    bob, _ = await users.new_user("bob")
+    own = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=alice_auth)
+    assert own.profile == alice
+    explicit = await users.stub.GetProfile(
+        pb.GetProfileRequest(user_id=alice.user_id.upper()), metadata=alice_auth
+    )
+    assert explicit.profile == alice
+    admin = users.auth(str(uuid.uuid4()), "admin")
+    assert (
+        await users.stub.GetProfile(pb.GetProfileRequest(user_id=bob.user_id), metadata=admin)
+    ).profile == bob
+    assert (
+        await users.stub.GetProfile(
+            pb.GetProfileRequest(user_id=bob.user_id), metadata=users.service
+        )
+    ).profile == bob
+    # A service has no profile of its own.
+    for call in (
+        users.stub.GetProfile(pb.GetProfileRequest(), metadata=users.service),
+        users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=users.service),
+        users.stub.GetSubscription(pb.GetSubscriptionRequest(), metadata=users.service),
+    ):
+        got = await fails(call)
+        assert (got.code, got.reason, got.metadata["field"]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "user_id",
+        )
+
+
+async def test_unknown_users_are_not_found(users: Harness) -> None:
+    stranger = users.auth(str(uuid.uuid4()))
+    got = await fails(users.stub.GetProfile(pb.GetProfileRequest(), metadata=stranger))
+    assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "ERROR_REASON_NOT_FOUND")
+    admin = users.auth(str(uuid.uuid4()), "admin")
+    missing = str(uuid.uuid4())
+    for call in (
+        users.stub.GetPreferences(pb.GetPreferencesRequest(user_id=missing), metadata=admin),
+        users.stub.GetSubscription(pb.GetSubscriptionRequest(user_id=missing), metadata=admin),
+        users.stub.UpdateProfile(
+            pb.UpdateProfileRequest(user_id=missing, persona_name="x"), metadata=admin
+        ),
+        users.stub.UpdatePreferences(pb.UpdatePreferencesRequest(user_id=missing), metadata=admin),
+    ):
+        got = await fails(call)
+        assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "ERROR_REASON_NOT_FOUND")
+
+
+async def test_update_profile_sets_reverts_and_survives_steam_refreshes(users: Harness) -> None:
+    alice, auth = await users.new_user("alice", "https://steam.example/a.jpg")
+    changed = await users.stub.UpdateProfile(
+        pb.UpdateProfileRequest(
+            persona_name="Alice ✨", avatar_url="https://cdn.example/me.png", expected_version=1
+        ),
+        metadata=auth,
+    )
+    assert changed.profile.persona_name == "Alice ✨"
+    assert changed.profile.avatar_url == "https://cdn.example/me.png"
+    assert changed.profile.version == 2
+    # Steam sign-in refreshes Steam's values but keeps what the user chose.
+    refreshed = await users.stub.UpsertSteamUser(
+        pb.UpsertSteamUserRequest(
+            steamid64=alice.steamid64,
+            persona_name="alice-steam",
+            avatar_url="https://steam.example/b.jpg",
+        ),
+        metadata=users.service,
+    )
+    assert refreshed.profile.persona_name == "Alice ✨"
+    assert refreshed.profile.version == 2
+    # Masked and unset: back to the (new) Steam value; the avatar stays.
+    reverted = await users.stub.UpdateProfile(
+        pb.UpdateProfileRequest(update_mask=field_mask_pb2.FieldMask(paths=["persona_name"])),
+        metadata=auth,
+    )
+    assert reverted.profile.persona_name == "alice-steam"
+    assert reverted.profile.avatar_url == "https://cdn.example/me.png"
+    assert reverted.profile.version == 3
+    # An empty update changes nothing.
+    same = await users.stub.UpdateProfile(pb.UpdateProfileRequest(), metadata=auth)
+    assert same.profile.version == 3
+    # An admin may change another user's profile.
+    admin = users.auth(str(uuid.uuid4()), "admin")
+    by_admin = await users.stub.UpdateProfile(
+        pb.UpdateProfileRequest(user_id=alice.user_id, persona_name="renamed"), metadata=admin
+    )
+    assert by_admin.profile.persona_name == "renamed"
+    stale = await fails(
+        users.stub.UpdateProfile(
+            pb.UpdateProfileRequest(persona_name="late", expected_version=3), metadata=auth
+        )
+    )
+    assert (stale.code, stale.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ERROR_REASON_VERSION_MISMATCH",
+    )
+    assert stale.metadata["current_version"] == "4"
+    final = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+    assert (final.profile.persona_name, final.profile.version) == ("renamed", 4)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field_name"),
+    [
+        ({"persona_name": ""}, "persona_name"),
+        ({"persona_name": "x" * 33}, "persona_name"),
+        ({"persona_name": "x" * 10_000}, "persona_name"),
+        ({"persona_name": "   "}, "persona_name"),
+        ({"persona_name": "bad\x00name"}, "persona_name"),
+        ({"persona_name": "two\nlines"}, "persona_name"),
+        ({"avatar_url": "http://cdn.example/a.png"}, "avatar_url"),
+        ({"avatar_url": "javascript:alert(1)"}, "avatar_url"),
+        ({"avatar_url": "https://"}, "avatar_url"),
+        ({"avatar_url": ""}, "avatar_url"),
+        ({"avatar_url": "https://cdn.example/a b.png"}, "avatar_url"),
+        ({"avatar_url": "https://user:pw@cdn.example/a.png"}, "avatar_url"),
+        ({"avatar_url": "https://cdn.example/" + "a" * 2029}, "avatar_url"),
+        ({"avatar_url": "https://cdn.example/" + "a" * 10_000}, "avatar_url"),
+        ({"user_id": "not-a-uuid"}, "user_id"),
+        ({"user_id": "' OR '1'='1"}, "user_id"),
+        ({"user_id": "x" * 10_000}, "user_id"),
+        ({"update_mask": field_mask_pb2.FieldMask(paths=["steamid64"])}, "update_mask.paths[0]"),
+        (
+            {"update_mask": field_mask_pb2.FieldMask(paths=["persona_name", "version"])},
+            "update_mask.paths[1]",
+        ),
+    ],
+)
+async def test_update_profile_rejects_bad_fields(
+    users: Harness, request_fields: dict[str, Any], field_name: str
+) -> None:
+    alice, auth = await users.new_user("alice")
+    got = await fails(
+        users.stub.UpdateProfile(pb.UpdateProfileRequest(**request_fields), metadata=auth)
+    )
+    assert (got.code, got.reason, got.metadata["field"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ERROR_REASON_INVALID_ARGUMENT",
+        field_name,
+    )
+    assert len(got.message) < 300  # a 10k input is never echoed back
+    unchanged = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+    assert unchanged.profile == alice
+
+
+async def test_a_2048_character_https_avatar_is_accepted(users: Harness) -> None:
+    _, auth = await users.new_user()
+    url = "https://cdn.example/" + "a" * 2028
+    assert len(url) == 2048
+    response = await users.stub.UpdateProfile(
+        pb.UpdateProfileRequest(avatar_url=url), metadata=auth
+    )
+    assert response.profile.avatar_url == url
+
+
+async def test_sql_injection_text_is_stored_literally(users: Harness) -> None:
+    nasty = "Robert'); DROP TABLE users;--"
+    steam = steamid()
+    created = await users.stub.UpsertSteamUser(
+        pb.UpsertSteamUserRequest(
+            steamid64=steam, persona_name=nasty, avatar_url="https://x.example/a.png?q=';--"
+        ),
+        metadata=users.service,
+    )
+    assert created.profile.persona_name == nasty
+    auth = users.auth(created.profile.user_id)
+    for text in ("$1; SELECT pg_sleep(5)", "'||(SELECT version())||'", "\\'; --", "日本語 ✓ 🎮"):
+        response = await users.stub.UpdateProfile(
+            pb.UpdateProfileRequest(persona_name=text), metadata=auth
+        )
+        assert response.profile.persona_name == text
+        assert (
+            await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+        ).profile.persona_name == text
+    avatar = "https://x.example/a.png?name=%27);DROP%20TABLE%20users;--"
+    response = await users.stub.UpdateProfile(
+        pb.UpdateProfileRequest(avatar_url=avatar), metadata=auth
+    )
+    assert response.profile.avatar_url == avatar
+    connection = await asyncpg.connect(users.postgres_dsn)
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1", users.schema
+        )
+    finally:
+        await connection.close()
+    assert count == 4  # users, preferences, subscriptions, schema_migrations
+
+
+# -- preferences ------------------------------------------------------------------------------
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+async def test_preferences_round_trip_and_masks(users: Harness) -> None:
+    _, auth = await users.new_user()
+    empty = await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=auth)
+    assert empty.preferences == pb.Preferences()
+    wanted = pb.Preferences(
+        preferred_positions=[common_pb2.POSITION_MID, common_pb2.POSITION_CARRY],
+        hero_pool_hero_ids=HEROES[:30],
+        favourite_hero_ids=HEROES[:10],
+        disliked_hero_ids=HEROES[30:60],
+        default_skill_bracket=common_pb2.SKILL_BRACKET_LEGEND_ANCIENT,
+    )
+    updated = await users.stub.UpdatePreferences(
+        pb.UpdatePreferencesRequest(preferences=wanted, expected_version=0), metadata=auth
+    )
+    stored = updated.preferences
+    assert list(stored.preferred_positions) == [2, 1]  # order kept: most preferred first
+    assert list(stored.hero_pool_hero_ids) == HEROES[:30]
+    assert list(stored.favourite_hero_ids) == HEROES[:10]
+    assert list(stored.disliked_hero_ids) == HEROES[30:60]
+    assert stored.default_skill_bracket == common_pb2.SKILL_BRACKET_LEGEND_ANCIENT
+    assert stored.version == 1
+    assert stored.HasField("updated_at")
+    assert (
+        await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=auth)
+    ).preferences == stored
+    profile = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+    assert profile.profile.preferences == stored
+
+    # A mask replaces only the named lists; the rest stays.
+    partial = await users.stub.UpdatePreferences(
+        pb.UpdatePreferencesRequest(
+            preferences=pb.Preferences(favourite_hero_ids=[HEROES[70]], hero_pool_hero_ids=[1]),
+            update_mask=mask("favourite_hero_ids"),
+        ),
+        metadata=auth,
+    )
+    assert list(partial.preferences.favourite_hero_ids) == [HEROES[70]]
+    assert list(partial.preferences.hero_pool_hero_ids) == HEROES[:30]
+    assert partial.preferences.version == 2
+    # An empty mask replaces everything, so unset lists become empty.
+    reset = await users.stub.UpdatePreferences(
+        pb.UpdatePreferencesRequest(preferences=pb.Preferences(hero_pool_hero_ids=[HEROES[0]])),
+        metadata=auth,
+    )
+    assert list(reset.preferences.hero_pool_hero_ids) == [HEROES[0]]
+    assert not reset.preferences.favourite_hero_ids
+    assert not reset.preferences.preferred_positions
+    assert reset.preferences.default_skill_bracket == common_pb2.SKILL_BRACKET_UNSPECIFIED
+    assert reset.preferences.version == 3
+
+
+def prefs(**values: Any) -> pb.Preferences:
+    return pb.Preferences(**values)
+
+
+@pytest.mark.parametrize(
+    ("preferences", "paths", "reason", "field_name"),
+    [
+        (
+            prefs(hero_pool_hero_ids=[HEROES[0], UNKNOWN_HERO_ID]),
+            (),
+            "ERROR_REASON_UNKNOWN_HERO",
+            "preferences.hero_pool_hero_ids[1]",
+        ),
+        (
+            prefs(favourite_hero_ids=[0]),
+            (),
+            "ERROR_REASON_UNKNOWN_HERO",
+            "preferences.favourite_hero_ids[0]",
+        ),
+        (
+            prefs(disliked_hero_ids=[-5]),
+            (),
+            "ERROR_REASON_UNKNOWN_HERO",
+            "preferences.disliked_hero_ids[0]",
+        ),
+        (
+            prefs(hero_pool_hero_ids=[HEROES[1], HEROES[2], HEROES[1]]),
+            (),
+            "ERROR_REASON_DUPLICATE_HERO",
+            "preferences.hero_pool_hero_ids[2]",
+        ),
+        (
+            prefs(favourite_hero_ids=[HEROES[3], HEROES[3]]),
+            (),
+            "ERROR_REASON_DUPLICATE_HERO",
+            "preferences.favourite_hero_ids[1]",
+        ),
+        (
+            prefs(favourite_hero_ids=[HEROES[4]], disliked_hero_ids=[HEROES[4]]),
+            (),
+            "ERROR_REASON_DUPLICATE_HERO",
+            "preferences.disliked_hero_ids",
+        ),
+        (
+            prefs(hero_pool_hero_ids=[HEROES[5]], disliked_hero_ids=[HEROES[6], HEROES[5]]),
+            (),
+            "ERROR_REASON_DUPLICATE_HERO",
+            "preferences.disliked_hero_ids",
+        ),
+        (
+            prefs(hero_pool_hero_ids=HEROES[:31]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.hero_pool_hero_ids",
+        ),
+        (
+            prefs(favourite_hero_ids=HEROES[:11]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.favourite_hero_ids",
+        ),
+        (
+            prefs(disliked_hero_ids=HEROES[:31]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.disliked_hero_ids",
+        ),
+        (
+            prefs(preferred_positions=[common_pb2.POSITION_CARRY, common_pb2.POSITION_UNSPECIFIED]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.preferred_positions[1]",
+        ),
+        (
+            prefs(preferred_positions=[common_pb2.POSITION_MID, common_pb2.POSITION_MID]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.preferred_positions[1]",
+        ),
+        (
+            prefs(preferred_positions=[6]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.preferred_positions[0]",
+        ),
+        (
+            prefs(preferred_positions=[1, 2, 3, 4, 5, 1]),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.preferred_positions",
+        ),
+        (
+            prefs(default_skill_bracket=99),
+            (),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "preferences.default_skill_bracket",
+        ),
+        (
+            prefs(),
+            ("hero_pool_hero_ids", "preferences.hero_pool_hero_ids"),
+            "ERROR_REASON_INVALID_ARGUMENT",
+            "update_mask.paths[1]",
+        ),
+        (prefs(), ("version",), "ERROR_REASON_INVALID_ARGUMENT", "update_mask.paths[0]"),
+    ],
+)
+async def test_update_preferences_rejects_bad_values(
+    users: Harness,
+    preferences: pb.Preferences,
+    paths: Sequence[str],
+    reason: str,
+    field_name: str,
+) -> None:
+    _, auth = await users.new_user()
+    got = await fails(
+        users.stub.UpdatePreferences(
+            pb.UpdatePreferencesRequest(preferences=preferences, update_mask=mask(*paths)),
+            metadata=auth,
+        )
+    )
+    assert (got.code, got.reason, got.metadata["field"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        reason,
+        field_name,
+    )
+    after = await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=auth)
+    assert after.preferences.version == 0
+
+
+async def test_overlap_with_stored_lists_is_a_duplicate(users: Harness) -> None:
+    _, auth = await users.new_user()
+    await users.stub.UpdatePreferences(
+        pb.UpdatePreferencesRequest(preferences=prefs(disliked_hero_ids=[HEROES[7]])),
+        metadata=auth,
+    )
+    for path in ("favourite_hero_ids", "hero_pool_hero_ids"):
+        got = await fails(
+            users.stub.UpdatePreferences(
+                pb.UpdatePreferencesRequest(
+                    preferences=prefs(**{path: [HEROES[7]]}), update_mask=mask(path)
+                ),
+                metadata=auth,
+            )
+        )
+        assert (got.code, got.reason, got.metadata["field"]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ERROR_REASON_DUPLICATE_HERO",
+            f"preferences.{path}",
+        )
+        assert got.metadata["hero_id"] == str(HEROES[7])
+    stale = await fails(
+        users.stub.UpdatePreferences(pb.UpdatePreferencesRequest(expected_version=0), metadata=auth)
+    )
+    assert (stale.code, stale.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ERROR_REASON_VERSION_MISMATCH",
+    )
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+
+
+async def test_subscription_free_paid_and_expired(users: Harness) -> None:
+    alice, auth = await users.new_user()
+    free = await users.stub.GetSubscription(pb.GetSubscriptionRequest(), metadata=auth)
+    assert free.subscription == pb.Subscription(tier=common_pb2.SUBSCRIPTION_TIER_FREE)
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    await users.repository.set_subscription(
+        uuid.UUID(alice.user_id),
+        Subscription(
+            Tier.PLUS,
+            started_at=now - timedelta(days=3),
+            renews_at=now + timedelta(days=27),
+            expires_at=now + timedelta(days=27),
+        ),
+    )
+    paid = (
+        await users.stub.GetSubscription(pb.GetSubscriptionRequest(), metadata=auth)
+    ).subscription
+    assert paid.tier == common_pb2.SUBSCRIPTION_TIER_PLUS
+    assert paid.started_at.ToDatetime(UTC) == now - timedelta(days=3)
+    assert paid.renews_at.ToDatetime(UTC) == now + timedelta(days=27)
+    assert paid.expires_at.ToDatetime(UTC) == now + timedelta(days=27)
+    profile = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+    assert profile.profile.tier == common_pb2.SUBSCRIPTION_TIER_PLUS
+
+    await users.repository.set_subscription(
+        uuid.UUID(alice.user_id),
+        Subscription(
+            Tier.PRO, started_at=now - timedelta(days=40), expires_at=now - timedelta(days=1)
+        ),
+    )
+    expired = await users.stub.GetSubscription(pb.GetSubscriptionRequest(), metadata=auth)
+    assert expired.subscription == pb.Subscription(tier=common_pb2.SUBSCRIPTION_TIER_FREE)
+    profile = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+    assert profile.profile.tier == common_pb2.SUBSCRIPTION_TIER_FREE
+
+
+# -- who may see and change what ---------------------------------------------------------------
+
+
+async def test_nobody_reads_or_changes_another_user_without_the_role(users: Harness) -> None:
+    alice, alice_auth = await users.new_user("alice-secret-name")
+    bob, bob_auth = await users.new_user("bob")
+    await users.stub.UpdatePreferences(
+        pb.UpdatePreferencesRequest(preferences=prefs(favourite_hero_ids=[HEROES[9]])),
+        metadata=alice_auth,
+    )
+    before = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=alice_auth)
+    nobody = str(uuid.uuid4())
+    service = users.service
+    admin = users.auth(str(uuid.uuid4()), "admin")
+
+    def attempts(target: str) -> list[Any]:
+        reads = [
+            users.stub.GetProfile(pb.GetProfileRequest(user_id=target), metadata=bob_auth),
+            users.stub.GetPreferences(pb.GetPreferencesRequest(user_id=target), metadata=bob_auth),
+            users.stub.GetSubscription(
+                pb.GetSubscriptionRequest(user_id=target), metadata=bob_auth
+            ),
+        ]
+        writes = [
+            users.stub.UpdateProfile(
+                pb.UpdateProfileRequest(user_id=target, persona_name="pwned"), metadata=who
+            )
+            for who in (bob_auth, service)
+        ] + [
+            users.stub.UpdatePreferences(
+                pb.UpdatePreferencesRequest(
+                    user_id=target, preferences=prefs(favourite_hero_ids=[HEROES[1]])
+                ),
+                metadata=who,
+            )
+            for who in (bob_auth, service)
+        ]
+        return reads + writes
+
+    messages = []
+    for target in (alice.user_id, nobody):
+        for call in attempts(target):
+            got = await fails(call)
+            assert (got.code, got.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ERROR_REASON_PERMISSION_DENIED",
+            )
+            assert "alice" not in got.message
+            assert str(alice.steamid64) not in got.message
+            messages.append(got.message)
+    # Existing or not, the answer is the same: user ids cannot be probed.
+    half = len(messages) // 2
+    assert messages[:half] == messages[half:]
+
+    # Only services may create users; neither a user nor an admin can.
+    for who in (bob_auth, admin):
+        got = await fails(
+            users.stub.UpsertSteamUser(
+                pb.UpsertSteamUserRequest(steamid64=alice.steamid64, persona_name="x"),
+                metadata=who,
+            )
+        )
+        assert (got.code, got.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ERROR_REASON_PERMISSION_DENIED",
+        )
+    after = await users.stub.GetProfile(pb.GetProfileRequest(), metadata=alice_auth)
+    assert after == before
+    # Bob's own answers never carry Alice's data.
+    for response in (
+        await users.stub.GetProfile(pb.GetProfileRequest(), metadata=bob_auth),
+        await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=bob_auth),
+        await users.stub.GetSubscription(pb.GetSubscriptionRequest(), metadata=bob_auth),
+    ):
+        text = str(response)
+        assert alice.user_id not in text
+        assert "alice" not in text
+        assert str(HEROES[9]) not in text.split()
+    assert (await users.stub.GetProfile(pb.GetProfileRequest(), metadata=bob_auth)).profile == bob
+
+
+@pytest.mark.parametrize(
+    "steam",
+    [
+        0,
+        1,
+        FIRST_INDIVIDUAL_STEAMID64 - 1,  # the base itself: account 0
+        LAST_INDIVIDUAL_STEAMID64 + 1,
+        103582791429521408,  # a Steam group (clan) id
+        2**64 - 1,
+    ],
+)
+async def test_upsert_rejects_non_individual_steam_ids(users: Harness, steam: int) -> None:
+    got = await fails(
+        users.stub.UpsertSteamUser(
+            pb.UpsertSteamUserRequest(steamid64=steam, persona_name="x"), metadata=users.service
+        )
+    )
+    assert (got.code, got.reason, got.metadata["field"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ERROR_REASON_INVALID_ARGUMENT",
+        "steamid64",
+    )
+
+
+async def test_upsert_accepts_the_range_ends_and_rejects_bad_steam_values(users: Harness) -> None:
+    for steam in (FIRST_INDIVIDUAL_STEAMID64, LAST_INDIVIDUAL_STEAMID64):
+        response = await users.stub.UpsertSteamUser(
+            pb.UpsertSteamUserRequest(steamid64=steam), metadata=users.service
+        )
+        assert response.created
+        assert response.profile.steamid64 == steam
+        assert response.profile.persona_name == ""
+    for fields, name in (
+        ({"persona_name": "p" * 10_000}, "persona_name"),
+        ({"persona_name": "nul\x00"}, "persona_name"),
+        ({"avatar_url": "http://insecure.example/a.png"}, "avatar_url"),
+        ({"avatar_url": "https://x.example/" + "a" * 10_000}, "avatar_url"),
+    ):
+        got = await fails(
+            users.stub.UpsertSteamUser(
+                pb.UpsertSteamUserRequest(steamid64=steamid(), **fields), metadata=users.service
+            )
+        )
+        assert (got.code, got.metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, name)
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+async def test_concurrent_stale_updates_fail_and_exactly_one_wins(users: Harness) -> None:
+    _, auth = await users.new_user()
+    writers = 25
+    results = await asyncio.gather(
+        *(
+            users.stub.UpdatePreferences(
+                pb.UpdatePreferencesRequest(
+                    preferences=prefs(hero_pool_hero_ids=[HEROES[i]]),
+                    update_mask=mask("hero_pool_hero_ids"),
+                    expected_version=0,
+                ),
+                metadata=auth,
+            )
+            for i in range(writers)
+        ),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, pb.UpdatePreferencesResponse)]
+    losers = [failure(r) for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(winners) == 1
+    assert len(losers) == writers - 1
+    assert {(f.code, f.reason) for f in losers} == {
+        (grpc.StatusCode.FAILED_PRECONDITION, "ERROR_REASON_VERSION_MISMATCH")
+    }
+    stored = (
+        await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=auth)
+    ).preferences
+    assert stored.version == 1
+    assert list(stored.hero_pool_hero_ids) == list(winners[0].preferences.hero_pool_hero_ids)
+
+
+async def test_concurrent_read_modify_write_loses_no_update(users: Harness) -> None:
+    _, auth = await users.new_user()
+    writers = 20
+    reasons: list[str] = []
+
+    async def add_to_pool(hero_id: int) -> None:
+        while True:
+            current = (
+                await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=auth)
+            ).preferences
+            try:
+                await users.stub.UpdatePreferences(
+                    pb.UpdatePreferencesRequest(
+                        preferences=prefs(
+                            hero_pool_hero_ids=[*current.hero_pool_hero_ids, hero_id]
+                        ),
+                        update_mask=mask("hero_pool_hero_ids"),
+                        expected_version=current.version,
+                    ),
+                    metadata=auth,
+                )
+                return
+            except grpc.aio.AioRpcError as error:
+                reasons.append(failure(error).reason)
+
+    heroes = HEROES[:writers]
+    await asyncio.gather(*(add_to_pool(hero) for hero in heroes))
+    stored = (
+        await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=auth)
+    ).preferences
+    assert sorted(stored.hero_pool_hero_ids) == heroes
+    assert stored.version == writers
+    assert reasons  # the writers did race, and every loss was a version mismatch
+    assert set(reasons) == {"ERROR_REASON_VERSION_MISMATCH"}
+
+    # Without expected_version every concurrent write applies, each bumping the version once.
+    await asyncio.gather(
+        *(
+            users.stub.UpdateProfile(
+                pb.UpdateProfileRequest(persona_name=f"name{i}"), metadata=auth
+            )
+            for i in range(30)
+        )
+    )
+    profile = (await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)).profile
+    assert profile.version == 1 + 30
+
+
+# -- rate limits, tokens, outages ---------------------------------------------------------------
+
+
+async def test_rate_limit_answers_resource_exhausted_with_retry_info(
+    postgres_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    async with user_service(
+        postgres_dsn,
+        redis_url,
+        tmp_path,
+        rate_limit_user_calls=3,
+        rate_limit_anonymous_calls=2,
+        rate_limit_window_seconds=1.5,
+    ) as users:
+        _, alice = await users.new_user()
+        _, bob = await users.new_user()
+        for _ in range(3):
+            await users.stub.GetProfile(pb.GetProfileRequest(), metadata=alice)
+        got = await fails(users.stub.GetProfile(pb.GetProfileRequest(), metadata=alice))
+        assert (got.code, got.reason) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "ERROR_REASON_RATE_LIMITED",
+        )
+        assert got.retry_delay is not None
+        assert 0 < got.retry_delay <= 1.5
+        # Refused calls do not count; other users have their own quota.
+        await users.stub.GetPreferences(pb.GetPreferencesRequest(), metadata=bob)
+        # Anonymous calls are counted per address, before they fail for want of a token.
+        for _ in range(2):
+            anonymous = await fails(users.stub.GetProfile(pb.GetProfileRequest()))
+            assert anonymous.code == grpc.StatusCode.UNAUTHENTICATED
+        anonymous = await fails(users.stub.GetProfile(pb.GetProfileRequest()))
+        assert anonymous.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # After the advertised delay the caller gets in again.
+        await asyncio.sleep(got.retry_delay + 0.05)
+        await users.stub.GetProfile(pb.GetProfileRequest(), metadata=alice)
+
+
+async def test_calls_without_a_valid_token_are_unauthenticated(
+    users: Harness, tmp_path: Path
+) -> None:
+    alice, _ = await users.new_user()
+    calls: list[Any] = [
+        (users.stub.GetProfile, pb.GetProfileRequest()),
+        (users.stub.UpdateProfile, pb.UpdateProfileRequest(persona_name="x")),
+        (users.stub.GetPreferences, pb.GetPreferencesRequest()),
+        (users.stub.UpdatePreferences, pb.UpdatePreferencesRequest()),
+        (users.stub.GetSubscription, pb.GetSubscriptionRequest()),
+        (users.stub.UpsertSteamUser, pb.UpsertSteamUserRequest(steamid64=steamid())),
+    ]
+    other_ring = KeyRing.load(tmp_path / "other-keys", create=True)
+    bad: list[tuple[Metadata | None, str]] = [
+        (None, "ERROR_REASON_UNAUTHENTICATED"),
+        (users.auth(alice.user_id, now=int(time.time()) - 7200), "ERROR_REASON_TOKEN_EXPIRED"),
+        ((("authorization", "Bearer garbage"),), "ERROR_REASON_TOKEN_INVALID"),
+        ((("authorization", f"Bearer {new_refresh_token().token}"),), "ERROR_REASON_TOKEN_INVALID"),
+        (users.auth(alice.user_id, ring=other_ring), "ERROR_REASON_TOKEN_INVALID"),
+        (users.auth(alice.user_id, audience="someone-else"), "ERROR_REASON_TOKEN_INVALID"),
+    ]
+    for method, request in calls:
+        for metadata, reason in bad:
+            got = await fails(method(request, metadata=metadata))
+            assert (got.code, got.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
+
+
+class TcpProxy:
+    """A TCP relay to PostgreSQL that the test can cut, as an outage would."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        self._writers.update((writer, upstream_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+
+async def test_postgres_outage_answers_unavailable(
+    postgres_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    real = postgres_dsn.split("@", 1)[1].split("/", 1)[0]
+    host, port = real.rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    proxied = postgres_dsn.replace(real, f"127.0.0.1:{await proxy.start()}")
+    async with user_service(
+        postgres_dsn, redis_url, tmp_path, service_dsn=proxied, postgres_timeout_seconds=2
+    ) as users:
+        _, auth = await users.new_user()
+        await users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth)
+        await proxy.cut()
+        # First on the pooled connection that died, then on a fresh one that cannot connect.
+        for _ in range(2):
+            started = time.monotonic()
+            got = await fails(users.stub.GetProfile(pb.GetProfileRequest(), metadata=auth))
+            assert (got.code, got.reason, got.metadata) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "ERROR_REASON_DEPENDENCY_UNAVAILABLE",
+                {"dependency": "postgres"},
+            )
+            assert time.monotonic() - started < 5
+        got = await fails(
+            users.stub.UpdatePreferences(pb.UpdatePreferencesRequest(), metadata=auth)
+        )
+        assert got.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_reports_the_user_service_serving(users: Harness) -> None:
+    assert await health.check_health(users.channel) == "SERVING"
+    assert await health.check_health(users.channel, SERVICE_NAME) == "SERVING"
+
+
+# -- migrations -------------------------------------------------------------------------------
+
+
+async def test_migrations_apply_once_even_when_raced_and_refuse_edited_files(
+    postgres_dsn: str,
+) -> None:
+    schema = f"user_test_{uuid.uuid4().hex[:12]}"
+    connections = [await asyncpg.connect(postgres_dsn) for _ in range(4)]
+    try:
+        applied = await asyncio.gather(*(apply_migrations(c, schema) for c in connections))
+        names = [migration.name for migration in migrations()]
+        assert sorted(applied, key=len) == [[], [], [], names]
+        rows = await connections[0].fetch(
+            f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY version'
+        )
+        assert [row["name"] for row in rows] == names
+        await connections[0].execute(
+            f'UPDATE "{schema}".schema_migrations SET checksum = $1 WHERE version = 1', "edited"
+        )
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await apply_migrations(connections[1], schema)
+    finally:
+        for connection in connections:
+            await connection.close()
+        await drop_schema(postgres_dsn, schema)
+
+
+async def test_counterpick_migrate_applies_the_user_migrations(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    schema = f"user_test_{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "POSTGRES_DSN": postgres_dsn,
+        "USER_POSTGRES_SCHEMA": schema,
+        "WAREHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+    }
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.cli",
+            "migrate",
+            "--state-dir",
+            str(tmp_path),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode == 0, stderr.decode()
+        assert f"schema {schema} is at the latest schema (applied: 0001_users.sql" in (
+            stdout.decode()
+        )
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            rows = await connection.fetch(
+                f'SELECT name FROM "{schema}".schema_migrations ORDER BY version'
+            )
+        finally:
+            await connection.close()
+        assert [row["name"] for row in rows] == [migration.name for migration in migrations()]
+    finally:
+        await drop_schema(postgres_dsn, schema)
