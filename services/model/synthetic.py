@@ -311,7 +311,7 @@ def count_matches(
             chosen = matches.bracket == code
             if not chosen.any():
                 continue
-            part = _counts(
+            part = count_drafts(
                 matches.radiant[chosen], matches.dire[chosen], matches.radiant_win[chosen], h
             )
             for key in ((matches.patch, Bracket(name)), (matches.patch, Bracket.ALL)):
@@ -322,7 +322,8 @@ def count_matches(
     return result
 
 
-def _counts(radiant: IntArray, dire: IntArray, radiant_win: BoolArray, h: int) -> Counts:
+def count_drafts(radiant: IntArray, dire: IntArray, radiant_win: BoolArray, h: int) -> Counts:
+    """Counts of one group of drafts ((n, 5) ascending hero ids per side) for H hero slots."""
     n = radiant.shape[0]
     win = radiant_win.astype(np.int64)
     counts = Counts.empty(h)
