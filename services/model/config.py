@@ -10,10 +10,11 @@ from services.common.config import (
     Port,
     RedisSettings,
     ServiceSettings,
+    TokenSettings,
 )
 
 
-class ModelSettings(ServiceSettings, RedisSettings):
+class ModelSettings(ServiceSettings, RedisSettings, TokenSettings):
     """Everything the model service reads from its environment."""
 
     port: Port = DEFAULT_GRPC_PORTS["model"]

@@ -15,10 +15,11 @@ from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
 from services.common.dota_constants import DotaConstants, load_constants
-from services.common.errors import DependencyUnavailable, InvalidArgument
+from services.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
 from services.common.paging import fingerprint, slice_page
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
 from services.model.config import ModelSettings
 from services.model.drafts import (
     Draft,
@@ -154,6 +155,14 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         snapshot = self._runtime.require()
         context = snapshot.context(patch, bracket)
         return snapshot, context, patch or snapshot.current_patch
+
+    @staticmethod
+    def _own_account(account_id: int) -> None:
+        """Personal data needs a token of that very Steam account (admins and services
+        excepted)."""
+        caller = require_caller()
+        if caller.account_id != account_id and not caller.has_any_role("admin", "service"):
+            raise PermissionDenied("account_id is not the caller's own Steam account")
 
     def _known_patch(self, patch: str) -> None:
         if patch and self._constants.patch_named(patch) is None:
@@ -322,6 +331,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if request.HasField("account_id"):
             if request.account_id == 0:
                 raise InvalidArgument("account_id must be >= 1", field="account_id")
+            self._own_account(request.account_id)
             try:
                 personal = await self._runtime.personal_map(request.account_id, patch)
             except DependencyUnavailable:
@@ -389,6 +399,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
     ) -> pb.GetPersonalScoresResponse:
         if request.account_id == 0:
             raise InvalidArgument("account_id must be >= 1", field="account_id")
+        self._own_account(request.account_id)
         patch = request.patch if request.HasField("patch") else ""
         self._known_patch(patch)
         scores = await self._runtime.personal_scores(request.account_id, patch or None)
@@ -416,6 +427,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return response
 
     async def Recompute(self, request: pb.RecomputeRequest, context: Any) -> pb.RecomputeResponse:
+        require_caller("admin", "service")
         if request.HasField("patch"):
             self._known_patch(request.patch)
         if request.HasField("bracket"):
@@ -531,8 +543,9 @@ def open_source(settings: ModelSettings) -> PlayerRecordsSource | None:
     return EtlWarehouseReader(settings.etl_addr)
 
 
-def build_server(settings: ModelSettings) -> GrpcServer:
-    """The model server: Redis opens, the snapshot loads, then the schedule starts."""
+def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:
+    """The model server: Redis opens, the snapshot loads, then the schedule starts. Tokens are
+    verified against the auth service's JWKS (or `key_source`, for tests)."""
     stores = Stores(settings)
     constants = load_constants()
     runtime = ModelRuntime(
@@ -561,6 +574,11 @@ def build_server(settings: ModelSettings) -> GrpcServer:
         ],
         on_start=[stores.open, start],
         on_stop=[runtime.stop, stores.close],
+        verifier=TokenVerifier(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
+        ),
     )
     # Redis or warehouse outages show as NOT_SERVING entries "<service>/redis" and
     # "<service>/warehouse"; the service itself stays SERVING on its last good snapshot.

@@ -16,6 +16,7 @@ from counterpick.model.v1 import model_service_pb2 as pb
 from services.common.config import ServiceSettings
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
+from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
 from services.etl.matches import CleanMatch, MatchSource, PlayerRow, Side
 from services.etl.warehouse import Warehouse
 from services.model.etl_reader import EtlWarehouseReader
@@ -171,6 +172,10 @@ async def test_personal_scores_find_the_planted_players_edge(
         snapshot = runtime.require()
         assert 1 < snapshot.pas_prior_weight < 100_000  # fitted on the stored players
         servicer = ModelServicer(runtime, load_constants())
+        # Called in-process, past the interceptor: bind the caller it would have verified.
+        set_current_caller(
+            Caller("u-planted", frozenset({"user"}), "jti", 0, STEAM_ID64_BASE + PLANTED_ACCOUNT)
+        )
         response = await servicer.GetPersonalScores(
             pb.GetPersonalScoresRequest(account_id=PLANTED_ACCOUNT), None
         )
@@ -184,8 +189,12 @@ async def test_personal_scores_find_the_planted_players_edge(
         assert 0.05 < best.pas < best.win_rate - best.expected_win_rate
         assert best.pas_interval.lower > 0
         assert best.last_played_at.seconds == START + 2_990 * 60
+        set_current_caller(Caller("svc", frozenset({"service"}), "jti", 0))
         nobody = await servicer.GetPersonalScores(
             pb.GetPersonalScoresRequest(account_id=123456), None
+        )
+        set_current_caller(
+            Caller("u-planted", frozenset({"user"}), "jti", 0, STEAM_ID64_BASE + PLANTED_ACCOUNT)
         )
         assert list(nobody.scores) == []
         picks = await servicer.SuggestPicks(

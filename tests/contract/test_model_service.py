@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -29,6 +30,7 @@ from services.etl.warehouse import MATCH_SCHEMA, Warehouse
 from services.model.config import ModelSettings
 from services.model.server import SERVICE_NAME, build_server
 from services.model.snapshot_store import CURRENT_KEY, OLD_VERSION_TTL_SECONDS
+from tests.auth_keys import TestKeys
 from tests.conftest import free_port
 
 RADIANT, DIRE = c.TEAM_SIDE_RADIANT, c.TEAM_SIDE_DIRE
@@ -76,6 +78,7 @@ class Mesh:
     channel: grpc.aio.Channel
     redis: aioredis.Redis
     warehouse_dsn: str
+    keys: TestKeys
 
 
 @pytest.fixture
@@ -94,12 +97,13 @@ async def mesh(redis_url: str, tmp_path: Path) -> AsyncIterator[Mesh]:
             "model_recompute_interval_seconds": 0,
         }
     )
-    server = build_server(settings)
+    keys = TestKeys.create(tmp_path / "keys")
+    server = build_server(settings, key_source=keys.source)
     port = await server.start()
     redis = aioredis.Redis.from_url(redis_url)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Mesh(pb_grpc.ModelServiceStub(channel), channel, redis, dsn)
+        yield Mesh(pb_grpc.ModelServiceStub(channel), channel, redis, dsn, keys)
     finally:
         await channel.close()
         await redis.aclose()
@@ -108,7 +112,7 @@ async def mesh(redis_url: str, tmp_path: Path) -> AsyncIterator[Mesh]:
 
 async def recompute(mesh: Mesh) -> pb.GetModelInfoResponse:
     before = await mesh.redis.get(CURRENT_KEY)
-    await mesh.stub.Recompute(pb.RecomputeRequest())
+    await mesh.stub.Recompute(pb.RecomputeRequest(), metadata=mesh.keys.metadata("admin"))
     async with asyncio.timeout(60):
         while True:
             current = await mesh.redis.get(CURRENT_KEY)
@@ -346,6 +350,40 @@ async def test_bad_requests_are_invalid_argument_with_a_reason(mesh: Mesh) -> No
     )
 
 
+async def test_personal_data_and_recompute_need_the_right_caller(mesh: Mesh) -> None:
+    await recompute(mesh)
+    request = pb.GetPersonalScoresRequest(account_id=42)
+    anonymous = await _failure(mesh.stub.GetPersonalScores(request))
+    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert reason_of(anonymous)[0] == "ERROR_REASON_UNAUTHENTICATED"
+    stranger = await _failure(
+        mesh.stub.GetPersonalScores(request, metadata=mesh.keys.metadata("user", account_id=7))
+    )
+    assert stranger.code() == grpc.StatusCode.PERMISSION_DENIED
+    own = await mesh.stub.GetPersonalScores(
+        request, metadata=mesh.keys.metadata("user", account_id=42)
+    )
+    assert list(own.scores) == []  # no stored matches of that player: empty, not NOT_FOUND
+    as_admin = await mesh.stub.GetPersonalScores(request, metadata=mesh.keys.metadata("admin"))
+    assert as_admin.account_id == 42
+    picks = await _failure(
+        mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT, account_id=42))
+    )
+    assert picks.code() == grpc.StatusCode.UNAUTHENTICATED
+    user_recompute = await _failure(
+        mesh.stub.Recompute(pb.RecomputeRequest(), metadata=mesh.keys.metadata("user"))
+    )
+    assert user_recompute.code() == grpc.StatusCode.PERMISSION_DENIED
+    anonymous_recompute = await _failure(mesh.stub.Recompute(pb.RecomputeRequest()))
+    assert anonymous_recompute.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _failure(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
 async def test_a_new_snapshot_switches_the_pointer_and_old_keys_expire(mesh: Mesh) -> None:
     first = await recompute(mesh)
     old_keys = [key async for key in mesh.redis.scan_iter(f"counters:v{first.snapshot.version}:*")]
@@ -369,6 +407,7 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
     warehouse.insert_draft_table(draft_table(22_000, OLD_PATCH, 1, seed=3))
     warehouse.close()
     # Publish a snapshot with a healthy replica.
+    keys = TestKeys.create(tmp_path / "keys")
     healthy = build_server(
         ModelSettings.model_validate(
             {
@@ -377,12 +416,17 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
                 "model_warehouse_dsn": dsn,
                 "model_recompute_interval_seconds": 0,
             }
-        )
+        ),
+        key_source=keys.source,
     )
     port = await healthy.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         mesh = Mesh(
-            pb_grpc.ModelServiceStub(channel), channel, aioredis.Redis.from_url(redis_url), dsn
+            pb_grpc.ModelServiceStub(channel),
+            channel,
+            aioredis.Redis.from_url(redis_url),
+            dsn,
+            keys,
         )
         await recompute(mesh)
         await mesh.redis.aclose()
@@ -399,7 +443,8 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
                 "model_recompute_interval_seconds": 0,
                 "model_snapshot_poll_seconds": 0.2,
             }
-        )
+        ),
+        key_source=keys.source,
     )
     port = await replica.start()
     try:
@@ -422,11 +467,14 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
             )
             assert 0 < prediction.radiant_win_probability < 1
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.GetPersonalScores(pb.GetPersonalScoresRequest(account_id=42))
+                await stub.GetPersonalScores(
+                    pb.GetPersonalScoresRequest(account_id=42),
+                    metadata=keys.metadata("user", account_id=42),
+                )
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert await health.check_health(channel, f"{SERVICE_NAME}/warehouse") == "NOT_SERVING"
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.Recompute(pb.RecomputeRequest())
+                await stub.Recompute(pb.RecomputeRequest(), metadata=keys.metadata("admin"))
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert reason_of(raised.value)[1]["dependency"] == "redis"
             still = await stub.GetModelInfo(pb.GetModelInfoRequest())

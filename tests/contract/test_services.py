@@ -27,7 +27,6 @@ from tests.conftest import free_port
 # (service, builder, settings class, one RPC that is not built yet)
 Builder = Callable[[Any], GrpcServer]
 CASES: list[tuple[str, Builder, type[ServiceSettings], str]] = [
-    ("user", build_user, UserSettings, "GetSubscription"),
     ("draft", build_draft, DraftSettings, "GetDraft"),
 ]
 

@@ -1,0 +1,47 @@
+"""Real signing keys and tokens for tests of services that verify callers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.auth.keys import KeyRing
+from services.auth.tokens import issue_access_token
+from services.common.tokens import KeySet, KeySource
+
+ISSUER = "counterpick-auth"
+AUDIENCE = "counterpick"
+STEAM_ID64_BASE = 76561197960265728
+
+
+@dataclass(frozen=True)
+class TestKeys:
+    """A key ring, the key source a service under test verifies with, and a token minter."""
+
+    ring: KeyRing
+
+    @classmethod
+    def create(cls, directory: Path) -> TestKeys:
+        return cls(KeyRing.load(directory, create=True))
+
+    @property
+    def source(self) -> KeySource:
+        async def fetch() -> KeySet:
+            return KeySet.from_jwks(self.ring.jwks())
+
+        return fetch
+
+    def token(self, *roles: str, account_id: int = 0, user_id: str = "u-test") -> str:
+        return issue_access_token(
+            self.ring,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            user_id=user_id,
+            roles=list(roles) or ["user"],
+            now=int(time.time()),
+            steamid64=STEAM_ID64_BASE + account_id if account_id else 0,
+        ).token
+
+    def metadata(self, *roles: str, account_id: int = 0) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token(*roles, account_id=account_id)}"),)
