@@ -47,6 +47,9 @@ MUST_OVERRIDE = re.compile(
 # Variables compose already passes for a planned setting the code does not have yet: reported as a
 # note, and as a problem once the settings class gains the field (then delete the entry here).
 NOT_YET_READ: dict[str, set[str]] = {}
+# Peers reached only lazily, never at start-up: the JWKS is fetched on the first token to verify
+# (and cached), so waiting for auth would only add a cycle (auth waits for user).
+LAZY_PEER_FIELDS = {"auth_addr"}
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 DEPENDENCY_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -280,6 +283,8 @@ def check_peers(
             problem(f"{name}: {field.upper()} points at {peer!r}, which is not a service")
         elif int(port) != ports.get(peer):
             problem(f"{name}: {field.upper()} uses port {port}; {peer} uses {ports.get(peer)}")
+        elif field in LAZY_PEER_FIELDS or peer == name:
+            continue
         elif depends.get(peer, {}).get("condition") != "service_healthy":
             problem(f"{name}: calls {peer} but does not wait for it to be healthy")
     for field, store in STORE_HOSTS.items():

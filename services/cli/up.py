@@ -76,6 +76,8 @@ class Mesh:
                 "PORT": str(self.plan.grpc_ports[name]),
                 "METRICS_PORT": str(self.metrics_ports[name]),
                 "OTEL_SERVICE_NAME": f"counterpick-{name}",
+                # The auth service's signing keys live with the rest of the local state.
+                "AUTH_KEYS_DIR": str((self.plan.state_dir / "auth-keys").resolve()),
             }
             process = ManagedProcess(
                 name, [sys.executable, "-m", f"services.{name}"], logs / f"{name}.log", env

@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 from jwt import PyJWK
 
-from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.errors import DependencyUnavailable, PermissionDenied, Unauthenticated
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
 STEAM_ID64_BASE = 76561197960265728
@@ -123,9 +123,13 @@ class TokenVerifier:
             try:
                 self._keys = await self._fetch()
                 self._fetched_at = now
-            except Exception:
+            except Exception as error:
                 if not self._keys.keys:
-                    raise
+                    # Nothing cached to verify with: the caller cannot be told apart from a
+                    # forger, and that is the key service's outage, not the caller's fault.
+                    raise DependencyUnavailable(
+                        "auth", f"the token signing keys could not be fetched: {error}"
+                    ) from error
         return self._keys.keys.get(kid)
 
     async def verify(self, token: str) -> Caller:
