@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from strawberry.fastapi import GraphQLRouter
 
+from gateway.auth import JWKS_CACHE_SECONDS, JwksCache, caller_dependency, key_source_from, require
 from gateway.clients import MeshClients
 from gateway.config import EdgeSettings
 from gateway.schema import Context, schema
+from services.common.errors import DependencyUnavailable
+from services.common.tokens import Caller, TokenVerifier
 
 HTTP_REQUESTS = Counter(
     "counterpick_edge_http_requests",
@@ -52,6 +57,44 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(GraphQLRouter(schema, context_getter=get_context), prefix="/graphql")
+
+    async def fetch_jwks() -> dict[str, Any]:
+        return json.loads(await clients().jwks_json())  # type: ignore[no-any-return]
+
+    jwks = JwksCache(fetch_jwks)
+    optional_caller = caller_dependency(
+        TokenVerifier(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            fetch_keys=key_source_from(jwks),
+        )
+    )
+
+    @app.get(
+        "/.well-known/jwks.json",
+        summary="The public keys that verify counterpick access tokens (RFC 7517).",
+    )
+    async def well_known_jwks() -> JSONResponse:
+        try:
+            document = await jwks.document()
+        except DependencyUnavailable as error:
+            return JSONResponse({"error": error.message}, status_code=503)
+        return JSONResponse(
+            document, headers={"Cache-Control": f"public, max-age={JWKS_CACHE_SECONDS}"}
+        )
+
+    @app.get("/auth/me", summary="Who the bearer token says the caller is.")
+    # A default rather than Annotated[...]: the dependency is local to this function, and
+    # postponed annotations are resolved against module globals.
+    async def me(caller: Caller | None = Depends(optional_caller)) -> dict[str, Any]:  # noqa: B008
+        signed_in = require(caller)
+        return {
+            "user_id": signed_in.user_id,
+            "roles": sorted(signed_in.roles),
+            "account_id": signed_in.account_id,
+            "tier": signed_in.tier,
+            "expires_at": signed_in.expires_at,
+        }
 
     @app.get("/healthz", summary="Liveness: the edge process answers.")
     async def healthz() -> dict[str, str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from counterpick.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from services.common.channels import open_channel
 from services.common.health import check_health
 
@@ -38,6 +39,14 @@ class MeshClients:
     async def mesh_health(self) -> list[ServiceHealth]:
         """Every service's health, checked concurrently."""
         return list(await asyncio.gather(*(self.health(name) for name in self.channels)))
+
+    async def jwks_json(self) -> str:
+        """The auth service's JWK Set document (GetJwks)."""
+        stub = auth_service_pb2_grpc.AuthServiceStub(self.channels["auth"])
+        response = await stub.GetJwks(
+            auth_service_pb2.GetJwksRequest(), timeout=self.timeout_seconds
+        )
+        return response.jwks_json
 
     async def close(self) -> None:
         """Close every channel."""

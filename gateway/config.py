@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from services.common.config import DEFAULT_GRPC_PORTS, CommonSettings, PeerAddress, Port
+from services.common.config import (
+    DEFAULT_GRPC_PORTS,
+    CommonSettings,
+    PeerAddress,
+    Port,
+    TokenSettings,
+)
 
 
 def _local(service: str) -> str:
     return f"127.0.0.1:{DEFAULT_GRPC_PORTS[service]}"
 
 
-class EdgeSettings(CommonSettings):
+class EdgeSettings(CommonSettings, TokenSettings):
     """Where the edge listens and where each mesh service is."""
 
     host: str = "127.0.0.1"
