@@ -40,6 +40,13 @@ class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
     # How long a browser may take on Steam's login page.
     login_state_seconds: int = Field(default=600, ge=60, le=3600)
     steam_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Login attempts per client address and minute (Begin and Complete each). A person signs in
+    # once in a while; 20 a minute covers retries and a household behind one address while
+    # keeping nonce and state stores from being flooded.
+    auth_login_calls_per_minute: int = Field(default=20, ge=1)
+    # Attempts per presented refresh token and minute: a genuine client presents each token
+    # once; repeats are retries or an attacker replaying it.
+    auth_refresh_calls_per_minute: int = Field(default=10, ge=1)
 
     def allowed_origins(self) -> frozenset[str]:
         """The allowed return_to origins."""

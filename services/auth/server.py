@@ -32,6 +32,7 @@ from services.auth.store import (
 )
 from services.auth.tokens import issue_access_token, parse_refresh_token
 from services.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
+from services.common.rate_limit import Quota, RateLimiter, caller_key
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, require_caller
@@ -68,6 +69,7 @@ class AuthRuntime:
         self.logins: LoginStateStore | None = None
         self.verifier: TokenVerifier | None = None
         self._http: httpx.AsyncClient | None = None
+        self.limiter: RateLimiter | None = None
         self._user_channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
@@ -98,6 +100,7 @@ class AuthRuntime:
             issuer=settings.token_issuer, audience=settings.token_audience, fetch_keys=own_keys
         )
         self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
+        self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
         self._user_channel = grpc.aio.insecure_channel(settings.user_addr)
 
     async def stop(self) -> None:
@@ -106,6 +109,16 @@ class AuthRuntime:
             await self._http.aclose()
         if self._user_channel is not None:
             await self._user_channel.close()
+
+    async def limit(self, kind: str, key: str) -> None:
+        """Count one call against the per-minute quota of `kind` (login or refresh)."""
+        assert self.limiter is not None
+        calls = (
+            self.settings.auth_login_calls_per_minute
+            if kind == "login"
+            else self.settings.auth_refresh_calls_per_minute
+        )
+        await self.limiter.hit(key, Quota(kind, calls, 60.0))
 
     async def steam_confirms(self, params: dict[str, str]) -> bool:
         """Ask Steam (check_authentication) whether it issued this assertion."""
@@ -193,6 +206,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     ) -> pb.BeginSteamLoginResponse:
         settings = self._runtime.settings
         assert self._runtime.logins is not None
+        await self._runtime.limit("login", caller_key(None, context.peer()))
         return_to = openid.check_return_to(request.return_to, settings.allowed_origins())
         state = secrets.token_urlsafe(32)
         full_return_to = openid.with_state(return_to, state)
@@ -211,6 +225,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         runtime = self._runtime
         assert runtime.logins is not None
         params = dict(request.openid_params)
+        await runtime.limit("login", caller_key(None, context.peer()))
         if not request.state:
             raise InvalidArgument("state is required", field="state")
         expected = await runtime.logins.take(request.state)
@@ -253,6 +268,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         presented = parse_refresh_token(request.refresh_token)
         if presented is None:
             raise TokenInvalid("this is not a refresh token")
+        await runtime.limit("refresh", f"token:{presented.token_id}")
         now = utc_now()
         session, secret, expires = await runtime.refresh.rotate(presented, now)
         return pb.RefreshTokenResponse(tokens=runtime.pair(session, now, secret.token, expires))

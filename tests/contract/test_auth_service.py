@@ -87,6 +87,8 @@ async def auth(
             "steam_openid_endpoint": provider.endpoint,
             "user_addr": f"127.0.0.1:{user_port}",
             "auth_admin_steamids": "76561198000000099",
+            # These tests log in dozens of times from one address on purpose.
+            "auth_login_calls_per_minute": 1000,
         }
     )
     auth_server = build_server(settings)
@@ -354,6 +356,35 @@ async def test_every_forged_or_replayed_assertion_is_refused(
         auth.stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to="https://evil.example/cb"))
     )
     assert bad_origin.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_login_attempts_are_rate_limited_per_address(
+    tmp_path: Path, postgres_dsn: str, redis_url: str, provider: OpenIdProvider
+) -> None:
+    settings = AuthSettings.model_validate(
+        {
+            "port": 0,
+            "postgres_dsn": postgres_dsn,
+            "redis_url": redis_url,
+            "auth_keys_dir": str(tmp_path / "keys"),
+            "steam_openid_endpoint": provider.endpoint,
+            "auth_login_calls_per_minute": 3,
+        }
+    )
+    server = build_server(settings)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.AuthServiceStub(channel)
+            for _ in range(3):
+                await stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
+            limited = await failure(
+                stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
+            )
+            assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert reason_of(limited)[0] == "ERROR_REASON_RATE_LIMITED"
+    finally:
+        await server.stop(0)
 
 
 async def test_an_unreachable_provider_is_unavailable_and_creates_no_user(
