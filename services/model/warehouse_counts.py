@@ -34,6 +34,8 @@ class CountsSource(Protocol):
 
     def player_hero_groups(self) -> pa.Table: ...
 
+    def match_drafts(self, patch: str | None = None) -> pa.Table: ...
+
 
 def counts_from_tables(
     hero_rows: pa.Table, pair_rows: pa.Table, hero_slots: int
