@@ -149,6 +149,10 @@ class TimedWarehouse:
         """Warehouse.player_hero_groups."""
         return self.warehouse.player_hero_groups()
 
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        """Warehouse.match_drafts."""
+        return self.warehouse.match_drafts(patch)
+
 
 class Source:
     """Deterministic synthetic matches in chunks, alternating between the two patches."""

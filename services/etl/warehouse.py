@@ -381,9 +381,13 @@ class Warehouse:
         if loaded_after is not None:
             # Only matches first stored after the watermark: a re-inserted older match has a
             # newer loaded_at but was counted before, so it is excluded by id.
+            # The NOT IN set is narrowed to ids that also have a newer row, so the primary key
+            # limits the read to the new matches instead of every old id.
             where.append(
                 "loaded_at > {after:DateTime64(3, 'UTC')} AND match_id NOT IN "
-                "(SELECT match_id FROM matches WHERE loaded_at <= {after:DateTime64(3, 'UTC')})"
+                "(SELECT match_id FROM matches WHERE loaded_at <= {after:DateTime64(3, 'UTC')} "
+                "AND match_id IN (SELECT match_id FROM matches "
+                "WHERE loaded_at > {after:DateTime64(3, 'UTC')}))"
             )
             parameters["after"] = loaded_after.astimezone(UTC).replace(tzinfo=None)
         with self._lock:
