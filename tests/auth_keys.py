@@ -16,13 +16,13 @@ STEAM_ID64_BASE = 76561197960265728
 
 
 @dataclass(frozen=True)
-class TestKeys:
+class SigningKeys:
     """A key ring, the key source a service under test verifies with, and a token minter."""
 
     ring: KeyRing
 
     @classmethod
-    def create(cls, directory: Path) -> TestKeys:
+    def create(cls, directory: Path) -> SigningKeys:
         return cls(KeyRing.load(directory, create=True))
 
     @property

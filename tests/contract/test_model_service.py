@@ -30,7 +30,7 @@ from services.etl.warehouse import MATCH_SCHEMA, Warehouse
 from services.model.config import ModelSettings
 from services.model.server import SERVICE_NAME, build_server
 from services.model.snapshot_store import CURRENT_KEY, OLD_VERSION_TTL_SECONDS
-from tests.auth_keys import TestKeys
+from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
 
 RADIANT, DIRE = c.TEAM_SIDE_RADIANT, c.TEAM_SIDE_DIRE
@@ -78,7 +78,7 @@ class Mesh:
     channel: grpc.aio.Channel
     redis: aioredis.Redis
     warehouse_dsn: str
-    keys: TestKeys
+    keys: SigningKeys
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ async def mesh(redis_url: str, tmp_path: Path) -> AsyncIterator[Mesh]:
             "model_recompute_interval_seconds": 0,
         }
     )
-    keys = TestKeys.create(tmp_path / "keys")
+    keys = SigningKeys.create(tmp_path / "keys")
     server = build_server(settings, key_source=keys.source)
     port = await server.start()
     redis = aioredis.Redis.from_url(redis_url)
@@ -417,7 +417,7 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
     warehouse.insert_draft_table(draft_table(22_000, OLD_PATCH, 1, seed=3))
     warehouse.close()
     # Publish a snapshot with a healthy replica.
-    keys = TestKeys.create(tmp_path / "keys")
+    keys = SigningKeys.create(tmp_path / "keys")
     healthy = build_server(
         ModelSettings.model_validate(
             {
