@@ -90,29 +90,42 @@ GROUP BY patch, skill_bracket, hero_id
 ORDER BY patch, skill_bracket, hero_id
 """
 
-_PAIR_COUNTS_SQL = """
-SELECT patch, skill_bracket, pair.1 AS relation, pair.2 AS hero_a, pair.3 AS hero_b,
-       count() AS games, sum(pair.4) AS wins
-FROM (
-    SELECT patch, skill_bracket,
-           arrayJoin(arrayConcat(
-               arrayFlatten(arrayMap(
-                   r -> arrayMap(d -> ('vs', r, d, toUInt8(radiant_win)), dire_heroes),
-                   radiant_heroes)),
-               arrayFlatten(arrayMap(
-                   a -> arrayMap(b -> ('with', a, b, toUInt8(radiant_win)),
-                                 arrayFilter(b -> b > a, radiant_heroes)),
-                   radiant_heroes)),
-               arrayFlatten(arrayMap(
-                   a -> arrayMap(b -> ('with', a, b, toUInt8(NOT radiant_win)),
-                                 arrayFilter(b -> b > a, dire_heroes)),
-                   dire_heroes)))) AS pair
-    FROM matches FINAL
-    WHERE {where}
-)
-GROUP BY patch, skill_bracket, relation, hero_a, hero_b
-ORDER BY patch, skill_bracket, relation, hero_a, hero_b
-"""
+
+def _pair_count_sql() -> str:
+    """Pair counts as 45 positional projections (25 cross-team slot pairs, 10 + 10 same-team)
+    unioned and aggregated once.
+
+    The obvious form, arrayJoin over the pairs of each draft, materialises 45 tuples per match
+    before aggregating and measured three times slower (13.2 s against 4.3 s for 3M matches on
+    2 cores); plain columns straight into one hash aggregation avoid that.
+    """
+    # Only loop constants go into these strings; user values travel as query parameters.
+    projections = [
+        f"SELECT patch, skill_bracket, 'vs' AS relation, radiant_heroes[{r}] AS hero_a, "  # noqa: S608
+        f"dire_heroes[{d}] AS hero_b, toUInt8(radiant_win) AS won FROM drafts"
+        for r in range(1, 6)
+        for d in range(1, 6)
+    ]
+    for team, won in (("radiant_heroes", "radiant_win"), ("dire_heroes", "NOT radiant_win")):
+        projections += [
+            f"SELECT patch, skill_bracket, 'with' AS relation, "  # noqa: S608
+            f"least({team}[{i}], {team}[{j}]) AS hero_a, "
+            f"greatest({team}[{i}], {team}[{j}]) AS hero_b, toUInt8({won}) AS won FROM drafts"
+            for i in range(1, 6)
+            for j in range(i + 1, 6)
+        ]
+    union = "\n    UNION ALL ".join(projections)
+    return (
+        "WITH drafts AS (SELECT patch, skill_bracket, radiant_win, radiant_heroes, dire_heroes "  # noqa: S608
+        "FROM matches FINAL WHERE {where})\n"
+        "SELECT patch, skill_bracket, relation, hero_a, hero_b, count() AS games, "
+        f"sum(won) AS wins\nFROM (\n    {union}\n)\n"
+        "GROUP BY patch, skill_bracket, relation, hero_a, hero_b\n"
+        "ORDER BY patch, skill_bracket, relation, hero_a, hero_b"
+    )
+
+
+_PAIR_COUNTS_SQL = _pair_count_sql()
 
 _MATCH_DRAFTS_SQL = """
 SELECT match_id, toUnixTimestamp(start_time) AS start_time, patch, skill_bracket, radiant_win,
