@@ -8,16 +8,19 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from services.auth.tokens import ParsedRefreshToken, RefreshSecret, new_refresh_token
 from services.common.errors import Unauthenticated
+from services.common.pg_migrations import apply_migrations
 from services.common.tokens import TokenExpired, TokenInvalid
 
-MIGRATIONS_TABLE = "auth_schema_migrations"
+# The auth tables live in a PostgreSQL schema of their own, as every service's do.
+SCHEMA = "auth_service"
+TOKENS = f"{SCHEMA}.auth_refresh_tokens"
+DENIED = f"{SCHEMA}.auth_revoked_access_tokens"
 
 
 class TokenReused(Unauthenticated):
@@ -27,41 +30,9 @@ class TokenReused(Unauthenticated):
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the numbered SQL files of services/auth/migrations not applied yet."""
-    applied_now = []
-    async with pool.acquire() as connection, connection.transaction():
-        # One migrator at a time across replicas.
-        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('auth_migrations'))")
-        await connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
-            "(version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz DEFAULT now())"
-        )
-        done = {
-            row["version"]
-            for row in await connection.fetch(
-                f"SELECT version FROM {MIGRATIONS_TABLE}"  # noqa: S608 - a constant table name
-            )
-        }
-        files = sorted(
-            (
-                entry
-                for entry in resources.files("services.auth").joinpath("migrations").iterdir()
-                if entry.name.endswith(".sql")
-            ),
-            key=lambda entry: int(entry.name.split("_", 1)[0]),
-        )
-        for entry in files:
-            version = int(entry.name.split("_", 1)[0])
-            if version in done:
-                continue
-            await connection.execute(entry.read_text())
-            await connection.execute(
-                f"INSERT INTO {MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)",  # noqa: S608
-                version,
-                entry.name,
-            )
-            applied_now.append(entry.name)
-    return applied_now
+    """Apply services/auth/migrations to the auth schema (shared runner, own schema)."""
+    async with pool.acquire() as connection:
+        return await apply_migrations(connection, SCHEMA, "services.auth")
 
 
 @dataclass(frozen=True)
@@ -93,7 +64,7 @@ class RefreshTokenStore:
         secret = new_refresh_token()
         expires = now + self._lifetime
         await connection.execute(
-            "INSERT INTO auth_refresh_tokens (token_id, family_id, user_id, steamid64, roles, "
+            f"INSERT INTO {TOKENS} (token_id, family_id, user_id, steamid64, roles, "
             "tier, secret_hash, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             uuid.UUID(hex=secret.token_id),
             uuid.UUID(session.family_id),
@@ -115,7 +86,7 @@ class RefreshTokenStore:
         async with self._pool.acquire() as connection:
             async with connection.transaction():
                 row = await connection.fetchrow(
-                    "SELECT * FROM auth_refresh_tokens WHERE token_id = $1 FOR UPDATE",
+                    f"SELECT * FROM {TOKENS} WHERE token_id = $1 FOR UPDATE",
                     uuid.UUID(hex=presented.token_id),
                 )
                 if row is None or not presented.matches(bytes(row["secret_hash"])):
@@ -126,7 +97,7 @@ class RefreshTokenStore:
                     # Theft detection. The revocation commits with this transaction; the
                     # error is raised only after it, so rolling back cannot undo it.
                     await connection.execute(
-                        "UPDATE auth_refresh_tokens SET revoked_at = $2 "
+                        f"UPDATE {TOKENS} SET revoked_at = $2 "
                         "WHERE family_id = $1 AND revoked_at IS NULL",
                         row["family_id"],
                         now,
@@ -148,7 +119,7 @@ class RefreshTokenStore:
         if row["expires_at"] <= now:
             raise TokenExpired("the refresh token has expired; sign in again")
         await connection.execute(
-            "UPDATE auth_refresh_tokens SET used_at = $2 WHERE token_id = $1",
+            f"UPDATE {TOKENS} SET used_at = $2 WHERE token_id = $1",
             row["token_id"],
             now,
         )
@@ -166,14 +137,13 @@ class RefreshTokenStore:
         """Revoke the presented token's family; 0 when unknown or already revoked (RFC 7009)."""
         async with self._pool.acquire() as connection:
             row = await connection.fetchrow(
-                "SELECT family_id, secret_hash FROM auth_refresh_tokens WHERE token_id = $1",
+                f"SELECT family_id, secret_hash FROM {TOKENS} WHERE token_id = $1",
                 uuid.UUID(hex=presented.token_id),
             )
             if row is None or not presented.matches(bytes(row["secret_hash"])):
                 return 0
             result = await connection.execute(
-                "UPDATE auth_refresh_tokens SET revoked_at = $2 "
-                "WHERE family_id = $1 AND revoked_at IS NULL",
+                f"UPDATE {TOKENS} SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
                 row["family_id"],
                 now,
             )
@@ -183,7 +153,7 @@ class RefreshTokenStore:
         """Revoke every family of a user; returns the number of families revoked."""
         async with self._pool.acquire() as connection:
             families = await connection.fetch(
-                "UPDATE auth_refresh_tokens SET revoked_at = $2 "
+                f"UPDATE {TOKENS} SET revoked_at = $2 "
                 "WHERE user_id = $1 AND revoked_at IS NULL RETURNING family_id",
                 user_id,
                 now,
@@ -194,7 +164,7 @@ class RefreshTokenStore:
         """Deny an access token until it expires; 0 if it already was."""
         async with self._pool.acquire() as connection:
             result = await connection.execute(
-                "INSERT INTO auth_revoked_access_tokens (jti, user_id, expires_at) "
+                f"INSERT INTO {DENIED} (jti, user_id, expires_at) "
                 "VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
                 jti,
                 user_id,
@@ -205,11 +175,7 @@ class RefreshTokenStore:
     async def is_access_token_denied(self, jti: str) -> bool:
         """True if the access token was revoked."""
         async with self._pool.acquire() as connection:
-            return bool(
-                await connection.fetchval(
-                    "SELECT 1 FROM auth_revoked_access_tokens WHERE jti = $1", jti
-                )
-            )
+            return bool(await connection.fetchval(f"SELECT 1 FROM {DENIED} WHERE jti = $1", jti))
 
     async def refresh_token_state(
         self, presented: ParsedRefreshToken, now: datetime
@@ -217,7 +183,7 @@ class RefreshTokenStore:
         """(session, issued_at, expires_at) of a usable refresh token, else None."""
         async with self._pool.acquire() as connection:
             row = await connection.fetchrow(
-                "SELECT * FROM auth_refresh_tokens WHERE token_id = $1",
+                f"SELECT * FROM {TOKENS} WHERE token_id = $1",
                 uuid.UUID(hex=presented.token_id),
             )
         if (
