@@ -8,11 +8,10 @@ from pathlib import Path
 
 from services.auth.keys import KeyRing
 from services.auth.tokens import issue_access_token
-from services.common.tokens import KeySet, KeySource
+from services.common.tokens import STEAM_ID64_BASE, KeySet, KeySource
 
 ISSUER = "counterpick-auth"
 AUDIENCE = "counterpick"
-STEAM_ID64_BASE = 76561197960265728
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from services.common.errors import InvalidArgument, Unauthenticated
+from services.common.tokens import STEAM_ID64_BASE
 
 OPENID_NS = "http://specs.openid.net/auth/2.0"
 IDENTIFIER_SELECT = "http://specs.openid.net/auth/2.0/identifier_select"
 STEAM_ENDPOINT = "https://steamcommunity.com/openid/login"
 CLAIMED_ID = re.compile(r"^https://steamcommunity\.com/openid/id/(7656119\d{10})$")
 NONCE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z)(.{0,255})$")
-STEAM_ID64_BASE = 76561197960265728
 STEAM_ID64_MAX = 76561202255233023
 NONCE_MAX_AGE = timedelta(minutes=5)
 # Fields Steam signs; an assertion whose openid.signed omits one could have it forged.

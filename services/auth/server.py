@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import httpx
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from counterpick.auth.v1 import auth_service_pb2 as pb
 from counterpick.auth.v1 import auth_service_pb2_grpc as pb_grpc
@@ -35,6 +34,7 @@ from services.common.errors import DependencyUnavailable, InvalidArgument, Permi
 from services.common.rate_limit import Quota, RateLimiter, caller_key
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, require_caller
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ _TIERS = {
 _TIER_PROTO = {name: number for number, name in _TIERS.items()}
 
 SteamCheck = Callable[[dict[str, str]], Awaitable[bool]]
-
-
-def _timestamp(moment: datetime | int) -> Timestamp:
-    stamp = Timestamp()
-    if isinstance(moment, int):
-        stamp.FromSeconds(moment)
-    else:
-        stamp.FromDatetime(moment)
-    return stamp
 
 
 class AuthRuntime:

@@ -11,7 +11,6 @@ from datetime import UTC
 from typing import Any
 
 import pyarrow as pa
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from counterpick.common.v1 import common_pb2
 from counterpick.etl.v1 import etl_service_pb2 as pb
@@ -21,6 +20,7 @@ from services.common.dota_constants import load_constants
 from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.common.timestamps import to_timestamp as _timestamp
 from services.etl import transform
 from services.etl.config import EtlSettings
 from services.etl.fetch import OpenDotaFetcher
@@ -41,12 +41,6 @@ _BRACKETS = {
     "legend_ancient": common_pb2.SKILL_BRACKET_LEGEND_ANCIENT,
     "divine_immortal": common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL,
 }
-
-
-def _timestamp(unix_seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(unix_seconds * 1e9))
-    return stamp
 
 
 def match_to_proto(match: CleanMatch) -> events_pb2.Match:

@@ -18,6 +18,7 @@ from services.common.external.opendota import OpenDotaClient
 from services.common.external.steam import SteamClient
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.common.timestamps import to_timestamp
 from services.ingest.config import IngestSettings
 from services.ingest.cursors import CursorStore
 from services.ingest.publisher import MatchRefPublisher
@@ -37,11 +38,7 @@ MAX_BACKFILL_LIST = 1_000
 
 
 def _timestamp(unix_seconds: float | None) -> Timestamp | None:
-    if unix_seconds is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(unix_seconds * 1e9))
-    return stamp
+    return None if unix_seconds is None else to_timestamp(unix_seconds)
 
 
 class IngestRuntime:

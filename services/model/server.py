@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import RedisError
 from scipy import special
 
@@ -19,6 +18,7 @@ from services.common.errors import DependencyUnavailable, InvalidArgument, Permi
 from services.common.paging import fingerprint, slice_page
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
 from services.model.config import ModelSettings
 from services.model.drafts import (
@@ -78,12 +78,6 @@ _ATTRIBUTES = {
 _ATTACKS = {"Melee": common_pb2.ATTACK_TYPE_MELEE, "Ranged": common_pb2.ATTACK_TYPE_RANGED}
 DEFAULT_PAIR_PAGE = 150
 DEFAULT_PAS_PAGE = 50
-
-
-def _timestamp(unix_seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(unix_seconds * 1e9))
-    return stamp
 
 
 def _bracket(value: int) -> Bracket:
@@ -285,12 +279,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         )
         response.page.next_page_token = next_token
         response.page.total_size = len(others)
-        win_rate = table.win_rate()
         for other in page:
             fields: dict[str, Any] = {
                 "games": int(table.games[hero, other]),
                 "wins": int(table.wins[hero, other]),
-                "win_rate": float(win_rate[hero, other]),
+                "win_rate": _rate(int(table.wins[hero, other]), int(table.games[hero, other])),
                 "expected_win_rate": float(table.expected[hero, other]),
                 "shrunk_win_rate": float(table.shrunk[hero, other]),
                 "prior_weight": table.prior_weight,
@@ -487,6 +480,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return response
 
 
+def _rate(wins: int, games: int) -> float:
+    """wins / games, 0 without games (the whole H x H win-rate matrix per request was waste)."""
+    return wins / games if games else 0.0
+
+
 def _image_path(name: str, *, icon: bool = False) -> str:
     short = name.removeprefix("npc_dota_hero_")
     folder = "heroes/icons" if icon else "heroes"
@@ -500,7 +498,7 @@ def _hero_stats(games: np.ndarray, wins: np.ndarray, hero: int) -> pb.HeroStats:
     return pb.HeroStats(
         games=played,
         wins=won,
-        win_rate=won / played if played else 0.0,
+        win_rate=_rate(won, played),
         win_rate_interval=_interval((float(lower), float(upper))),
     )
 

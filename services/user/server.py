@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from counterpick.common.v1 import common_pb2
 from counterpick.user.v1 import user_service_pb2 as pb
@@ -24,6 +23,7 @@ from services.common.errors import DependencyUnavailable, InvalidArgument
 from services.common.rate_limit import Quota, RateLimiter, caller_key
 from services.common.server import GrpcServer, registration
 from services.common.stores import connect_redis
+from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import (
     Caller,
     KeySource,
@@ -71,12 +71,6 @@ _TIER_PROTO: dict[Tier, common_pb2.SubscriptionTier.ValueType] = {
     Tier.PLUS: common_pb2.SUBSCRIPTION_TIER_PLUS,
     Tier.PRO: common_pb2.SUBSCRIPTION_TIER_PRO,
 }
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _preferences_pb(preferences: Preferences) -> pb.Preferences:
