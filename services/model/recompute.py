@@ -104,8 +104,9 @@ def fitted_model(patch: str, statistics: BracketStatistics, drafts: pa.Table) ->
     if drafts.num_rows < MIN_FIT_MATCHES:
         return additive_model(patch, statistics)
     newest = drafts.slice(max(0, drafts.num_rows - MAX_FIT_MATCHES))
-    radiant = np.asarray(newest.column("radiant_heroes").to_pylist(), dtype=np.int16)
-    dire = np.asarray(newest.column("dire_heroes").to_pylist(), dtype=np.int16)
+    # Every row is a complete 5v5 draft (match_drafts filters), so the flat values reshape.
+    radiant = _heroes(newest.column("radiant_heroes"))
+    dire = _heroes(newest.column("dire_heroes"))
     starts = newest.column("start_time").to_numpy(zero_copy_only=False)
     ids = newest.column("match_id").to_numpy().astype(np.int64)
     # Time order: start time where known, else the match id (ids grow with time).
@@ -144,6 +145,13 @@ def fitted_model(patch: str, statistics: BracketStatistics, drafts: pa.Table) ->
             min(pairwise.synergy_precision or 25.0, pairwise.matchup_precision or 25.0)
         ),
     )
+
+
+def _heroes(column: pa.ChunkedArray) -> np.ndarray:
+    """(n, 5) hero ids from a list<uint16> column, without a Python object per match."""
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks])
+    heroes: np.ndarray = flat.to_numpy(zero_copy_only=False).astype(np.int16).reshape(-1, 5)
+    return heroes
 
 
 def _padded(array: FloatArray, slots: int) -> FloatArray:

@@ -64,11 +64,6 @@ class PairTable:
     upper: FloatArray
     prior_weight: float
 
-    def win_rate(self) -> FloatArray:
-        """wins / games, 0 where there are no games."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.games > 0, self.wins / np.maximum(self.games, 1), 0.0)
-
 
 @dataclass(frozen=True)
 class BracketStatistics:

@@ -53,7 +53,7 @@ def counts_from_tables(
             (pl.col("patch") == patch) & (pl.col("skill_bracket") == bracket_name)
         )
         counts.add_heroes(
-            _ids(hero_part, "hero_id"), _ints(hero_part, "games"), _ints(hero_part, "wins")
+            _ints(hero_part, "hero_id"), _ints(hero_part, "games"), _ints(hero_part, "wins")
         )
         counts.matches = int(hero_part["games"].sum()) // 10
         pair_part = pairs.filter(
@@ -61,15 +61,15 @@ def counts_from_tables(
         )
         versus = pair_part.filter(pl.col("relation") == "vs")
         counts.add_versus(
-            _ids(versus, "hero_a"),
-            _ids(versus, "hero_b"),
+            _ints(versus, "hero_a"),
+            _ints(versus, "hero_b"),
             _ints(versus, "games"),
             _ints(versus, "wins"),
         )
         together = pair_part.filter(pl.col("relation") == "with")
         counts.add_with(
-            _ids(together, "hero_a"),
-            _ids(together, "hero_b"),
+            _ints(together, "hero_a"),
+            _ints(together, "hero_b"),
             _ints(together, "games"),
             _ints(together, "wins"),
         )
@@ -101,10 +101,6 @@ def _bracket(name: str) -> Bracket:
         return Bracket(name)
     except ValueError:
         return Bracket.UNKNOWN
-
-
-def _ids(frame: pl.DataFrame, column: str) -> np.ndarray:
-    return frame[column].to_numpy().astype(np.int64)
 
 
 def _ints(frame: pl.DataFrame, column: str) -> np.ndarray:
