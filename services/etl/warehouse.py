@@ -414,7 +414,8 @@ class Warehouse:
         return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
     def _query_arrow(self, sql: str, patch: str | None, loaded_after: datetime | None) -> pa.Table:
-        where = ["length(radiant_heroes) = 5", "length(dire_heroes) = 5"]
+        # A match without a known patch (undated pro drafts) belongs to no patch's statistics.
+        where = ["length(radiant_heroes) = 5", "length(dire_heroes) = 5", "patch != ''"]
         parameters: dict[str, Any] = {}
         if patch is not None:
             where.append("patch = {patch:String}")

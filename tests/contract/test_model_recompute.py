@@ -91,12 +91,15 @@ async def test_incremental_recompute_equals_a_full_recount(
         first = await recomputer.run(full=True)
         assert first.mode == "full"
         warehouse.insert_draft_table(draft_table(2_000, "7.40", 50_000, seed=2))
+        # Undated matches (no patch) belong to no patch's statistics.
+        warehouse.insert_draft_table(draft_table(300, "", 90_000, seed=3))
         # Re-delivered old matches (at-least-once) must not be counted twice incrementally.
         warehouse.insert_draft_table(original.slice(0, 100))
         second = await recomputer.run()
         assert second.mode == "incremental"
         assert second.matches_used == 7_000
         full = read_counts(warehouse, recomputer.hero_slots)
+        assert {patch for patch, _ in full} == {"7.40"}
         for key, counts in full.items():
             kept = recomputer.counts[key]
             assert kept.matches == counts.matches, key
