@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -20,8 +22,75 @@ from services.common.telemetry import setup_telemetry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-# A database number of its own so tests never touch a developer's data in db 0.
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+MACHINE_REDIS = "redis://127.0.0.1:6379"
+# Claims of test databases live in db 0 under this prefix, one key per database number.
+_CLAIM_PREFIX = "counterpick:test-run:db"
+_CLAIM_SECONDS = 6 * 3600
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_redis_database(base_url: str = MACHINE_REDIS) -> tuple[str, str | None]:
+    """A Redis database of this test run's own (1..15), so two runs on one machine never flush
+    each other's data. The claim is a key in db 0 holding this process's id; a claim whose process
+    is gone (a killed run) is taken over. TEST_REDIS_URL names a database explicitly instead.
+    Returns the URL and, when no database could be claimed, why."""
+    explicit = os.environ.get("TEST_REDIS_URL")
+    if explicit:
+        return explicit, None
+    client = redis.Redis.from_url(f"{base_url}/0", socket_timeout=5, decode_responses=True)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        for number in range(1, 16):
+            key = f"{_CLAIM_PREFIX}{number}"
+            if not client.set(key, owner, nx=True, ex=_CLAIM_SECONDS):
+                holder = str(client.get(key) or "")
+                host, _, pid = holder.rpartition(":")
+                if host != socket.gethostname() or not pid.isdigit() or _process_alive(int(pid)):
+                    continue
+                # Compare-and-set: of two runs taking over one stale claim only one wins.
+                if not client.eval(_TAKE_OVER, 1, key, holder, owner, _CLAIM_SECONDS):
+                    continue
+            database = redis.Redis.from_url(f"{base_url}/{number}", socket_timeout=5)
+            database.flushdb()  # what a killed earlier run left behind
+            database.close()
+            atexit.register(_release_claim, base_url, key, owner)
+            return f"{base_url}/{number}", None
+    except (OSError, redis.RedisError) as error:
+        # Collection must not crash on it: the redis_url fixture fails with this reason instead.
+        return f"{base_url}/0", f"no Redis test database could be claimed at {base_url}: {error}"
+    finally:
+        client.close()
+    raise RuntimeError("every Redis test database 1..15 is claimed by a running test process")
+
+
+def _release_claim(base_url: str, key: str, owner: str) -> None:
+    client = redis.Redis.from_url(f"{base_url}/0", socket_timeout=5)
+    try:
+        if client.get(key) == owner.encode():
+            client.delete(key)
+    except (OSError, redis.RedisError):
+        pass
+    finally:
+        client.close()
+
+
+REDIS_URL, REDIS_CLAIM_ERROR = claim_redis_database()
 
 
 def free_port() -> int:
@@ -77,7 +146,9 @@ async def postgres_dsn() -> str:
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    """URL of the machine's Redis (a test-only database number), flushed after each test."""
+    """URL of this run's own Redis database on the machine's server, flushed after each test."""
+    if REDIS_CLAIM_ERROR:
+        pytest.fail(REDIS_CLAIM_ERROR)
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         await client.ping()

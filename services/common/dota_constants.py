@@ -51,6 +51,19 @@ class DotaConstants:
     balanced_lobby_types: frozenset[int]
     release_times: tuple[float, ...]
 
+    @property
+    def hero_slots(self) -> int:
+        """Length of an array indexed by hero id: the highest id + 1 (index 0 = no hero)."""
+        return max(self.heroes) + 1
+
+    def patch_position(self, name: str) -> int | None:
+        """Where patch `name` stands in release order (0 = oldest), or None if unknown."""
+        return self.patch_positions().get(name)
+
+    def patch_positions(self) -> dict[str, int]:
+        """Patch name -> position in release order: the one patch ordering."""
+        return {patch.name: index for index, patch in enumerate(self.patches)}
+
     def patch_at(self, unix_seconds: int) -> Patch | None:
         """The last patch released at or before `unix_seconds`, or None before the first."""
         index = bisect.bisect_right(self.release_times, unix_seconds) - 1

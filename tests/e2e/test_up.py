@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from services.cli.up import SERVICES
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REDIS_URL, REPO_ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
@@ -73,6 +73,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     }
     # Tests never reach the internet: ingest polls a port where nothing listens.
     env["OPENDOTA_BASE_URL"] = f"http://127.0.0.1:{free_port()}/api"
+    # This run's own Redis database: another checkout's mesh on this machine uses db 0.
+    env["REDIS_URL"] = REDIS_URL
     started = time.monotonic()
     process = subprocess.Popen(
         argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
