@@ -46,7 +46,8 @@ def _key(version: int, *parts: str) -> str:
 
 
 def counters_key(version: int, patch: str, bracket: SkillBracket, hero_id: int) -> str:
-    """The plan's per-hero key (`counters:patch_7.36:skill_high:hero_1`), versioned."""
+    """One hero's counters key for consumers that read Redis directly
+    (`counters:v{N}:patch_7.36:skill_all:hero_1`), versioned like every snapshot key."""
     return f"counters:v{version}:patch_{patch}:skill_{bracket.value}:hero_{hero_id}"
 
 

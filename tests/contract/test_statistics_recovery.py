@@ -1,7 +1,8 @@
 """The statistics pipeline recovers planted effects: synthetic matches -> chdb warehouse -> SQL
 counts -> compute_statistics, compared with the hidden truth that generated the matches.
 
-1,000,000 matches, as in the issue ("rank correlation with the truth above 0.9 at 1M matches").
+1,000,000 matches, the size the target is stated for (rank correlation with the truth above 0.9
+at 1M matches).
 End to end (generate, insert, SQL counts, statistics) that is about 8 s on 2 cores, so the test
 uses the full million rather than a smaller stand-in.
 
