@@ -6,7 +6,7 @@ on hero_id) joined to itself on match_id across sides, and to `matches` for radi
 start_time, grouped by the other hero (odota/core, routes/spec.ts). This project counts every
 pair once per recompute in the warehouse and answers from the dense PairTable in memory.
 
-Both are loaded with the same synthetic matches (services.model.synthetic): PostgreSQL via COPY
+Both are loaded with the same synthetic matches (tests.synthetic): PostgreSQL via COPY
 into tables shaped like OpenDota's (uniquely named in database `test`, dropped afterwards), and
 the chdb warehouse -> read_counts -> compute_statistics. For every hero both answers must give
 the same games and wins per opposing hero; then the latency of each (warm, p50/p95) is timed.
@@ -32,10 +32,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from services.common.dota import SkillBracket
 from services.etl.warehouse import Warehouse
-from services.model.statistics import Bracket, BracketStatistics, compute_statistics
-from services.model.synthetic import SyntheticMatches, generate_matches, plant_truth
+from services.model.statistics import BracketStatistics, compute_statistics
 from services.model.warehouse_counts import read_counts
+from tests.synthetic import SyntheticMatches, generate_matches, plant_truth
 
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PATCH = "7.41"
@@ -167,7 +168,7 @@ async def run(count: int, rounds: int, seed: int) -> None:
     finally:
         warehouse.close()
         shutil.rmtree(directory, ignore_errors=True)
-    stats = compute_statistics(PATCH, Bracket.ALL, counts[(PATCH, Bracket.ALL)])
+    stats = compute_statistics(PATCH, SkillBracket.ALL, counts[(PATCH, SkillBracket.ALL)])
     project_setup = time.perf_counter() - started
 
     prefix = f"bench_od_{uuid.uuid4().hex[:10]}"

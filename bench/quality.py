@@ -24,21 +24,23 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from services.model.winmodel import (
-    AdditiveModel,
-    CalibratedBlend,
-    Drafts,
-    MajorityModel,
-    OneHotLogistic,
-    PairwiseLogistic,
+from bench.baselines import MajorityModel, XGBoostModel, timed_fit
+from services.common.dota import Side
+from services.common.dota_constants import load_constants
+from services.model.winmodel.data import Drafts
+from services.model.winmodel.metrics import (
     Quality,
-    WinModel,
-    XGBoostModel,
     ece_noise_floor,
     evaluate,
     expected_calibration_error,
     log_loss,
-    timed_fit,
+)
+from services.model.winmodel.models import (
+    AdditiveModel,
+    CalibratedBlend,
+    OneHotLogistic,
+    PairwiseLogistic,
+    WinModel,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +121,7 @@ def load(data_set: DataSet) -> Drafts:
         frame[data_set.win_column].cast(pl.Int64).to_numpy() == 1,
         # Rank by (order column, tie breaker) so the order key is a strict time order.
         np.lexsort((ties, order_key)).argsort(),
+        hero_slots=load_constants().hero_slots,
     )
     return drafts.time_ordered()
 
@@ -141,10 +144,10 @@ def _candidate_latency(blend: CalibratedBlend, test: Drafts) -> float:
     """Mean seconds to score every next Radiant pick of a 4-vs-3 draft, calibrated."""
     served = blend.decompose()
     radiant, dire = test.radiant[0, :4], test.dire[0, :3]
-    served.candidate_probabilities(radiant, dire, "radiant")  # warm up
+    served.probability(served.candidate_logits(radiant, dire, Side.RADIANT))  # warm up
     started = time.perf_counter()
     for _ in range(LATENCY_CALLS):
-        served.candidate_probabilities(radiant, dire, "radiant")
+        served.probability(served.candidate_logits(radiant, dire, Side.RADIANT))
     return (time.perf_counter() - started) / LATENCY_CALLS
 
 

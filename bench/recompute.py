@@ -1,6 +1,6 @@
 """bench.recompute: full and incremental statistics recompute over synthetic matches in chdb.
 
-Matches come from services.model.synthetic (a planted truth over the real heroes, two patches:
+Matches come from tests.synthetic (a planted truth over the real heroes, two patches:
 7.41 and 7.42 with a shifted truth, in alternating chunks), so no data directory is needed. One
 embedded warehouse grows through the requested sizes; at each size:
 
@@ -37,17 +37,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from services.common.dota import SkillBracket
 from services.etl.warehouse import Warehouse
-from services.model.statistics import Bracket, BracketStatistics, Counts, compute_statistics
-from services.model.synthetic import (
+from services.model.statistics import BracketStatistics, Counts, compute_statistics
+from services.model.warehouse_counts import PatchBracket, read_counts
+from tests.synthetic import (
     GroundTruth,
     SyntheticMatches,
-    count_drafts,
     generate_matches,
     plant_truth,
     shift_truth,
 )
-from services.model.warehouse_counts import PatchBracket, read_counts
 
 PATCHES = ("7.41", "7.42")
 CHUNK = 500_000
@@ -244,7 +244,7 @@ def measure(
             best = (sql, stats, split, counts)
     assert best is not None
     sql, stats, split, counts = best
-    total = sum(c.matches for (_, bracket), c in counts.items() if bracket is Bracket.ALL)
+    total = sum(c.matches for (_, bracket), c in counts.items() if bracket is SkillBracket.ALL)
     assert total == size, (total, size)
     result = SizeResult(
         size,
@@ -287,10 +287,10 @@ def numpy_counts(warehouse: Warehouse, hero_slots: int, patches: list[str]) -> C
         total = Counts.empty(hero_slots)
         for name in np.unique(brackets):
             chosen = brackets == name
-            part = count_drafts(radiant[chosen], dire[chosen], win[chosen], hero_slots)
-            result[(patch, Bracket(name))] = part
+            part = Counts.from_drafts(radiant[chosen], dire[chosen], win[chosen], hero_slots)
+            result[(patch, SkillBracket(name))] = part
             total.merge(part)
-        result[(patch, Bracket.ALL)] = total
+        result[(patch, SkillBracket.ALL)] = total
     return result
 
 
@@ -427,7 +427,7 @@ def main() -> None:
             # Last, so its memory does not show in the peak RSS of the main table.
             alternative, spent = timed(numpy_counts, warehouse, source.hero_slots, list(PATCHES))
             recount, counted = timed(read_counts, warehouse, source.hero_slots)
-            matches = sum(c.matches for (_, b), c in recount.items() if b is Bracket.ALL)
+            matches = sum(c.matches for (_, b), c in recount.items() if b is SkillBracket.ALL)
             alternative_line = (
                 f"\nalternative at {matches:,} matches: match_drafts per patch + numpy bincount "
                 f"{spent.wall:.2f} s wall, {spent.cpu:.2f} s cpu (single-threaded) vs read_counts "

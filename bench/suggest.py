@@ -22,14 +22,15 @@ from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
 from services.common.config import ServiceSettings
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
-from services.model.drafts import Draft, DraftContext, Side, suggest
+from services.model.drafts import Draft, DraftContext, suggest
 from services.model.recompute import additive_model
 from services.model.runtime import ModelRuntime
 from services.model.server import SERVICE_NAME, ModelServicer
 from services.model.snapshot import ModelSnapshot, PatchModel
-from services.model.statistics import Bracket, Counts, compute_statistics
+from services.model.statistics import Counts, compute_statistics
 
 PATCH = "7.41"
 
@@ -69,14 +70,16 @@ def generated_counts(matches: int, seed: int = 11) -> Counts:
 def build_snapshot(matches: int) -> ModelSnapshot:
     """A one-patch snapshot of generated statistics and their additive model."""
     constants = load_constants()
-    statistics = compute_statistics(PATCH, Bracket.ALL, generated_counts(matches))
+    statistics = compute_statistics(PATCH, SkillBracket.ALL, generated_counts(matches))
     playable = np.zeros(statistics.hero_slots, dtype=bool)
     playable[np.asarray(sorted(constants.heroes))] = True
     return ModelSnapshot(
         version=1,
         computed_at=time.time(),
         patches={
-            PATCH: PatchModel(PATCH, {Bracket.ALL: statistics}, additive_model(PATCH, statistics))
+            PATCH: PatchModel(
+                PATCH, {SkillBracket.ALL: statistics}, additive_model(PATCH, statistics)
+            )
         },
         current_patch=PATCH,
         playable=playable,
@@ -209,7 +212,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     snapshot = build_snapshot(args.matches)
-    context = snapshot.context(PATCH, Bracket.ALL)
+    context = snapshot.context(PATCH, SkillBracket.ALL)
     drafts = random_drafts(args.calls)
     in_process = bench_in_process(context, drafts)
     sequential, concurrent = asyncio.run(

@@ -19,9 +19,9 @@ from services.cli.importing import warehouse_dsn
 from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.dota_constants import load_constants
 from services.model.recompute import Recomputer
+from services.model.repo import SnapshotStore
 from services.model.runtime import PlayerRecordsSource
 from services.model.snapshot import RunRecord
-from services.model.snapshot_store import SnapshotStore
 
 
 def _source(state_dir: Path, etl_address: str) -> PlayerRecordsSource:

@@ -1,4 +1,4 @@
-"""Drafts, the served win model, and pick/ban suggestions with their explanations.
+"""Drafts and pick/ban suggestions with their explanations, from the served win model.
 
 Pure domain code: numpy arrays indexed by Valve hero id; no protobuf, no storage. The served model
 is decomposable (hero weights, same-team pair weights, cross-team pair weights on the logit scale,
@@ -11,33 +11,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
+from services.common.dota import TEAM_SIZE, Side
 from services.common.errors import InvalidArgument
 from services.model.statistics import BracketStatistics, FloatArray
+from services.model.winmodel.served import DraftModel
 
-TEAM_SIZE = 5
 MAX_SUGGESTIONS = 50
 DEFAULT_SUGGESTIONS = 10
 Z_95 = 1.959963984540054
 # Ranking penalty per unit of the win-probability interval's half width: between two heroes with
 # the same expected gain, the one we know more about ranks first.
 SMALL_SAMPLE_PENALTY = 0.25
-
-
-class Side(Enum):
-    """A team."""
-
-    RADIANT = 0
-    DIRE = 1
-
-    @property
-    def other(self) -> Side:
-        """The opposing team."""
-        return Side.DIRE if self is Side.RADIANT else Side.RADIANT
 
 
 class TermKind(StrEnum):
@@ -140,87 +129,6 @@ def build_draft(actions: Sequence[DraftAction], known_heroes: Iterable[int]) -> 
             )
         team.append(hero)
     return Draft(tuple(radiant), tuple(dire), tuple(bans))
-
-
-@dataclass(frozen=True)
-class Quality:
-    """Held-out quality of a win model."""
-
-    log_loss: float
-    accuracy: float
-    roc_auc: float
-    ece: float
-    brier: float
-    evaluated_on: str
-    evaluation_matches: int
-
-
-@dataclass(frozen=True)
-class DraftModel:
-    """The served win model of one patch: logit(P(Radiant wins)) =
-    bias + sum w[r] - sum w[d] + sum_{pairs in R} S - sum_{pairs in D} S + sum_{r, d} M[r, d],
-    then the calibration map (piecewise linear from logit to probability)."""
-
-    version: str
-    bias: float
-    hero_weight: FloatArray  # (H,)
-    synergy: FloatArray  # (H, H) symmetric, zero diagonal
-    matchup: FloatArray  # (H, H) antisymmetric: M[a, b] = -M[b, a]
-    calibration_logits: FloatArray  # increasing
-    calibration_probabilities: FloatArray  # non-decreasing
-    trained_at: float
-    matches_used: int
-    quality: Quality | None = None
-    # Prior precisions of the weights, for the approximate (Laplace, diagonal) uncertainty.
-    hero_prior_precision: float = 1.0
-    pair_prior_precision: float = 25.0
-
-    def radiant_logit(self, radiant: Sequence[int], dire: Sequence[int]) -> float:
-        """The uncalibrated logit of a (partial) draft."""
-        r = np.asarray(radiant, dtype=np.intp)
-        d = np.asarray(dire, dtype=np.intp)
-        value = self.bias + self.hero_weight[r].sum() - self.hero_weight[d].sum()
-        value += _within(self.synergy, r) - _within(self.synergy, d)
-        if r.size and d.size:
-            value += self.matchup[r][:, d].sum()
-        return float(value)
-
-    def probability(self, logits: FloatArray) -> FloatArray:
-        """Calibrated P(Radiant wins) of uncalibrated logits."""
-        result: FloatArray = np.interp(
-            logits, self.calibration_logits, self.calibration_probabilities
-        )
-        return result
-
-    def candidate_logits(self, draft: Draft, side: Side, base: float | None = None) -> FloatArray:
-        """For every hero id c, the Radiant logit if `side` picked c next (garbage for heroes
-        that are taken; callers mask them). `base` is the draft's own logit, if known."""
-        r = np.asarray(draft.radiant, dtype=np.intp)
-        d = np.asarray(draft.dire, dtype=np.intp)
-        if base is None:
-            base = self.radiant_logit(draft.radiant, draft.dire)
-        if side is Side.RADIANT:
-            gain = (
-                self.hero_weight + self.synergy[:, r].sum(axis=1) + self.matchup[:, d].sum(axis=1)
-            )
-        else:
-            gain = -(self.hero_weight + self.synergy[:, d].sum(axis=1)) + self.matchup[r, :].sum(
-                axis=0
-            )
-        result: FloatArray = base + gain
-        return result
-
-
-# Index pairs (i < j) of a team of n heroes, for n = 0..5: summing a pair matrix over a team is
-# then one fancy-indexing gather, several times cheaper than np.ix_ plus np.triu on a block.
-_TEAM_PAIRS = tuple(np.triu_indices(n, 1) for n in range(TEAM_SIZE + 1))
-
-
-def _within(matrix: FloatArray, heroes: npt.NDArray[np.intp]) -> float:
-    if heroes.size < 2:
-        return 0.0
-    first, second = _TEAM_PAIRS[heroes.size]
-    return float(matrix[heroes[first], heroes[second]].sum())
 
 
 # Not frozen: frozen dataclasses pay object.__setattr__ per field, and a suggestion builds about
@@ -335,7 +243,7 @@ def suggest(
         legal &= only
     base_logit = model.radiant_logit(draft.radiant, draft.dire)
     base_probability = float(_side_probability(model, np.asarray([base_logit]), side)[0])
-    logits = model.candidate_logits(draft, side, base_logit)
+    logits = model.candidate_logits(draft.radiant, draft.dire, side, base_logit)
     probability = _side_probability(model, logits, side)
     delta = probability - base_probability
     # Interval on the logit scale mapped through the (monotone) calibration: in the side's terms.

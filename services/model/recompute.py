@@ -20,13 +20,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
-from services.model import winmodel
-from services.model.drafts import DraftModel, Quality
 from services.model.pas import fit_pas_prior_weight
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
-    Bracket,
     BracketStatistics,
     Counts,
     FloatArray,
@@ -34,6 +32,10 @@ from services.model.statistics import (
     logit,
 )
 from services.model.warehouse_counts import CountsSource, PatchBracket, read_counts
+from services.model.winmodel.data import Drafts
+from services.model.winmodel.metrics import evaluate
+from services.model.winmodel.models import PairwiseLogistic, default_blend
+from services.model.winmodel.served import DraftModel
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,8 @@ HELD_OUT_FRACTION = 0.2
 
 def fitted_model(patch: str, statistics: BracketStatistics, drafts: pa.Table) -> DraftModel:
     """The served win model of a patch: the calibrated blend (one-hot LR, additive, pairwise LR;
-    see services/model/winmodel.py) fitted on the older 80 % of the patch's newest matches and
-    evaluated on the newest 20 %; the additive model when the patch has too few matches."""
+    see services/model/winmodel/models.py) fitted on the older 80 % of the patch's newest matches
+    and evaluated on the newest 20 %; the additive model when the patch has too few matches."""
     if drafts.num_rows < MIN_FIT_MATCHES:
         return additive_model(patch, statistics)
     newest = drafts.slice(max(0, drafts.num_rows - MAX_FIT_MATCHES))
@@ -111,31 +113,26 @@ def fitted_model(patch: str, statistics: BracketStatistics, drafts: pa.Table) ->
     ids = newest.column("match_id").to_numpy().astype(np.int64)
     # Time order: start time where known, else the match id (ids grow with time).
     order = np.where(np.isnan(starts.astype(np.float64)), ids, starts.astype(np.float64))
-    drafts_all = winmodel.Drafts.from_arrays(
-        radiant, dire, newest.column("radiant_win").to_numpy(zero_copy_only=False), order
+    drafts_all = Drafts.from_arrays(
+        radiant,
+        dire,
+        newest.column("radiant_win").to_numpy(zero_copy_only=False),
+        order,
+        hero_slots=statistics.hero_slots,
     )
     older, newer = drafts_all.split_by_time(1 - HELD_OUT_FRACTION)
-    blend = winmodel.default_blend()
+    blend = default_blend()
     blend.fit(older)
     served = blend.decompose()
-    held_out = winmodel.evaluate(served.predict(newer.radiant, newer.dire), newer.radiant_win)
-    pairwise = next(c for c in blend.components if isinstance(c, winmodel.PairwiseLogistic))
-    return DraftModel(
+    held_out = evaluate(served.predict(newer.radiant, newer.dire), newer.radiant_win)
+    pairwise = next(c for c in blend.components if isinstance(c, PairwiseLogistic))
+    return replace(
+        served,
         version=f"blend-{patch}-{len(older)}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}",
-        bias=served.bias,
-        hero_weight=_padded(served.hero_weight, statistics.hero_slots),
-        synergy=_padded(served.synergy, statistics.hero_slots),
-        matchup=_padded(served.matchup, statistics.hero_slots),
-        calibration_logits=served.calibration_logits,
-        calibration_probabilities=served.calibration_probabilities,
         trained_at=time.time(),
         matches_used=len(older),
-        quality=Quality(
-            log_loss=held_out.log_loss,
-            accuracy=held_out.accuracy,
-            roc_auc=held_out.roc_auc,
-            ece=held_out.ece,
-            brier=held_out.brier,
+        quality=replace(
+            held_out,
             evaluated_on=f"holdout: newest {HELD_OUT_FRACTION:.0%} of patch {patch} "
             f"({len(newer)} matches), model fitted on the {len(older)} before them",
             evaluation_matches=len(newer),
@@ -154,24 +151,6 @@ def _heroes(column: pa.ChunkedArray) -> np.ndarray:
     return heroes
 
 
-def _padded(array: FloatArray, slots: int) -> FloatArray:
-    """The winmodel arrays cover hero ids below its HERO_SLOTS; the statistics may cover more."""
-    if array.shape[0] == slots:
-        return array
-    shape = (slots,) * array.ndim
-    result: FloatArray = np.zeros(shape)
-    size = min(slots, array.shape[0])
-    result[tuple(slice(0, size) for _ in range(array.ndim))] = array[
-        tuple(slice(0, size) for _ in range(array.ndim))
-    ]
-    return result
-
-
-def patch_order(constants: DotaConstants) -> dict[str, int]:
-    """Patch name -> position in release order."""
-    return {patch.name: index for index, patch in enumerate(constants.patches)}
-
-
 @dataclass
 class Recomputer:
     """Owns the counts between runs so incremental runs can add to them."""
@@ -188,7 +167,7 @@ class Recomputer:
     @property
     def hero_slots(self) -> int:
         """One more than the highest hero id."""
-        return max(self.constants.heroes) + 1
+        return self.constants.hero_slots
 
     async def run(
         self, *, full: bool = False, patch: str | None = None, progress: Progress | None = None
@@ -244,7 +223,9 @@ class Recomputer:
                 run,
                 finished_at=time.time(),
                 status="succeeded",
-                matches_used=sum(c.matches for (_, b), c in counts.items() if b is Bracket.ALL),
+                matches_used=sum(
+                    c.matches for (_, b), c in counts.items() if b is SkillBracket.ALL
+                ),
                 coverage=coverage,
                 snapshot_version=version,
                 quality=dict(current.__dict__) if current else {},
@@ -258,7 +239,7 @@ class Recomputer:
         return run
 
     def _build(self, counts: dict[PatchBracket, Counts], progress: Progress) -> ModelSnapshot:
-        order = patch_order(self.constants)
+        order = self.constants.patch_positions()
         names = sorted({patch for patch, _ in counts}, key=lambda name: order.get(name, -1))
         if not names:
             raise ValueError("the warehouse holds no complete matches to compute statistics from")
@@ -267,7 +248,7 @@ class Recomputer:
         for index, name in enumerate(names):
             own = {b: c for (p, b), c in counts.items() if p == name}
             shrunk_toward = None
-            total = own[Bracket.ALL].matches
+            total = own[SkillBracket.ALL].matches
             if previous is not None and total < self.min_patch_matches:
                 own = _borrow(
                     own,
@@ -276,7 +257,9 @@ class Recomputer:
                 )
                 shrunk_toward = previous
             statistics = {b: compute_statistics(name, b, c) for b, c in own.items()}
-            model = self.fit_model(name, statistics[Bracket.ALL], self.source.match_drafts(name))
+            model = self.fit_model(
+                name, statistics[SkillBracket.ALL], self.source.match_drafts(name)
+            )
             patches[name] = PatchModel(name, statistics, model, shrunk_toward)
             previous = name
             progress(f"patch {name}", 0.4 + 0.5 * (index + 1) / len(names))
@@ -319,8 +302,10 @@ def pas_prior_weight(groups: pa.Table, patches: dict[str, PatchModel]) -> float:
         if entry is None:
             expected[index] = np.nan
             continue
-        bracket = Bracket(bracket_name) if bracket_name in Bracket._value2member_map_ else None
-        statistics = entry.statistics.get(bracket or Bracket.ALL) or entry.statistics[Bracket.ALL]
+        bracket = SkillBracket.parse(bracket_name)
+        statistics = (
+            entry.statistics.get(bracket or SkillBracket.ALL) or entry.statistics[SkillBracket.ALL]
+        )
         expected[index] = statistics.base_rate[hero] if hero < statistics.hero_slots else np.nan
     frame = frame.with_columns(pl.Series("expected", expected)).drop_nans("expected")
     per_player_hero = frame.group_by("account_id", "hero_id").agg(
@@ -343,15 +328,15 @@ def pas_prior_weight(groups: pa.Table, patches: dict[str, PatchModel]) -> float:
 
 
 def _borrow(
-    own: dict[Bracket, Counts], older: dict[Bracket, Counts], target: int
-) -> dict[Bracket, Counts]:
+    own: dict[SkillBracket, Counts], older: dict[SkillBracket, Counts], target: int
+) -> dict[SkillBracket, Counts]:
     """Own counts plus the older patch's, scaled to make up `target` matches in ALL."""
-    have = own[Bracket.ALL].matches
-    older_total = older.get(Bracket.ALL)
+    have = own[SkillBracket.ALL].matches
+    older_total = older.get(SkillBracket.ALL)
     if older_total is None or older_total.matches == 0:
         return own
     scale = min(1.0, (target - have) / older_total.matches)
-    result: dict[Bracket, Counts] = {}
+    result: dict[SkillBracket, Counts] = {}
     for bracket in set(own) | set(older):
         mine = own.get(bracket)
         merged = mine.copy() if mine is not None else None

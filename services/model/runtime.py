@@ -20,14 +20,14 @@ from typing import Protocol
 import numpy as np
 import redis.asyncio as aioredis
 
+from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.errors import DependencyUnavailable
 from services.model.drafts import PersonalScore
 from services.model.pas import HeroScore, PlayerMatch, hero_scores
 from services.model.recompute import Recomputer
+from services.model.repo import CHANGED_CHANNEL, SnapshotStore
 from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
-from services.model.snapshot_store import CHANGED_CHANNEL, SnapshotStore
-from services.model.statistics import Bracket
 from services.model.warehouse_counts import CountsSource
 
 log = logging.getLogger(__name__)
@@ -263,11 +263,8 @@ def _player_matches(snapshot: ModelSnapshot, table: object, patch: str | None) -
         entry = snapshot.patches.get(row["patch"])
         if entry is None:
             continue
-        try:
-            bracket = Bracket(row["skill_bracket"])
-        except ValueError:
-            bracket = Bracket.UNKNOWN
-        statistics = entry.statistics.get(bracket) or entry.statistics[Bracket.ALL]
+        bracket = SkillBracket.parse(row["skill_bracket"]) or SkillBracket.UNKNOWN
+        statistics = entry.statistics.get(bracket) or entry.statistics[SkillBracket.ALL]
         hero = int(row["hero_id"])
         if not 0 <= hero < statistics.hero_slots:
             continue

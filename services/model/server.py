@@ -6,14 +6,19 @@ import asyncio
 import logging
 from typing import Any
 
-import numpy as np
 from redis.exceptions import RedisError
-from scipy import special
 
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import DotaConstants, load_constants
+from services.common.dota_proto import (
+    bracket_from_proto,
+    bracket_to_proto,
+    side_from_proto,
+    side_to_proto,
+)
 from services.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
 from services.common.paging import fingerprint, slice_page
 from services.common.server import GrpcServer, registration
@@ -25,7 +30,6 @@ from services.model.drafts import (
     Draft,
     DraftAction,
     DraftContext,
-    Side,
     Suggestion,
     TermKind,
     build_draft,
@@ -35,29 +39,18 @@ from services.model.drafts import (
 )
 from services.model.runtime import ModelRuntime, PlayerRecordsSource
 from services.model.snapshot import ModelSnapshot
-from services.model.statistics import Bracket, PairTable
+from services.model.statistics import (
+    HeroRecord,
+    PairOrder,
+    hero_record,
+    pair_partners,
+    pair_record,
+)
+from services.model.winmodel.metrics import Quality
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelService"].full_name
 
-_BRACKETS: dict[int, Bracket] = {
-    common_pb2.SKILL_BRACKET_UNSPECIFIED: Bracket.ALL,
-    common_pb2.SKILL_BRACKET_ALL: Bracket.ALL,
-    common_pb2.SKILL_BRACKET_HERALD_GUARDIAN: Bracket.HERALD_GUARDIAN,
-    common_pb2.SKILL_BRACKET_CRUSADER_ARCHON: Bracket.CRUSADER_ARCHON,
-    common_pb2.SKILL_BRACKET_LEGEND_ANCIENT: Bracket.LEGEND_ANCIENT,
-    common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL: Bracket.DIVINE_IMMORTAL,
-}
-_BRACKET_PROTO: dict[Bracket, common_pb2.SkillBracket.ValueType] = {
-    bracket: common_pb2.SkillBracket.ValueType(number)
-    for number, bracket in _BRACKETS.items()
-    if number
-}
-_SIDES: dict[int, Side] = {
-    common_pb2.TEAM_SIDE_RADIANT: Side.RADIANT,
-    common_pb2.TEAM_SIDE_DIRE: Side.DIRE,
-}
-_SIDE_PROTO = {side: number for number, side in _SIDES.items()}
 _KINDS: dict[int, bool] = {
     common_pb2.DRAFT_ACTION_KIND_PICK: True,
     common_pb2.DRAFT_ACTION_KIND_BAN: False,
@@ -76,15 +69,32 @@ _ATTRIBUTES = {
     "all": common_pb2.PRIMARY_ATTRIBUTE_UNIVERSAL,
 }
 _ATTACKS = {"Melee": common_pb2.ATTACK_TYPE_MELEE, "Ranged": common_pb2.ATTACK_TYPE_RANGED}
+_PAIR_ORDERS: dict[int, PairOrder] = {
+    pb.PAIR_SORT_UNSPECIFIED: PairOrder.SCORE_DESC,
+    pb.PAIR_SORT_SCORE_DESC: PairOrder.SCORE_DESC,
+    pb.PAIR_SORT_SCORE_ASC: PairOrder.SCORE_ASC,
+    pb.PAIR_SORT_GAMES_DESC: PairOrder.GAMES_DESC,
+    pb.PAIR_SORT_HERO_ID_ASC: PairOrder.HERO_ID_ASC,
+}
 DEFAULT_PAIR_PAGE = 150
 DEFAULT_PAS_PAGE = 50
 
 
-def _bracket(value: int) -> Bracket:
-    bracket = _BRACKETS.get(value)
+def _bracket(value: int) -> SkillBracket:
+    """A request's bracket: unspecified means ALL; a value this build does not know is invalid."""
+    if value == common_pb2.SKILL_BRACKET_UNSPECIFIED:
+        return SkillBracket.ALL
+    bracket = bracket_from_proto(value)
     if bracket is None:
         raise InvalidArgument(f"bracket {value} is not a known skill bracket", field="bracket")
     return bracket
+
+
+def _pair_order(value: int) -> PairOrder:
+    order = _PAIR_ORDERS.get(value)
+    if order is None:
+        raise InvalidArgument(f"sort {value} is not a known PairSort", field="sort")
+    return order
 
 
 def _interval(bounds: tuple[float, float]) -> common_pb2.Interval:
@@ -108,7 +118,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         message.released_at.FromDatetime(patch.released_at)
         return message
 
-    def _snapshot_proto(self, snapshot: ModelSnapshot, patch: str, bracket: Bracket) -> pb.Snapshot:
+    def _snapshot_proto(
+        self, snapshot: ModelSnapshot, patch: str, bracket: SkillBracket
+    ) -> pb.Snapshot:
         return pb.Snapshot(
             version=snapshot.version,
             computed_at=_timestamp(snapshot.computed_at),
@@ -120,7 +132,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             DraftAction(
                 order=action.order,
                 is_pick=_KINDS.get(action.kind),
-                side=_SIDES.get(action.side),
+                side=side_from_proto(action.side),
                 hero_id=action.hero_id,
             )
             for action in state.actions
@@ -128,7 +140,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         return build_draft(actions, self._constants.heroes)
 
     def _side(self, value: int) -> Side:
-        side = _SIDES.get(value)
+        side = side_from_proto(value)
         if side is None:
             raise InvalidArgument("side must be TEAM_SIDE_RADIANT or TEAM_SIDE_DIRE", field="side")
         return side
@@ -205,7 +217,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if not name:
             name = self._constants.patches[-1].name
         response = pb.ListHeroesResponse(
-            patch=self._patch_proto(name), bracket=_BRACKET_PROTO[bracket]
+            patch=self._patch_proto(name), bracket=bracket_to_proto(bracket)
         )
         if statistics is not None and snapshot is not None:
             response.snapshot.CopyFrom(self._snapshot_proto(snapshot, name, statistics.bracket))
@@ -225,9 +237,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 )
             )
             if statistics is not None and statistics.hero_games[hero_id] > 0:
-                entry.stats.CopyFrom(
-                    _hero_stats(statistics.hero_games, statistics.hero_wins, hero_id)
-                )
+                entry.stats.CopyFrom(_hero_stats(hero_record(statistics, hero_id)))
         return response
 
     async def GetMatchups(
@@ -253,12 +263,13 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         snapshot, ctx, patch = self._context(request.patch, request.bracket)
         statistics = ctx.statistics
         table = statistics.matchups if matchups else statistics.synergies
-        others = [
-            other
-            for other in sorted(self._constants.heroes)
-            if other != hero and table.games[hero, other] >= request.min_games
-        ]
-        others = _sorted_pairs(table, hero, others, request.sort)
+        others = pair_partners(
+            table,
+            hero,
+            sorted(self._constants.heroes),
+            request.min_games,
+            _pair_order(request.sort),
+        )
         query = fingerprint(
             "matchups" if matchups else "synergies",
             hero,
@@ -273,37 +284,37 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         response = response_type(
             hero_id=hero,
             patch=self._patch_proto(patch),
-            bracket=_BRACKET_PROTO[statistics.bracket],
-            hero_stats=_hero_stats(statistics.hero_games, statistics.hero_wins, hero),
+            bracket=bracket_to_proto(statistics.bracket),
+            hero_stats=_hero_stats(hero_record(statistics, hero)),
             snapshot=self._snapshot_proto(snapshot, patch, statistics.bracket),
         )
         response.page.next_page_token = next_token
         response.page.total_size = len(others)
         for other in page:
+            pair = pair_record(table, hero, other)
             fields: dict[str, Any] = {
-                "games": int(table.games[hero, other]),
-                "wins": int(table.wins[hero, other]),
-                "win_rate": _rate(int(table.wins[hero, other]), int(table.games[hero, other])),
-                "expected_win_rate": float(table.expected[hero, other]),
-                "shrunk_win_rate": float(table.shrunk[hero, other]),
-                "prior_weight": table.prior_weight,
-                "shrinkage": table.prior_weight / (table.games[hero, other] + table.prior_weight),
+                "games": pair.games,
+                "wins": pair.wins,
+                "win_rate": pair.win_rate,
+                "expected_win_rate": pair.expected_win_rate,
+                "shrunk_win_rate": pair.shrunk_win_rate,
+                "prior_weight": pair.prior_weight,
+                "shrinkage": pair.shrinkage,
             }
-            bounds = (float(table.lower[hero, other]), float(table.upper[hero, other]))
             if matchups:
                 response.matchups.add(
                     other_hero_id=other,
-                    advantage=float(table.score[hero, other]),
-                    advantage_log_odds=float(table.log_odds[hero, other]),
-                    advantage_interval=_interval(bounds),
+                    advantage=pair.score,
+                    advantage_log_odds=pair.log_odds,
+                    advantage_interval=_interval(pair.interval),
                     **fields,
                 )
             else:
                 response.synergies.add(
                     ally_hero_id=other,
-                    synergy=float(table.score[hero, other]),
-                    synergy_log_odds=float(table.log_odds[hero, other]),
-                    synergy_interval=_interval(bounds),
+                    synergy=pair.score,
+                    synergy_log_odds=pair.log_odds,
+                    synergy_interval=_interval(pair.interval),
                     **fields,
                 )
         return response
@@ -336,7 +347,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             suggestions=[self._suggestion(item) for item in result.suggestions],
             base_win_probability=result.base_win_probability,
             patch=self._patch_proto(patch),
-            bracket=_BRACKET_PROTO[ctx.statistics.bracket],
+            bracket=bracket_to_proto(ctx.statistics.bracket),
             fallback_note="; ".join(notes),
             model_version=ctx.model.version,
             personalized=result.personalized,
@@ -354,7 +365,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             suggestions=[self._suggestion(item) for item in result.suggestions],
             enemy_base_win_probability=result.base_win_probability,
             patch=self._patch_proto(patch),
-            bracket=_BRACKET_PROTO[ctx.statistics.bracket],
+            bracket=bracket_to_proto(ctx.statistics.bracket),
             fallback_note="; ".join(ctx.notes),
             model_version=ctx.model.version,
         )
@@ -370,13 +381,13 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             radiant_win_probability_interval=_interval(prediction.interval),
             model_version=ctx.model.version,
             patch=self._patch_proto(patch),
-            bracket=_BRACKET_PROTO[ctx.statistics.bracket],
+            bracket=bracket_to_proto(ctx.statistics.bracket),
             fallback_note="; ".join(ctx.notes),
         )
         for term in prediction.terms:
             entry = response.terms.add(
                 kind=_TERMS[term.kind],
-                side=_SIDE_PROTO[term.side],
+                side=side_to_proto(term.side),
                 hero_id=term.hero_id,
                 value=term.value,
                 games=term.games,
@@ -451,9 +462,9 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             trained_at=_timestamp(model.trained_at),
             matches_used=model.matches_used,
             current_patch=self._patch_proto(snapshot.current_patch),
-            snapshot=self._snapshot_proto(snapshot, snapshot.current_patch, Bracket.ALL),
+            snapshot=self._snapshot_proto(snapshot, snapshot.current_patch, SkillBracket.ALL),
         )
-        order = {patch.name: index for index, patch in enumerate(self._constants.patches)}
+        order = self._constants.patch_positions()
         for name in sorted(snapshot.patches, key=lambda name: order.get(name, -1)):
             response.patches.append(self._patch_proto(name))
         if model.quality is not None:
@@ -472,17 +483,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 entry.finished_at.CopyFrom(_timestamp(run.finished_at))
             for patch, brackets in sorted(run.coverage.items()):
                 for name, matches in sorted(brackets.items()):
-                    bracket = Bracket(name) if name in Bracket._value2member_map_ else None
-                    if bracket in _BRACKET_PROTO:
-                        entry.coverage.add(
-                            patch=patch, bracket=_BRACKET_PROTO[bracket], matches=matches
-                        )
+                    # Coverage of stored-only brackets (UNKNOWN) has no API value: left out.
+                    value = bracket_to_proto(SkillBracket.parse(name))
+                    if value != common_pb2.SKILL_BRACKET_UNSPECIFIED:
+                        entry.coverage.add(patch=patch, bracket=value, matches=matches)
         return response
-
-
-def _rate(wins: int, games: int) -> float:
-    """wins / games, 0 without games (the whole H x H win-rate matrix per request was waste)."""
-    return wins / games if games else 0.0
 
 
 def _image_path(name: str, *, icon: bool = False) -> str:
@@ -491,19 +496,16 @@ def _image_path(name: str, *, icon: bool = False) -> str:
     return f"/apps/dota2/images/dota_react/{folder}/{short}.png"
 
 
-def _hero_stats(games: np.ndarray, wins: np.ndarray, hero: int) -> pb.HeroStats:
-    played = int(games[hero])
-    won = int(wins[hero])
-    lower, upper = special.betaincinv(won + 1, played - won + 1, [0.025, 0.975])
+def _hero_stats(record: HeroRecord) -> pb.HeroStats:
     return pb.HeroStats(
-        games=played,
-        wins=won,
-        win_rate=_rate(won, played),
-        win_rate_interval=_interval((float(lower), float(upper))),
+        games=record.games,
+        wins=record.wins,
+        win_rate=record.win_rate,
+        win_rate_interval=_interval(record.interval),
     )
 
 
-def _quality(quality: Any) -> pb.QualityMetrics:
+def _quality(quality: Quality) -> pb.QualityMetrics:
     return pb.QualityMetrics(
         log_loss=quality.log_loss,
         accuracy=quality.accuracy,
@@ -513,20 +515,6 @@ def _quality(quality: Any) -> pb.QualityMetrics:
         evaluated_on=quality.evaluated_on,
         evaluation_matches=quality.evaluation_matches,
     )
-
-
-def _sorted_pairs(table: PairTable, hero: int, others: list[int], sort: int) -> list[int]:
-    score = table.score[hero]
-    games = table.games[hero]
-    if sort == pb.PAIR_SORT_SCORE_ASC:
-        return sorted(others, key=lambda other: (score[other], other))
-    if sort == pb.PAIR_SORT_GAMES_DESC:
-        return sorted(others, key=lambda other: (-games[other], other))
-    if sort == pb.PAIR_SORT_HERO_ID_ASC:
-        return sorted(others)
-    if sort not in (pb.PAIR_SORT_UNSPECIFIED, pb.PAIR_SORT_SCORE_DESC):
-        raise InvalidArgument(f"sort {sort} is not a known PairSort", field="sort")
-    return sorted(others, key=lambda other: (-score[other], other))
 
 
 def open_source(settings: ModelSettings) -> PlayerRecordsSource | None:

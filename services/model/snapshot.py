@@ -1,7 +1,7 @@
 """A published model snapshot: statistics and win model per patch and bracket, and how a request's
 patch and bracket resolve to what is actually served (with a note when they fall back).
 
-Pure domain code; services/model/snapshot_store.py moves snapshots through Redis.
+Pure domain code; services/model/repo.py moves snapshots through Redis.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from services.common.dota import SkillBracket
 from services.common.errors import CounterpickError, InvalidArgument
-from services.model.drafts import DraftContext, DraftModel
-from services.model.statistics import Bracket, BracketStatistics
+from services.model.drafts import DraftContext
+from services.model.statistics import BracketStatistics
+from services.model.winmodel.served import DraftModel
 
 # Below this many matches a bracket's own statistics are too noisy to serve; ALL is used instead.
 MIN_BRACKET_MATCHES = 2_000
@@ -47,7 +49,7 @@ class PatchModel:
     """Everything served for one patch."""
 
     patch: str
-    statistics: dict[Bracket, BracketStatistics]
+    statistics: dict[SkillBracket, BracketStatistics]
     model: DraftModel
     # Set when the patch had too few matches and was shrunk toward an older one.
     shrunk_toward: str | None = None
@@ -65,14 +67,14 @@ class ModelSnapshot:
     pas_prior_weight: float
     runs: tuple[RunRecord, ...] = ()
 
-    def matches(self, patch: str, bracket: Bracket = Bracket.ALL) -> int:
+    def matches(self, patch: str, bracket: SkillBracket = SkillBracket.ALL) -> int:
         """Matches behind one patch and bracket (0 when absent)."""
         entry = self.patches.get(patch)
         if entry is None or bracket not in entry.statistics:
             return 0
         return entry.statistics[bracket].matches
 
-    def context(self, patch: str, bracket: Bracket, field_name: str = "patch") -> DraftContext:
+    def context(self, patch: str, bracket: SkillBracket, field_name: str = "patch") -> DraftContext:
         """The statistics and model a request for (patch, bracket) is answered from."""
         name = patch or self.current_patch
         entry = self.patches.get(name)
@@ -87,14 +89,14 @@ class ModelSnapshot:
         notes: list[str] = []
         if entry.shrunk_toward:
             notes.append(
-                f"patch {name} has {entry.statistics[Bracket.ALL].matches} matches; "
+                f"patch {name} has {entry.statistics[SkillBracket.ALL].matches} matches; "
                 f"shrunk toward {entry.shrunk_toward}"
             )
         statistics = entry.statistics.get(bracket)
         if statistics is None or (
-            bracket is not Bracket.ALL and statistics.matches < MIN_BRACKET_MATCHES
+            bracket is not SkillBracket.ALL and statistics.matches < MIN_BRACKET_MATCHES
         ):
             have = statistics.matches if statistics else 0
             notes.append(f"{bracket.value} bracket has {have} matches in {name}; used all brackets")
-            statistics = entry.statistics[Bracket.ALL]
+            statistics = entry.statistics[SkillBracket.ALL]
         return DraftContext(statistics, entry.model, self.playable, tuple(notes))

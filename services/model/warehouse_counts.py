@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from services.model.statistics import Bracket, Counts
+from services.common.dota import SkillBracket as Bracket
+from services.model.statistics import Counts
 
 PatchBracket = tuple[str, Bracket]
 

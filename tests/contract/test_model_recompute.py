@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from services.common.config import ServiceSettings
+from services.common.dota import SkillBracket
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
 from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
@@ -21,10 +22,9 @@ from services.etl.matches import CleanMatch, MatchSource, PlayerRow, Side
 from services.etl.warehouse import Warehouse
 from services.model.etl_reader import EtlWarehouseReader
 from services.model.recompute import Recomputer
+from services.model.repo import SnapshotStore
 from services.model.runtime import ModelRuntime
 from services.model.server import ModelServicer
-from services.model.snapshot_store import SnapshotStore
-from services.model.statistics import Bracket
 from services.model.warehouse_counts import read_counts
 from tests.contract.test_model_service import draft_table
 
@@ -187,7 +187,7 @@ async def test_personal_scores_find_the_planted_players_edge(
         assert best.games == 300
         # Expected: the hero's base rate in the matches' own bracket (legend_ancient), which
         # includes the player's own games.
-        bracket_rate = snapshot.context("7.40", Bracket.LEGEND_ANCIENT).statistics.base_rate
+        bracket_rate = snapshot.context("7.40", SkillBracket.LEGEND_ANCIENT).statistics.base_rate
         assert best.expected_win_rate == pytest.approx(bracket_rate[PLANTED_HERO])
         assert 0.05 < best.pas < best.win_rate - best.expected_win_rate
         assert best.pas_interval.lower > 0
@@ -212,7 +212,7 @@ async def test_personal_scores_find_the_planted_players_edge(
         assert picks.personalized
         personal = [t for t in picks.suggestions[0].terms if t.kind == pb.TERM_KIND_PERSONAL]
         assert personal[0].value == pytest.approx(best.pas)
-        assert snapshot.context("7.40", Bracket.ALL).statistics.matches == 23_000
+        assert snapshot.context("7.40", SkillBracket.ALL).statistics.matches == 23_000
     finally:
         await runtime.stop()
         await redis.aclose()

@@ -28,8 +28,8 @@ from services.common import health
 from services.common.dota_constants import load_constants
 from services.etl.warehouse import MATCH_SCHEMA, Warehouse
 from services.model.config import ModelSettings
+from services.model.repo import CURRENT_KEY, OLD_VERSION_TTL_SECONDS
 from services.model.server import SERVICE_NAME, build_server
-from services.model.snapshot_store import CURRENT_KEY, OLD_VERSION_TTL_SECONDS
 from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
 

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from services.common import paging
+from services.common.dota import Side, SkillBracket
 from services.common.errors import InvalidArgument
 from services.model.drafts import (
     Draft,
     DraftAction,
     DraftContext,
-    DraftModel,
     PersonalScore,
-    Side,
     build_draft,
     predict,
     suggest,
@@ -24,7 +23,8 @@ from services.model.drafts import (
 from services.model.pas import PlayerMatch, hero_scores
 from services.model.recompute import additive_model
 from services.model.snapshot import MIN_BRACKET_MATCHES, ModelSnapshot, PatchModel
-from services.model.statistics import Bracket, Counts, compute_statistics, fit_prior_weight
+from services.model.statistics import Counts, compute_statistics, fit_prior_weight
+from services.model.winmodel.served import DraftModel
 
 HEROES = list(range(1, 31))
 SLOTS = 31
@@ -54,7 +54,7 @@ def random_counts(matches: int, seed: int = 1) -> Counts:
 
 @pytest.fixture(scope="module")
 def context() -> DraftContext:
-    statistics = compute_statistics("7.41", Bracket.ALL, random_counts(3_000))
+    statistics = compute_statistics("7.41", SkillBracket.ALL, random_counts(3_000))
     playable = np.zeros(SLOTS, dtype=bool)
     playable[HEROES] = True
     return DraftContext(statistics, additive_model("7.41", statistics), playable)
@@ -95,7 +95,7 @@ def test_candidate_logits_equal_the_logit_of_the_draft_with_the_pick(
     model: DraftModel = context.model
     draft = Draft(radiant=(4, 5), dire=(6, 7, 8))
     for side in (Side.RADIANT, Side.DIRE):
-        logits = model.candidate_logits(draft, side)
+        logits = model.candidate_logits(draft.radiant, draft.dire, side)
         for hero in (1, 2, 9, 30):
             radiant = (*draft.radiant, hero) if side is Side.RADIANT else draft.radiant
             dire = (*draft.dire, hero) if side is Side.DIRE else draft.dire
@@ -166,7 +166,7 @@ def test_personal_score_shrinks_toward_zero_and_weights_recent_play() -> None:
 
 
 def test_snapshot_resolution_falls_back_and_says_so(context: DraftContext) -> None:
-    small = compute_statistics("7.41", Bracket.HERALD_GUARDIAN, random_counts(50, seed=2))
+    small = compute_statistics("7.41", SkillBracket.HERALD_GUARDIAN, random_counts(50, seed=2))
     assert small.matches < MIN_BRACKET_MATCHES
     snapshot = ModelSnapshot(
         version=3,
@@ -174,7 +174,7 @@ def test_snapshot_resolution_falls_back_and_says_so(context: DraftContext) -> No
         patches={
             "7.41": PatchModel(
                 "7.41",
-                {Bracket.ALL: context.statistics, Bracket.HERALD_GUARDIAN: small},
+                {SkillBracket.ALL: context.statistics, SkillBracket.HERALD_GUARDIAN: small},
                 context.model,
                 shrunk_toward="7.40",
             )
@@ -183,12 +183,12 @@ def test_snapshot_resolution_falls_back_and_says_so(context: DraftContext) -> No
         playable=context.playable,
         pas_prior_weight=20,
     )
-    resolved = snapshot.context("", Bracket.HERALD_GUARDIAN)
-    assert resolved.statistics.bracket is Bracket.ALL
+    resolved = snapshot.context("", SkillBracket.HERALD_GUARDIAN)
+    assert resolved.statistics.bracket is SkillBracket.ALL
     assert any("shrunk toward 7.40" in note for note in resolved.notes)
     assert any("herald_guardian bracket has 50 matches" in note for note in resolved.notes)
     with pytest.raises(InvalidArgument) as raised:
-        snapshot.context("7.30", Bracket.ALL)
+        snapshot.context("7.30", SkillBracket.ALL)
     assert raised.value.reason == "ERROR_REASON_UNKNOWN_PATCH"
 
 

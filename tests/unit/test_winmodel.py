@@ -1,4 +1,5 @@
-"""The draft win models on synthetic drafts with planted hero strengths and pair effects.
+"""The draft win models (and the bench's baselines) on synthetic drafts with planted hero
+strengths and pair effects.
 
 Every draft is drawn from 30 heroes and its outcome from a known decomposed model, so a model
 that learns the right thing can be checked against the truth. Precisions are fixed wherever the
@@ -12,32 +13,35 @@ import math
 import numpy as np
 import pytest
 
-from services.model.winmodel import (
-    HERO_SLOTS,
-    AdditiveModel,
-    CalibratedBlend,
+from bench.baselines import MajorityModel, XGBoostModel
+from services.common.dota import Side
+from services.common.dota_constants import load_constants
+from services.model.winmodel.calibration import (
     CalibrationMap,
-    DecomposedModel,
-    Drafts,
-    MajorityModel,
-    OneHotLogistic,
-    PairwiseLogistic,
-    PickingSide,
-    XGBoostModel,
+    fit_isotonic,
+    fit_platt,
+    sigmoid_map,
+)
+from services.model.winmodel.data import Drafts
+from services.model.winmodel.metrics import (
     accuracy,
     brier_score,
-    combine,
     ece_noise_floor,
     evaluate,
     expected_calibration_error,
-    fit_isotonic,
-    fit_platt,
-    fit_with_patch_prior,
     log_loss,
     roc_auc,
-    sigmoid_map,
 )
+from services.model.winmodel.models import (
+    AdditiveModel,
+    CalibratedBlend,
+    OneHotLogistic,
+    PairwiseLogistic,
+    fit_with_patch_prior,
+)
+from services.model.winmodel.served import DraftModel, combine
 
+HERO_SLOTS = load_constants().hero_slots
 HEROES = np.arange(1, 31)
 STRONG, WEAK = 1, 2
 ALLY_PAIR = (3, 4)  # planted synergy
@@ -50,7 +54,7 @@ def planted_model(
     ally: float = PLANTED,
     counter: float = PLANTED,
     background: float = 0.2,
-) -> DecomposedModel:
+) -> DraftModel:
     """The truth: one strong and one weak hero, one good ally pair, one counter pick, over
     small random effects of every other pair (sd `background`, fixed seed), which is what
     makes pair terms worth their many parameters."""
@@ -66,10 +70,10 @@ def planted_model(
     matchup[block] = np.triu(noise[1], 1) - np.triu(noise[1], 1).T
     matchup[COUNTER] = counter
     matchup[COUNTER[::-1]] = -counter
-    return DecomposedModel.build(0.1, weight, synergy, matchup)
+    return DraftModel.build(0.1, weight, synergy, matchup)
 
 
-def synthetic_drafts(count: int, seed: int, truth: DecomposedModel | None = None) -> Drafts:
+def synthetic_drafts(count: int, seed: int, truth: DraftModel | None = None) -> Drafts:
     """`count` random 5v5 drafts over HEROES, outcomes drawn from `truth`."""
     generator = np.random.default_rng(seed)
     picks = np.argsort(generator.random((count, HEROES.size)), axis=1)[:, :10]
@@ -77,7 +81,7 @@ def synthetic_drafts(count: int, seed: int, truth: DecomposedModel | None = None
     radiant, dire = heroes[:, :5], heroes[:, 5:]
     probability = (truth or planted_model()).predict(radiant, dire)
     wins = generator.random(count) < probability
-    return Drafts.from_arrays(radiant, dire, wins, np.arange(count))
+    return Drafts.from_arrays(radiant, dire, wins, np.arange(count), hero_slots=HERO_SLOTS)
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +148,12 @@ def test_candidate_logits_equal_predict_on_the_drafts_they_describe(
         radiant[:, 3] = free
     else:
         dire[:, 2] = free
-    picking: PickingSide = "radiant" if side == "radiant" else "dire"
+    picking = Side(side)
     candidates = served.candidate_logits(radiant_ids, dire_ids, picking)
     assert candidates.shape == (HERO_SLOTS,)
     np.testing.assert_allclose(candidates[free], served.logits(radiant, dire), atol=1e-12)
     np.testing.assert_allclose(
-        served.candidate_probabilities(radiant_ids, dire_ids, picking)[free],
+        served.probability(served.candidate_logits(radiant_ids, dire_ids, picking))[free],
         served.predict(radiant, dire),
         atol=1e-12,
     )
@@ -162,7 +166,7 @@ def test_partial_drafts_with_empty_slots() -> None:
     partial_radiant = np.array([[STRONG, 3, 0, 0, 0]])
     partial_dire = np.array([[6, 0, 0, 0, 0]])
     assert truth.logits(partial_radiant, partial_dire)[0] == pytest.approx(
-        truth.draft_logit([STRONG, 3], [6])
+        truth.radiant_logit([STRONG, 3], [6])
     )
     by_hand = (
         truth.bias
@@ -176,7 +180,7 @@ def test_partial_drafts_with_empty_slots() -> None:
     drafts = synthetic_drafts(3_000, seed=3)
     radiant = drafts.radiant.copy()
     radiant[::2, 4] = 0
-    partial = Drafts(radiant, drafts.dire, drafts.radiant_win, drafts.order_key)
+    partial = Drafts(radiant, drafts.dire, drafts.radiant_win, drafts.order_key, HERO_SLOTS)
     for model in (
         MajorityModel(),
         OneHotLogistic(precision=10.0),
@@ -319,12 +323,18 @@ def test_xgboost_model_fits_and_predicts_probabilities(drafts: Drafts) -> None:
 
 def test_drafts_validate_and_split_by_time() -> None:
     with pytest.raises(ValueError, match="must be"):
-        Drafts.from_arrays(np.zeros((3, 4)), np.zeros((3, 5)), np.zeros(3))
+        Drafts.from_arrays(np.zeros((3, 4)), np.zeros((3, 5)), np.zeros(3), hero_slots=HERO_SLOTS)
     with pytest.raises(ValueError, match="hero ids"):
-        Drafts.from_arrays(np.full((1, 5), 200), np.ones((1, 5)), np.zeros(1))
+        Drafts.from_arrays(
+            np.full((1, 5), HERO_SLOTS), np.ones((1, 5)), np.zeros(1), hero_slots=HERO_SLOTS
+        )
     drafts = synthetic_drafts(10, seed=9)
     shuffled = Drafts(
-        drafts.radiant, drafts.dire, drafts.radiant_win, np.array([9, 0, 8, 1, 7, 2, 6, 3, 5, 4])
+        drafts.radiant,
+        drafts.dire,
+        drafts.radiant_win,
+        np.array([9, 0, 8, 1, 7, 2, 6, 3, 5, 4]),
+        HERO_SLOTS,
     )
     older, newer = shuffled.split_by_time(0.8)
     assert (len(older), len(newer)) == (8, 2)

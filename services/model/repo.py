@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from services.model.drafts import DraftModel, Quality
+from services.common.dota import SkillBracket
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
-    Bracket,
     BracketStatistics,
     Relation,
     base_rates,
     pair_table,
 )
+from services.model.winmodel.metrics import Quality
+from services.model.winmodel.served import DraftModel
 
 PREFIX = "counterpick:snapshot"
 CURRENT_KEY = f"{PREFIX}:current"
@@ -44,8 +45,9 @@ def _key(version: int, *parts: str) -> str:
     return ":".join((PREFIX, f"v{version}", *parts))
 
 
-def counters_key(version: int, patch: str, bracket: Bracket, hero_id: int) -> str:
-    """The plan's per-hero key (`counters:patch_7.36:skill_high:hero_1`), versioned."""
+def counters_key(version: int, patch: str, bracket: SkillBracket, hero_id: int) -> str:
+    """One hero's counters key for consumers that read Redis directly
+    (`counters:v{N}:patch_7.36:skill_all:hero_1`), versioned like every snapshot key."""
     return f"counters:v{version}:patch_{patch}:skill_{bracket.value}:hero_{hero_id}"
 
 
@@ -76,7 +78,7 @@ def encode_statistics(statistics: BracketStatistics) -> bytes:
     )
 
 
-def decode_statistics(patch: str, bracket: Bracket, data: bytes) -> BracketStatistics:
+def decode_statistics(patch: str, bracket: SkillBracket, data: bytes) -> BracketStatistics:
     """Inverse of encode_statistics."""
     arrays = _load_npz(data)
     rates = base_rates(arrays["hero_games"], arrays["hero_wins"])
@@ -261,7 +263,7 @@ class SnapshotStore:
         playable[np.asarray(manifest["playable"], dtype=np.intp)] = True
         patches: dict[str, PatchModel] = {}
         for name, info in manifest["patches"].items():
-            brackets = [Bracket(b) for b in info["brackets"]]
+            brackets = [SkillBracket(b) for b in info["brackets"]]
             blobs = await self._redis.mget(
                 [_key(version, "model", name)]
                 + [_key(version, "stats", name, b.value) for b in brackets]

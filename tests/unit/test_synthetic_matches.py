@@ -1,6 +1,6 @@
 """The synthetic generator keeps its promises, and the prior-weight fit reads spread correctly.
 
-The warehouse end of the recovery proof is tests/contract/test_synthetic_recovery.py; these are
+The warehouse end of the recovery proof is tests/contract/test_statistics_recovery.py; these are
 the fast checks that need no engine: the planted truth has the advertised shape and size, drafts
 are legal and unbiased, the numpy reference counter agrees with Counts' own methods, and
 statistics.fit_prior_weight tells "no pair effects" from "planted pair effects".
@@ -12,15 +12,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from services.common.dota import SkillBracket
 from services.etl.warehouse import MATCH_SCHEMA, skill_bracket_of
 from services.model.statistics import (
     PRIOR_WEIGHT_BOUNDS,
-    Bracket,
     Counts,
     compute_statistics,
     fit_prior_weight,
 )
-from services.model.synthetic import (
+from tests.synthetic import (
     BLOCK,
     BRACKET_NAMES,
     GroundTruth,
@@ -141,13 +141,13 @@ def test_the_reference_counter_agrees_with_the_counts_methods() -> None:
             for j in range(i + 1, 5):
                 slow.add_with(radiant[:, i], radiant[:, j], ones, win)
                 slow.add_with(dire[:, i], dire[:, j], ones, 1 - win)
-        got = fast[(PATCH, Bracket(name))]
+        got = fast[(PATCH, SkillBracket(name))]
         assert got.matches == win.size
         for field in ("hero_games", "hero_wins", "versus_games", "versus_wins"):
             assert np.array_equal(getattr(got, field), getattr(slow, field)), (name, field)
         assert np.array_equal(got.with_games, slow.with_games), name
         assert np.array_equal(got.with_wins, slow.with_wins), name
-    assert fast[(PATCH, Bracket.ALL)].matches == 3_000
+    assert fast[(PATCH, SkillBracket.ALL)].matches == 3_000
 
 
 def test_a_shifted_patch_changes_some_heroes_and_keeps_the_structure() -> None:
@@ -186,7 +186,7 @@ def test_no_planted_pair_effects_give_a_prior_weight_at_the_upper_bound() -> Non
     """With no spread beyond binomial noise, every pair should be shrunk to its expectation."""
     truth = plant_truth(0, pair_effects=False)
     counts = count_matches([generate_matches(truth, 100_000, seed=1)], truth.hero_slots)
-    statistics = compute_statistics(PATCH, Bracket.ALL, counts[(PATCH, Bracket.ALL)])
+    statistics = compute_statistics(PATCH, SkillBracket.ALL, counts[(PATCH, SkillBracket.ALL)])
     for table in (statistics.matchups, statistics.synergies):
         assert table.prior_weight > 0.9 * PRIOR_WEIGHT_BOUNDS[1], table.relation
 
@@ -199,7 +199,7 @@ def test_planted_pair_effects_give_a_finite_plausible_prior_weight() -> None:
     window of 0.5x to 3x that."""
     truth = plant_truth(0)
     counts = count_matches([generate_matches(truth, 100_000, seed=1)], truth.hero_slots)
-    statistics = compute_statistics(PATCH, Bracket.ALL, counts[(PATCH, Bracket.ALL)])
+    statistics = compute_statistics(PATCH, SkillBracket.ALL, counts[(PATCH, SkillBracket.ALL)])
     for table, planted in (
         (statistics.matchups, truth.matchup),
         (statistics.synergies, truth.synergy),
