@@ -16,7 +16,7 @@ from services.common.dota_constants import DotaConstants
 from services.etl import transform
 from services.etl.dumps import DumpRecord, read_dump, transform_record
 from services.etl.matches import CleanMatch, UnusableMatch
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 
 BATCH_SIZE = 10_000
 

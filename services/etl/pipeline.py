@@ -28,7 +28,7 @@ from services.common.dota_constants import DotaConstants
 from services.common.telemetry import extract_kafka_context, inject_kafka_headers
 from services.etl import transform
 from services.etl.matches import CleanMatch, MatchSource, RejectReason, UnusableMatch
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)

@@ -16,7 +16,9 @@ from counterpick.common.v1 import common_pb2
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
+from services.common.dota import SkillBracket
 from services.common.dota_constants import load_constants
+from services.common.dota_proto import bracket_to_proto
 from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
@@ -26,7 +28,7 @@ from services.etl.config import EtlSettings
 from services.etl.fetch import OpenDotaFetcher
 from services.etl.matches import CleanMatch, Side, UnusableMatch
 from services.etl.pipeline import EtlStats, MatchPipeline
-from services.etl.warehouse import Warehouse, skill_bracket_of
+from services.etl.repo import Warehouse
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EtlService"].full_name
@@ -34,12 +36,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EtlService"].full_name
 _SKIP_REASONS = {
     reason.name.removeprefix("SKIP_REASON_").lower(): reason.number
     for reason in pb.SkipReason.DESCRIPTOR.values
-}
-_BRACKETS = {
-    "herald_guardian": common_pb2.SKILL_BRACKET_HERALD_GUARDIAN,
-    "crusader_archon": common_pb2.SKILL_BRACKET_CRUSADER_ARCHON,
-    "legend_ancient": common_pb2.SKILL_BRACKET_LEGEND_ANCIENT,
-    "divine_immortal": common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL,
 }
 
 
@@ -55,7 +51,7 @@ def match_to_proto(match: CleanMatch) -> events_pb2.Match:
         lobby_type=match.lobby_type or 0,
         cluster=match.cluster or 0,
         region=match.region or 0,
-        skill_bracket=_BRACKETS.get(skill_bracket_of(match.avg_rank_tier), 0),  # type: ignore[arg-type]
+        skill_bracket=bracket_to_proto(SkillBracket.from_rank_tier(match.avg_rank_tier)),
         radiant_win=match.radiant_win,
     )
     if match.start_time is not None:

@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
+from services.common.dota import SkillBracket
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -38,15 +40,8 @@ class Relation(StrEnum):
     WITH = "with"  # same team
 
 
-class Bracket(StrEnum):
-    """Skill brackets as the warehouse stores them, plus ALL (every match, unknown rank too)."""
-
-    ALL = "all"
-    HERALD_GUARDIAN = "herald_guardian"
-    CRUSADER_ARCHON = "crusader_archon"
-    LEGEND_ANCIENT = "legend_ancient"
-    DIVINE_IMMORTAL = "divine_immortal"
-    UNKNOWN = "unknown"
+# The shared vocabulary's bracket, under the name the model's modules still use.
+Bracket = SkillBracket
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from services.common.dota import SkillBracket
+from services.common.warehouse import open_reader
+from services.common.warehouse.direct import ClickHouseReader
+from services.common.warehouse.etl_rpc import EtlReader
+from services.common.warehouse.schema import migrations
 from services.etl.matches import CleanMatch, MatchSource, PickBanRow, PlayerRow, Side
-from services.etl.warehouse import Warehouse, migrations, skill_bracket_of
+from services.etl.repo import Warehouse
 
 
 def synthetic_match(
@@ -116,8 +121,24 @@ def test_existing_match_ids(warehouse: Warehouse) -> None:
         (95, "unknown"),
     ],
 )
-def test_skill_bracket_of(rank: int | None, bracket: str) -> None:
-    assert skill_bracket_of(rank) == bracket
+def test_skill_bracket_from_rank_tier(rank: int | None, bracket: str) -> None:
+    assert SkillBracket.from_rank_tier(rank) == bracket
+
+
+def test_open_reader_reads_the_dsn_else_the_etl(tmp_path: Path) -> None:
+    store = Warehouse.connect(f"chdb://{tmp_path / 'wh'}")
+    store.migrate()
+    store.insert_matches([synthetic_match(1)])
+    store.close()
+    direct = open_reader(f"chdb://{tmp_path / 'wh'}", "127.0.0.1:1")
+    try:
+        assert isinstance(direct, ClickHouseReader)
+        assert direct.match_drafts().num_rows == 1
+    finally:
+        direct.close()
+    through_etl = open_reader(None, "127.0.0.1:1")
+    assert isinstance(through_etl, EtlReader)
+    through_etl.close()
 
 
 def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None:
@@ -130,7 +151,7 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None
             [
                 sys.executable,
                 "-c",
-                "from services.etl.warehouse import Warehouse; "
+                "from services.etl.repo import Warehouse; "
                 f"Warehouse.connect('chdb://{tmp_path / 'wh'}')",
             ],
             capture_output=True,
