@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from services.common.dota import SkillBracket
+from services.common.dota import Side, SkillBracket
 from services.common.warehouse.direct import ClickHouseReader
 from services.common.warehouse.schema import (
     MATCH_SCHEMA,
@@ -24,7 +24,7 @@ from services.common.warehouse.schema import (
     PLAYER_SCHEMA,
     migrations,
 )
-from services.etl.matches import CleanMatch, Side
+from services.etl.matches import CleanMatch
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from counterpick.common.v1 import common_pb2
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
-from services.common.dota import SkillBracket
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
-from services.common.dota_proto import bracket_to_proto
+from services.common.dota_proto import bracket_to_proto, side_to_proto
 from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
@@ -26,7 +25,7 @@ from services.common.timestamps import to_timestamp as _timestamp
 from services.etl import transform
 from services.etl.config import EtlSettings
 from services.etl.fetch import OpenDotaFetcher
-from services.etl.matches import CleanMatch, Side, UnusableMatch
+from services.etl.matches import CleanMatch, UnusableMatch
 from services.etl.pipeline import EtlStats, MatchPipeline
 from services.etl.repo import Warehouse
 
@@ -41,7 +40,6 @@ _SKIP_REASONS = {
 
 def match_to_proto(match: CleanMatch) -> events_pb2.Match:
     """The clean match as the public events.v1.Match message."""
-    side = {Side.RADIANT: common_pb2.TEAM_SIDE_RADIANT, Side.DIRE: common_pb2.TEAM_SIDE_DIRE}
     message = events_pb2.Match(
         match_id=match.match_id,
         match_seq_num=match.match_seq_num or 0,
@@ -61,7 +59,7 @@ def match_to_proto(match: CleanMatch) -> events_pb2.Match:
     for player in match.players:
         row = message.players.add(
             hero_id=player.hero_id,
-            side=side[player.side],
+            side=side_to_proto(player.side),
             player_slot=player.player_slot,
             win=match.radiant_win == (player.side is Side.RADIANT),
             kills=player.kills or 0,
@@ -75,7 +73,10 @@ def match_to_proto(match: CleanMatch) -> events_pb2.Match:
             row.account_id = player.account_id
     for step in match.picks_bans:
         message.picks_bans.add(
-            order=step.order, is_pick=step.is_pick, side=side[step.side], hero_id=step.hero_id
+            order=step.order,
+            is_pick=step.is_pick,
+            side=side_to_proto(step.side),
+            hero_id=step.hero_id,
         )
     return message
 

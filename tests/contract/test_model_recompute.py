@@ -14,11 +14,12 @@ import redis.asyncio as aioredis
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from services.common.config import ServiceSettings
+from services.common.dota import Side
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
 from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
 from services.common.warehouse.etl_rpc import EtlReader
-from services.etl.matches import CleanMatch, MatchSource, PlayerRow, Side
+from services.etl.matches import CleanMatch, MatchSource, PlayerRow
 from services.etl.repo import Warehouse
 from services.model.recompute import Recomputer
 from services.model.runtime import ModelRuntime

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from services.common.dota import SkillBracket
+from services.common.dota import Side, SkillBracket
 from services.common.warehouse import open_reader
 from services.common.warehouse.direct import ClickHouseReader
 from services.common.warehouse.etl_rpc import EtlReader
 from services.common.warehouse.schema import migrations
-from services.etl.matches import CleanMatch, MatchSource, PickBanRow, PlayerRow, Side
+from services.etl.matches import CleanMatch, MatchSource, PickBanRow, PlayerRow
 from services.etl.repo import Warehouse
 
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
 from services.etl import transform
 from services.etl.matches import (
     CleanMatch,
     MatchSource,
     RejectReason,
-    Side,
     SkipReason,
     UnusableMatch,
 )
@@ -606,8 +606,8 @@ def test_a_short_real_match_is_too_short(data_dir: Path) -> None:
         (-10, "unknown"),
     ],
 )
-def test_skill_bracket(rank: int | None, bracket: str) -> None:
-    assert transform.skill_bracket(rank) == bracket
+def test_skill_bracket_from_rank_tier(rank: int | None, bracket: str) -> None:
+    assert SkillBracket.from_rank_tier(rank) == bracket
 
 
 # --- Throughput --------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from services.common.dota import Side
 from services.common.dota_constants import load_constants
 from services.etl import transform
 from services.etl.dumps import DumpFormatError, RecordKind, read_dump, transform_record
-from services.etl.matches import RejectReason, Side, SkipReason, UnusableMatch
+from services.etl.matches import RejectReason, SkipReason, UnusableMatch
 
 CONSTANTS = load_constants()
 SAMPLES = "api-samples"
