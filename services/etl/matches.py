@@ -48,6 +48,7 @@ class RejectReason(StrEnum):
     UNKNOWN_HERO = "unknown_hero"
     INVALID_VALUE = "invalid_value"
     FETCH_FAILED = "fetch_failed"
+    NOT_FOUND_UPSTREAM = "not_found_upstream"
 
 
 class UnusableMatch(Exception):

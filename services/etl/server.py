@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC
 from typing import Any
@@ -16,18 +14,17 @@ from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
 from services.common.dota import Side, SkillBracket
-from services.common.dota_constants import load_constants
 from services.common.dota_proto import bracket_to_proto, side_to_proto
 from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
-from services.etl import transform
 from services.etl.config import EtlSettings
-from services.etl.fetch import OpenDotaFetcher
+from services.etl.loader import FetchFailed
 from services.etl.matches import CleanMatch, UnusableMatch
-from services.etl.pipeline import EtlStats, MatchPipeline
+from services.etl.pipeline import dead_letter_reason
 from services.etl.repo import Warehouse
+from services.etl.runtime import EtlRuntime
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EtlService"].full_name
@@ -139,95 +136,35 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
     ) -> pb.ReprocessMatchResponse:
         if request.match_id == 0:
             raise InvalidArgument("match_id is required", field="match_id")
-        fetcher = self._runtime.fetcher
-        warehouse = self._runtime.warehouse
-        assert warehouse is not None
-        outcome = await fetcher.fetch_match(request.match_id)
+        loader = self._runtime.loader
+        if loader is None:
+            raise DependencyUnavailable("clickhouse", "the warehouse is not open yet")
         response = pb.ReprocessMatchResponse(match_id=request.match_id)
-        if outcome.data is None:
-            if outcome.retryable:
-                raise DependencyUnavailable(
-                    "opendota", f"fetching match {request.match_id}: {outcome.error}"
-                )
-            response.outcome = pb.REPROCESS_OUTCOME_REJECTED
-            response.dead_letter_reason = (
-                events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
-                if outcome.not_found
-                else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED
-            )
-            response.detail = outcome.error or ""
-            return response
         try:
-            match = transform.from_opendota_match(outcome.data)
+            match = await loader.fetch(request.match_id)
+        except FetchFailed as failed:
+            if failed.retryable:
+                raise DependencyUnavailable(
+                    "opendota", f"fetching match {request.match_id}: {failed.detail}"
+                ) from None
+            response.outcome = pb.REPROCESS_OUTCOME_REJECTED
+            response.dead_letter_reason = dead_letter_reason(failed.reason)
+            response.detail = failed.detail
+            return response
         except UnusableMatch as unusable:
             response.outcome = pb.REPROCESS_OUTCOME_REJECTED
             response.detail = unusable.detail
             return response
         response.match.CopyFrom(match_to_proto(match))
-        skip = transform.skip_reason(match, load_constants())
+        skip = loader.skip_reason(match)
         if skip is not None:
             response.outcome = pb.REPROCESS_OUTCOME_SKIPPED
             response.skip_reason = _SKIP_REASONS.get(skip.value, 0)  # type: ignore[assignment]
             return response
-        existed = await asyncio.to_thread(warehouse.existing_match_ids, [match.match_id])
-        await asyncio.to_thread(warehouse.insert_matches, [match])
+        existed = await loader.stored([match.match_id])
+        await loader.store([match])
         response.outcome = pb.REPROCESS_OUTCOME_REPLACED if existed else pb.REPROCESS_OUTCOME_LOADED
         return response
-
-
-class EtlRuntime:
-    """The warehouse, the fetcher and the consumer task of one etl process."""
-
-    def __init__(self, settings: EtlSettings, stores: Stores) -> None:
-        self._settings = settings
-        self._stores = stores
-        self.stats = EtlStats()
-        self.fetcher = OpenDotaFetcher(settings.opendota_base_url, settings.opendota_api_key)
-        self.warehouse: Warehouse | None = None
-        self.pipeline: MatchPipeline | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Migrate the warehouse, join the consumer group, start consuming."""
-        self.warehouse = Warehouse(self._stores.warehouse)
-        applied = await asyncio.to_thread(self.warehouse.migrate)
-        if applied:
-            log.info("warehouse migrated", extra={"fields": {"applied": applied}})
-        settings = self._settings
-        self.pipeline = MatchPipeline(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=settings.kafka_topic_match_ids,
-            dead_letter_topic=settings.kafka_topic_dead_letters,
-            group_id=settings.kafka_consumer_group,
-            warehouse=self.warehouse,
-            constants=load_constants(),
-            fetcher=self.fetcher,
-            fetch_concurrency=settings.etl_fetch_concurrency,
-            fetch_attempts=settings.etl_fetch_attempts,
-            batch_size=settings.etl_batch_size,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            stats=self.stats,
-        )
-        await self.pipeline.start()
-        self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
-        self._task.add_done_callback(_crash_on_failure)
-
-    async def stop(self) -> None:
-        """Finish the batch in progress, leave the group, close the fetcher."""
-        self._stop.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait(
-                {self._task}, timeout=self._settings.shutdown_grace_seconds
-            )
-            if not done:
-                # Still joining the group or inside a batch: nothing was committed for it, so the
-                # next member replays it.
-                self._task.cancel()
-                await asyncio.wait({self._task})
-        if self.pipeline is not None:
-            await self.pipeline.stop()
-        await self.fetcher.close()
 
 
 ARROW_CHUNK_BYTES = 1 << 20
@@ -268,15 +205,6 @@ def _warehouse_read(
             {"loaded_at": pa.array([warehouse.latest_loaded_at()], pa.timestamp("ms", "UTC"))}
         )
     raise InvalidArgument("query must be a known WarehouseQuery", field="query")
-
-
-def _crash_on_failure(task: asyncio.Task[None]) -> None:
-    """An unexpected consumer failure ends the process loudly so its supervisor restarts it;
-    uncommitted records are replayed by the next member of the group."""
-    if task.cancelled() or task.exception() is None:
-        return
-    log.critical("etl consumer failed; exiting", exc_info=task.exception())
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def build_server(settings: EtlSettings) -> GrpcServer:
