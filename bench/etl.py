@@ -33,7 +33,7 @@ from services.common.dota_constants import load_constants
 from services.common.stores import ensure_kafka_topics
 from services.etl.importer import import_file
 from services.etl.pipeline import MatchPipeline
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 from services.ingest.sources import public_match_ref
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

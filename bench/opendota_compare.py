@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from services.common.dota import SkillBracket
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 from services.model.statistics import BracketStatistics, compute_statistics
 from services.model.warehouse_counts import read_counts
 from tests.synthetic import SyntheticMatches, generate_matches, plant_truth
+from tests.warehouse_drafts import insert_draft_table
 
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PATCH = "7.41"
@@ -163,7 +164,7 @@ async def run(count: int, rounds: int, seed: int) -> None:
     warehouse = Warehouse.connect(f"chdb://{directory / 'warehouse'}")
     try:
         warehouse.migrate()
-        warehouse.insert_draft_table(matches.to_arrow())
+        insert_draft_table(warehouse, matches.to_arrow())
         counts = read_counts(warehouse, truth.hero_slots)
     finally:
         warehouse.close()

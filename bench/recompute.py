@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from services.common.dota import SkillBracket
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 from services.model.statistics import BracketStatistics, Counts, compute_statistics
 from services.model.warehouse_counts import PatchBracket, read_counts
 from tests.synthetic import (
@@ -48,6 +48,7 @@ from tests.synthetic import (
     plant_truth,
     shift_truth,
 )
+from tests.warehouse_drafts import insert_draft_table
 
 PATCHES = ("7.41", "7.42")
 CHUNK = 500_000
@@ -218,7 +219,7 @@ def grow(warehouse: Warehouse, source: Source, count: int) -> tuple[Timer, Timer
         table, converted = timed(matches.to_arrow)
         generate.add(spent)
         generate.add(converted)
-        _, spent = timed(warehouse.insert_draft_table, table)
+        _, spent = timed(insert_draft_table, warehouse, table)
         insert.add(spent)
         left -= len(matches)
     return generate, insert
@@ -261,7 +262,7 @@ def measure(
     if increment:
         watermark = warehouse.latest_loaded_at()
         more = source.take(increment)
-        warehouse.insert_draft_table(more.to_arrow())
+        insert_draft_table(warehouse, more.to_arrow())
         delta, result.increment_sql = timed(
             read_counts, warehouse, source.hero_slots, loaded_after=watermark
         )

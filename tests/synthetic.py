@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from services.common.dota import SkillBracket
 from services.common.dota_constants import load_constants
-from services.etl.warehouse import MATCH_SCHEMA
+from services.common.warehouse.schema import MATCH_SCHEMA
 from services.model.statistics import Counts, FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
@@ -224,7 +224,7 @@ class SyntheticMatches:
         )
 
     def to_arrow(self) -> pa.Table:
-        """A `MATCH_SCHEMA` table for `Warehouse.insert_draft_table`, built from numpy buffers
+        """A `MATCH_SCHEMA` table for `insert_draft_table`, built from numpy buffers
         (no per-row Python objects, so a million rows take well under a second)."""
         n = len(self)
         duration = (1_500 + (self.match_id % np.uint64(2_700))).astype(np.uint32)

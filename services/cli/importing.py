@@ -11,9 +11,10 @@ from typing import Any
 from tqdm import tqdm
 
 from services.common.dota_constants import load_constants
+from services.common.warehouse import is_locked
 from services.etl.dumps import DumpFormatError
 from services.etl.importer import ImportSummary, import_file
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 
 
 def warehouse_dsn(state_dir: Path) -> str:
@@ -26,7 +27,7 @@ def open_warehouse(dsn: str) -> Warehouse:
     try:
         warehouse = Warehouse.connect(dsn)
     except Exception as error:
-        if "lock" in str(error).lower() or "EmbeddedServer" in str(error):
+        if is_locked(error):
             raise SystemExit(
                 f"the embedded warehouse {dsn} is open in another process (is `counterpick up` "
                 "running?); stop it first, or set WAREHOUSE_DSN to a ClickHouse server"

@@ -18,25 +18,22 @@ from tqdm import tqdm
 from services.cli.importing import warehouse_dsn
 from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.dota_constants import load_constants
+from services.common.warehouse import WarehouseReader, open_reader
+from services.common.warehouse.etl_rpc import EtlReader
 from services.model.recompute import Recomputer
 from services.model.repo import SnapshotStore
-from services.model.runtime import PlayerRecordsSource
 from services.model.snapshot import RunRecord
 
 
-def _source(state_dir: Path, etl_address: str) -> PlayerRecordsSource:
-    from services.etl.warehouse import Warehouse
-
+def _source(state_dir: Path, etl_address: str) -> WarehouseReader:
     dsn = warehouse_dsn(state_dir)
     try:
-        return Warehouse.connect(dsn)
+        reader = open_reader(dsn, etl_address, etl_when_locked=True)
     except Exception as error:
-        if "lock" in str(error).lower() or "EmbeddedServer" in str(error):
-            from services.model.etl_reader import EtlWarehouseReader
-
-            print(f"the warehouse is held by a running etl; reading it through {etl_address}")
-            return EtlWarehouseReader(etl_address)
         raise SystemExit(f"cannot open the warehouse {dsn}: {error}") from None
+    if isinstance(reader, EtlReader):
+        print(f"the warehouse is held by a running etl; reading it through {etl_address}")
+    return reader
 
 
 def format_runs(runs: list[RunRecord]) -> str:
@@ -88,9 +85,7 @@ def run_recompute(state_dir: Path, *, full: bool, list_only: bool, redis_url: st
                         print(f"recompute failed: {error}")
                         return 1
                     finally:
-                        close = getattr(source, "close", None)
-                        if close is not None:
-                            close()
+                        source.close()
                 print(f"published snapshot {run.snapshot_version} from {run.matches_used} matches")
             print(format_runs(await store.runs()))
             return 0

@@ -1,6 +1,7 @@
 """Versioned SQL migrations of a service's PostgreSQL schema, shared by every service that owns one.
 
-Numbered files in `<package>/migrations/` (`0001_users.sql`, ...) are applied in order and
+Numbered files in `<package>/migrations/` (`0001_users.sql`, ...; the loader in
+`services/common/sql_migrations.py`, shared with the ClickHouse runner) are applied in order and
 recorded in the schema's `schema_migrations` with a SHA-256 of their text. Applied files are
 append-only: one that changed after it ran stops the migration instead of leaving the schema to
 guess.
@@ -13,51 +14,25 @@ starting together apply each file exactly once and a failing file leaves nothing
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-from dataclasses import dataclass
-from importlib import resources
 
 import asyncpg
+
+from services.common.sql_migrations import Migration, MigrationError, load_migrations
 
 log = logging.getLogger(__name__)
 
 # A PostgreSQL identifier that needs no quoting; schema names come from configuration only.
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
-
-class MigrationError(RuntimeError):
-    """The stored schema does not match the shipped migrations."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One numbered SQL file."""
-
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        """SHA-256 of the file's text, recorded when it is applied."""
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def load_migrations(package: str) -> list[Migration]:
-    """The migrations shipped in `<package>/migrations`, in version order."""
-    found = []
-    for entry in resources.files(package).joinpath("migrations").iterdir():
-        match = _MIGRATION_FILE.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), entry.name, entry.read_text()))
-    found.sort(key=lambda migration: migration.version)
-    versions = [migration.version for migration in found]
-    if len(set(versions)) != len(versions):
-        raise MigrationError(f"two migrations of {package} share a version number: {versions}")
-    return found
+__all__ = [
+    "Migration",
+    "MigrationError",
+    "apply_migrations",
+    "check_schema_name",
+    "load_migrations",
+]
 
 
 def check_schema_name(schema: str) -> str:

@@ -22,7 +22,6 @@ class EtlSettings(ServiceSettings, KafkaSettings, WarehouseSettings):
     etl_batch_size: int = Field(default=5000, ge=1, le=100_000)
     # Concurrent OpenDota fetches for references that carry no match (the free tier is 60/min).
     etl_fetch_concurrency: int = Field(default=4, ge=1, le=64)
-    etl_fetch_attempts: int = Field(default=3, ge=1, le=10)
     opendota_base_url: str = "https://api.opendota.com/api"
     opendota_api_key: str | None = None
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.external.opendota import OpenDotaClient
-from services.etl.pipeline import FetchOutcome
+from services.etl.loader import FetchOutcome
 
 
 class OpenDotaFetcher:

@@ -8,7 +8,7 @@ Importing the same file twice loads nothing twice: ids already stored count as d
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from services.common.dota_constants import DotaConstants
 from services.etl import transform
 from services.etl.dumps import DumpRecord, read_dump, transform_record
 from services.etl.matches import CleanMatch, UnusableMatch
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 
 BATCH_SIZE = 10_000
 
@@ -94,16 +94,3 @@ def _load(batch: dict[int, CleanMatch], warehouse: Warehouse, summary: ImportSum
     summary.duplicates += len(existing)
     warehouse.insert_matches(fresh)
     summary.loaded += len(fresh)
-
-
-def import_paths(
-    paths: Iterable[Path],
-    warehouse: Warehouse,
-    constants: DotaConstants,
-    *,
-    on_progress: Callable[[int], None] = lambda _: None,
-) -> dict[Path, ImportSummary]:
-    """Import several files in order; stops at the first unreadable file (the error says which)."""
-    return {
-        path: import_file(path, warehouse, constants, on_progress=on_progress) for path in paths
-    }

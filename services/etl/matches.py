@@ -1,7 +1,7 @@
 """The clean match model etl loads into the warehouse, and why a match is skipped or rejected.
 
 Plain dataclasses: no protobuf, no storage types. `transform.py` builds them from every source
-format; `warehouse.py` writes them; `pipeline.py` and the import command move them.
+format; `repo.py` writes them; `pipeline.py` and the import command move them.
 """
 
 from __future__ import annotations
@@ -9,12 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
-class Side(StrEnum):
-    """Team side."""
-
-    RADIANT = "radiant"
-    DIRE = "dire"
+from services.common.dota import Side
 
 
 class MatchSource(StrEnum):
@@ -53,6 +48,7 @@ class RejectReason(StrEnum):
     UNKNOWN_HERO = "unknown_hero"
     INVALID_VALUE = "invalid_value"
     FETCH_FAILED = "fetch_failed"
+    NOT_FOUND_UPSTREAM = "not_found_upstream"
 
 
 class UnusableMatch(Exception):

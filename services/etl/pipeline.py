@@ -14,7 +14,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -27,18 +26,20 @@ from counterpick.events.v1 import events_pb2
 from services.common.dota_constants import DotaConstants
 from services.common.telemetry import extract_kafka_context, inject_kafka_headers
 from services.etl import transform
+from services.etl.loader import FetchFailed, MatchFetcher, MatchLoader
 from services.etl.matches import CleanMatch, MatchSource, RejectReason, UnusableMatch
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
-_DEAD_LETTER_REASONS = {
+_DEAD_LETTER_REASONS: dict[RejectReason, events_pb2.DeadLetterReason.ValueType] = {
     RejectReason.MALFORMED_MESSAGE: events_pb2.DEAD_LETTER_REASON_MALFORMED_MESSAGE,
     RejectReason.MISSING_FIELD: events_pb2.DEAD_LETTER_REASON_MISSING_FIELD,
     RejectReason.UNKNOWN_HERO: events_pb2.DEAD_LETTER_REASON_UNKNOWN_HERO,
     RejectReason.INVALID_VALUE: events_pb2.DEAD_LETTER_REASON_INVALID_VALUE,
     RejectReason.FETCH_FAILED: events_pb2.DEAD_LETTER_REASON_FETCH_FAILED,
+    RejectReason.NOT_FOUND_UPSTREAM: events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM,
 }
 _SOURCES = {
     events_pb2.MATCH_SOURCE_STEAM_SEQUENCE: MatchSource.STEAM_SEQUENCE,
@@ -49,22 +50,9 @@ _SOURCES = {
 }
 
 
-@dataclass(frozen=True)
-class FetchOutcome:
-    """What an enrichment fetch produced: the match JSON, or why not."""
-
-    data: dict[str, Any] | None
-    error: str | None = None
-    retryable: bool = False
-    not_found: bool = False
-
-
-class MatchFetcher(Protocol):
-    """Fetches one full match by id (OpenDota /api/matches/{id} in production)."""
-
-    async def fetch_match(self, match_id: int) -> FetchOutcome:
-        """The match JSON, or a failure that says whether a retry may help."""
-        ...
+def dead_letter_reason(reason: RejectReason) -> events_pb2.DeadLetterReason.ValueType:
+    """The dead-letter reason of the events API for a reject reason."""
+    return _DEAD_LETTER_REASONS[reason]
 
 
 @dataclass
@@ -142,7 +130,6 @@ class MatchPipeline:
         constants: DotaConstants,
         fetcher: MatchFetcher | None,
         fetch_concurrency: int = 8,
-        fetch_attempts: int = 3,
         batch_size: int = 5000,
         session_timeout_ms: int = 10_000,
         stats: EtlStats | None = None,
@@ -151,11 +138,9 @@ class MatchPipeline:
         self.dead_letter_topic = dead_letter_topic
         self.group_id = group_id
         self._bootstrap = bootstrap_servers
-        self._warehouse = warehouse
+        self.loader = MatchLoader(warehouse, constants, fetcher)
         self._constants = constants
-        self._fetcher = fetcher
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
-        self._fetch_attempts = fetch_attempts
         self._batch_size = batch_size
         self._session_timeout_ms = session_timeout_ms
         self.stats = stats or EtlStats()
@@ -243,7 +228,7 @@ class MatchPipeline:
         with trace.use_span(batch.span, end_on_exit=False):
             matches, batch.rejected = await self._transform_all(records)
         for match in matches:
-            reason = transform.skip_reason(match, self._constants)
+            reason = self.loader.skip_reason(match)
             if reason is None:
                 batch.kept[match.match_id] = match
             else:
@@ -257,9 +242,7 @@ class MatchPipeline:
         try:
             with trace.use_span(span, end_on_exit=False):
                 if batch.kept:
-                    await asyncio.to_thread(
-                        self._warehouse.insert_matches, list(batch.kept.values())
-                    )
+                    await self.loader.store(list(batch.kept.values()))
                 await self._dead_letter(batch.rejected)
                 try:
                     await self.consumer.commit(batch.offsets)
@@ -310,7 +293,7 @@ class MatchPipeline:
             except UnusableMatch as unusable:
                 rejected.append(
                     _Rejected(
-                        record, _DEAD_LETTER_REASONS[unusable.reason], unusable.detail, ref.match_id
+                        record, dead_letter_reason(unusable.reason), unusable.detail, ref.match_id
                     )
                 )
                 continue
@@ -363,33 +346,20 @@ class MatchPipeline:
     async def _fetch(
         self, record: ConsumerRecord[bytes, bytes], ref: events_pb2.MatchRef
     ) -> CleanMatch | _Rejected:
-        if self._fetcher is None:
+        if self.loader.fetcher is None:
             return _Rejected(
                 record,
                 events_pb2.DEAD_LETTER_REASON_FETCH_FAILED,
                 "message carries no match and no fetcher is configured",
                 ref.match_id,
             )
-        outcome = FetchOutcome(None, "not attempted")
-        for attempt in range(1, self._fetch_attempts + 1):
-            async with self._fetch_slots:
-                outcome = await self._fetcher.fetch_match(ref.match_id)
-            if outcome.data is not None or not outcome.retryable:
-                break
-            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-        if outcome.data is None:
-            reason = (
-                events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
-                if outcome.not_found
-                else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED
-            )
-            return _Rejected(record, reason, outcome.error or "fetch failed", ref.match_id)
         try:
-            return transform.from_opendota_match(outcome.data)
-        except UnusableMatch as unusable:
-            return _Rejected(
-                record, _DEAD_LETTER_REASONS[unusable.reason], unusable.detail, ref.match_id
-            )
+            # One attempt here: the HTTP client already retried what was worth retrying, and a
+            # record is never held back from its partition waiting for upstream.
+            async with self._fetch_slots:
+                return await self.loader.fetch(ref.match_id)
+        except (FetchFailed, UnusableMatch) as failed:
+            return _Rejected(record, dead_letter_reason(failed.reason), failed.detail, ref.match_id)
 
     async def _dead_letter(self, rejected: Sequence[_Rejected]) -> None:
         assert self._producer is not None

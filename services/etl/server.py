@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC
 from typing import Any
 
 import pyarrow as pa
 
-from counterpick.common.v1 import common_pb2
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
-from services.common.dota_constants import load_constants
+from services.common.dota import Side, SkillBracket
+from services.common.dota_proto import bracket_to_proto, side_to_proto
 from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
-from services.etl import transform
 from services.etl.config import EtlSettings
-from services.etl.fetch import OpenDotaFetcher
-from services.etl.matches import CleanMatch, Side, UnusableMatch
-from services.etl.pipeline import EtlStats, MatchPipeline
-from services.etl.warehouse import Warehouse, skill_bracket_of
+from services.etl.loader import FetchFailed
+from services.etl.matches import CleanMatch, UnusableMatch
+from services.etl.pipeline import dead_letter_reason
+from services.etl.repo import Warehouse
+from services.etl.runtime import EtlRuntime
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EtlService"].full_name
@@ -35,17 +33,10 @@ _SKIP_REASONS = {
     reason.name.removeprefix("SKIP_REASON_").lower(): reason.number
     for reason in pb.SkipReason.DESCRIPTOR.values
 }
-_BRACKETS = {
-    "herald_guardian": common_pb2.SKILL_BRACKET_HERALD_GUARDIAN,
-    "crusader_archon": common_pb2.SKILL_BRACKET_CRUSADER_ARCHON,
-    "legend_ancient": common_pb2.SKILL_BRACKET_LEGEND_ANCIENT,
-    "divine_immortal": common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL,
-}
 
 
 def match_to_proto(match: CleanMatch) -> events_pb2.Match:
     """The clean match as the public events.v1.Match message."""
-    side = {Side.RADIANT: common_pb2.TEAM_SIDE_RADIANT, Side.DIRE: common_pb2.TEAM_SIDE_DIRE}
     message = events_pb2.Match(
         match_id=match.match_id,
         match_seq_num=match.match_seq_num or 0,
@@ -55,7 +46,7 @@ def match_to_proto(match: CleanMatch) -> events_pb2.Match:
         lobby_type=match.lobby_type or 0,
         cluster=match.cluster or 0,
         region=match.region or 0,
-        skill_bracket=_BRACKETS.get(skill_bracket_of(match.avg_rank_tier), 0),  # type: ignore[arg-type]
+        skill_bracket=bracket_to_proto(SkillBracket.from_rank_tier(match.avg_rank_tier)),
         radiant_win=match.radiant_win,
     )
     if match.start_time is not None:
@@ -65,7 +56,7 @@ def match_to_proto(match: CleanMatch) -> events_pb2.Match:
     for player in match.players:
         row = message.players.add(
             hero_id=player.hero_id,
-            side=side[player.side],
+            side=side_to_proto(player.side),
             player_slot=player.player_slot,
             win=match.radiant_win == (player.side is Side.RADIANT),
             kills=player.kills or 0,
@@ -79,7 +70,10 @@ def match_to_proto(match: CleanMatch) -> events_pb2.Match:
             row.account_id = player.account_id
     for step in match.picks_bans:
         message.picks_bans.add(
-            order=step.order, is_pick=step.is_pick, side=side[step.side], hero_id=step.hero_id
+            order=step.order,
+            is_pick=step.is_pick,
+            side=side_to_proto(step.side),
+            hero_id=step.hero_id,
         )
     return message
 
@@ -142,95 +136,35 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
     ) -> pb.ReprocessMatchResponse:
         if request.match_id == 0:
             raise InvalidArgument("match_id is required", field="match_id")
-        fetcher = self._runtime.fetcher
-        warehouse = self._runtime.warehouse
-        assert warehouse is not None
-        outcome = await fetcher.fetch_match(request.match_id)
+        loader = self._runtime.loader
+        if loader is None:
+            raise DependencyUnavailable("clickhouse", "the warehouse is not open yet")
         response = pb.ReprocessMatchResponse(match_id=request.match_id)
-        if outcome.data is None:
-            if outcome.retryable:
-                raise DependencyUnavailable(
-                    "opendota", f"fetching match {request.match_id}: {outcome.error}"
-                )
-            response.outcome = pb.REPROCESS_OUTCOME_REJECTED
-            response.dead_letter_reason = (
-                events_pb2.DEAD_LETTER_REASON_NOT_FOUND_UPSTREAM
-                if outcome.not_found
-                else events_pb2.DEAD_LETTER_REASON_FETCH_FAILED
-            )
-            response.detail = outcome.error or ""
-            return response
         try:
-            match = transform.from_opendota_match(outcome.data)
+            match = await loader.fetch(request.match_id)
+        except FetchFailed as failed:
+            if failed.retryable:
+                raise DependencyUnavailable(
+                    "opendota", f"fetching match {request.match_id}: {failed.detail}"
+                ) from None
+            response.outcome = pb.REPROCESS_OUTCOME_REJECTED
+            response.dead_letter_reason = dead_letter_reason(failed.reason)
+            response.detail = failed.detail
+            return response
         except UnusableMatch as unusable:
             response.outcome = pb.REPROCESS_OUTCOME_REJECTED
             response.detail = unusable.detail
             return response
         response.match.CopyFrom(match_to_proto(match))
-        skip = transform.skip_reason(match, load_constants())
+        skip = loader.skip_reason(match)
         if skip is not None:
             response.outcome = pb.REPROCESS_OUTCOME_SKIPPED
             response.skip_reason = _SKIP_REASONS.get(skip.value, 0)  # type: ignore[assignment]
             return response
-        existed = await asyncio.to_thread(warehouse.existing_match_ids, [match.match_id])
-        await asyncio.to_thread(warehouse.insert_matches, [match])
+        existed = await loader.stored([match.match_id])
+        await loader.store([match])
         response.outcome = pb.REPROCESS_OUTCOME_REPLACED if existed else pb.REPROCESS_OUTCOME_LOADED
         return response
-
-
-class EtlRuntime:
-    """The warehouse, the fetcher and the consumer task of one etl process."""
-
-    def __init__(self, settings: EtlSettings, stores: Stores) -> None:
-        self._settings = settings
-        self._stores = stores
-        self.stats = EtlStats()
-        self.fetcher = OpenDotaFetcher(settings.opendota_base_url, settings.opendota_api_key)
-        self.warehouse: Warehouse | None = None
-        self.pipeline: MatchPipeline | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Migrate the warehouse, join the consumer group, start consuming."""
-        self.warehouse = Warehouse(self._stores.warehouse)
-        applied = await asyncio.to_thread(self.warehouse.migrate)
-        if applied:
-            log.info("warehouse migrated", extra={"fields": {"applied": applied}})
-        settings = self._settings
-        self.pipeline = MatchPipeline(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=settings.kafka_topic_match_ids,
-            dead_letter_topic=settings.kafka_topic_dead_letters,
-            group_id=settings.kafka_consumer_group,
-            warehouse=self.warehouse,
-            constants=load_constants(),
-            fetcher=self.fetcher,
-            fetch_concurrency=settings.etl_fetch_concurrency,
-            fetch_attempts=settings.etl_fetch_attempts,
-            batch_size=settings.etl_batch_size,
-            session_timeout_ms=settings.kafka_session_timeout_ms,
-            stats=self.stats,
-        )
-        await self.pipeline.start()
-        self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
-        self._task.add_done_callback(_crash_on_failure)
-
-    async def stop(self) -> None:
-        """Finish the batch in progress, leave the group, close the fetcher."""
-        self._stop.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait(
-                {self._task}, timeout=self._settings.shutdown_grace_seconds
-            )
-            if not done:
-                # Still joining the group or inside a batch: nothing was committed for it, so the
-                # next member replays it.
-                self._task.cancel()
-                await asyncio.wait({self._task})
-        if self.pipeline is not None:
-            await self.pipeline.stop()
-        await self.fetcher.close()
 
 
 ARROW_CHUNK_BYTES = 1 << 20
@@ -271,15 +205,6 @@ def _warehouse_read(
             {"loaded_at": pa.array([warehouse.latest_loaded_at()], pa.timestamp("ms", "UTC"))}
         )
     raise InvalidArgument("query must be a known WarehouseQuery", field="query")
-
-
-def _crash_on_failure(task: asyncio.Task[None]) -> None:
-    """An unexpected consumer failure ends the process loudly so its supervisor restarts it;
-    uncommitted records are replayed by the next member of the group."""
-    if task.cancelled() or task.exception() is None:
-        return
-    log.critical("etl consumer failed; exiting", exc_info=task.exception())
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def build_server(settings: EtlSettings) -> GrpcServer:

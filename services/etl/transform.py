@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.dota import PLAYERS_PER_MATCH, TEAM_SIZE, Side
 from services.common.dota_constants import DotaConstants, load_constants
 from services.etl.matches import (
     CleanMatch,
@@ -39,7 +40,6 @@ from services.etl.matches import (
     PickBanRow,
     PlayerRow,
     RejectReason,
-    Side,
     SkipReason,
     UnusableMatch,
 )
@@ -52,7 +52,6 @@ UCI_ID_NAMESPACE = 1 << 62
 # not known, noon UTC stands for the day. It puts every UCI match in patch 6.88.
 UCI_START_TIME = int(datetime(2016, 8, 13, 12, tzinfo=UTC).timestamp())
 MIN_SIGNIFICANT_SECONDS = 360  # OpenDota: duration > 6 minutes
-TEAM_SIZE = 5
 
 # Column widths in the warehouse (migrations/0001_matches.sql).
 _U8 = 0xFF
@@ -64,16 +63,6 @@ _ITEM_SLOTS = tuple(f"item_{n}" for n in range(6))
 _PLAYER_SLOTS = frozenset((0, 1, 2, 3, 4, 128, 129, 130, 131, 132))
 _TRUE = frozenset((True, 1, "1", "true", "True", "TRUE"))
 _FALSE = frozenset((False, 0, "0", "false", "False", "FALSE"))
-_BRACKET_BY_MEDAL = {
-    1: "herald_guardian",
-    2: "herald_guardian",
-    3: "crusader_archon",
-    4: "crusader_archon",
-    5: "legend_ancient",
-    6: "legend_ancient",
-    7: "divine_immortal",
-    8: "divine_immortal",
-}
 
 
 def _invalid(detail: str) -> UnusableMatch:
@@ -192,7 +181,7 @@ def _players_from_api(raw: Mapping[str, Any], constants: DotaConstants) -> tuple
         if type(team) is int and team in (0, 1):
             side = Side.RADIANT if team == 0 else Side.DIRE
         else:
-            side = Side.RADIANT if slot < 128 else Side.DIRE
+            side = Side.of_player_slot(slot)
         radiant += side is Side.RADIANT
         players.append(_player(raw_player, hero_id, side, slot))
     hero_set = set(heroes)
@@ -425,7 +414,7 @@ def _draft_players(
         )
     heroes = {*radiant, *dire}
     # Two set operations in C for the common all-valid case; the slow path finds the culprit.
-    if len(heroes) != 2 * TEAM_SIZE or not constants.heroes.keys() >= heroes:
+    if len(heroes) != PLAYERS_PER_MATCH or not constants.heroes.keys() >= heroes:
         _check_heroes(((names[0], radiant), (names[1], dire)), constants)
     rows = _draft_rows(constants)
     # Spelled out: a generator here costs a tenth of the whole transform.
@@ -642,15 +631,8 @@ def skip_reason(match: CleanMatch, constants: DotaConstants | None = None) -> Sk
         if player.leaver_status is not None and player.leaver_status > 1:
             return SkipReason.ABANDONED
     if (
-        len(players) != 2 * TEAM_SIZE
+        len(players) != PLAYERS_PER_MATCH
         or sum(player.side is Side.RADIANT for player in players) != TEAM_SIZE
     ):
         return SkipReason.INCOMPLETE
     return None
-
-
-def skill_bracket(avg_rank_tier: int | None) -> str:
-    """The skill bracket of an average rank tier (tens digit = medal 1 Herald .. 8 Immortal)."""
-    if avg_rank_tier is None or avg_rank_tier < 10:
-        return "unknown"
-    return _BRACKET_BY_MEDAL.get(avg_rank_tier // 10, "unknown")

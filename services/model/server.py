@@ -25,6 +25,7 @@ from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
+from services.common.warehouse import open_reader
 from services.model.config import ModelSettings
 from services.model.drafts import (
     Draft,
@@ -519,14 +520,7 @@ def _quality(quality: Quality) -> pb.QualityMetrics:
 
 def open_source(settings: ModelSettings) -> PlayerRecordsSource | None:
     """The warehouse the model reads: a direct DSN, else the etl service's read RPC."""
-    if settings.model_warehouse_dsn:
-        from services.etl.warehouse import Warehouse
-
-        warehouse: PlayerRecordsSource = Warehouse.connect(settings.model_warehouse_dsn)
-        return warehouse
-    from services.model.etl_reader import EtlWarehouseReader
-
-    return EtlWarehouseReader(settings.etl_addr)
+    return open_reader(settings.model_warehouse_dsn, settings.etl_addr)
 
 
 def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:

@@ -1,8 +1,9 @@
 """Reads the warehouse's aggregated counts into per patch and bracket Counts.
 
-The counting itself is SQL in the warehouse (services/etl/warehouse.py: hero_counts,
+The counting itself is SQL in the warehouse (services/common/warehouse: hero_counts,
 pair_counts), so only a few hundred thousand aggregate rows leave ClickHouse whatever the number
-of matches. This module turns those Arrow rows into the dense arrays the statistics use.
+of matches; `count_groups` there splits them per patch and bracket. This module accumulates
+them into the statistics' Counts and adds the every-bracket total.
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-import numpy as np
-import polars as pl
 import pyarrow as pa
 
-from services.common.dota import SkillBracket as Bracket
+from services.common.dota import SkillBracket
+from services.common.warehouse.counts import count_groups
 from services.model.statistics import Counts
 
-PatchBracket = tuple[str, Bracket]
+PatchBracket = tuple[str, SkillBracket]
 
 
 class CountsSource(Protocol):
-    """What the model reads from the warehouse (the etl Warehouse adapter satisfies it)."""
+    """What the model reads from the warehouse (both warehouse readers satisfy it)."""
 
     def hero_counts(
         self, patch: str | None = None, loaded_after: datetime | None = None
@@ -42,42 +42,18 @@ def counts_from_tables(
     hero_rows: pa.Table, pair_rows: pa.Table, hero_slots: int
 ) -> dict[PatchBracket, Counts]:
     """Counts per (patch, bracket), plus (patch, ALL) summed over every bracket."""
-    heroes = pl.from_arrow(hero_rows)
-    pairs = pl.from_arrow(pair_rows)
-    assert isinstance(heroes, pl.DataFrame)
-    assert isinstance(pairs, pl.DataFrame)
     result: dict[PatchBracket, Counts] = {}
-    keys = heroes.select("patch", "skill_bracket").unique().sort("patch", "skill_bracket")
-    for patch, bracket_name in keys.iter_rows():
+    for group in count_groups(hero_rows, pair_rows):
         counts = Counts.empty(hero_slots)
-        hero_part = heroes.filter(
-            (pl.col("patch") == patch) & (pl.col("skill_bracket") == bracket_name)
-        )
-        counts.add_heroes(
-            _ints(hero_part, "hero_id"), _ints(hero_part, "games"), _ints(hero_part, "wins")
-        )
-        counts.matches = int(hero_part["games"].sum()) // 10
-        pair_part = pairs.filter(
-            (pl.col("patch") == patch) & (pl.col("skill_bracket") == bracket_name)
-        )
-        versus = pair_part.filter(pl.col("relation") == "vs")
-        counts.add_versus(
-            _ints(versus, "hero_a"),
-            _ints(versus, "hero_b"),
-            _ints(versus, "games"),
-            _ints(versus, "wins"),
-        )
-        together = pair_part.filter(pl.col("relation") == "with")
-        counts.add_with(
-            _ints(together, "hero_a"),
-            _ints(together, "hero_b"),
-            _ints(together, "games"),
-            _ints(together, "wins"),
-        )
-        result[(patch, _bracket(bracket_name))] = counts
-        total = result.get((patch, Bracket.ALL))
+        counts.add_heroes(group.heroes.hero_ids, group.heroes.games, group.heroes.wins)
+        counts.matches = group.matches
+        versus, together = group.versus, group.together
+        counts.add_versus(versus.first, versus.second, versus.games, versus.wins)
+        counts.add_with(together.first, together.second, together.games, together.wins)
+        result[(group.patch, group.bracket)] = counts
+        total = result.get((group.patch, SkillBracket.ALL))
         if total is None:
-            result[(patch, Bracket.ALL)] = counts.copy()
+            result[(group.patch, SkillBracket.ALL)] = counts.copy()
         else:
             total.merge(counts)
     return result
@@ -95,14 +71,3 @@ def read_counts(
         source.pair_counts(patch, loaded_after),
         hero_slots,
     )
-
-
-def _bracket(name: str) -> Bracket:
-    try:
-        return Bracket(name)
-    except ValueError:
-        return Bracket.UNKNOWN
-
-
-def _ints(frame: pl.DataFrame, column: str) -> np.ndarray:
-    return frame[column].to_numpy().astype(np.int64)

@@ -1,5 +1,6 @@
-"""The user service's PostgreSQL migrations (files in services/user/migrations), applied with the
-shared runner in services/common/pg_migrations.py to the USER_POSTGRES_SCHEMA schema."""
+"""The user service's PostgreSQL migrations (files in services/user/migrations, read by the shared
+loader in services/common/sql_migrations.py), applied with the shared runner in
+services/common/pg_migrations.py to the USER_POSTGRES_SCHEMA schema."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from services.common import pg_migrations
-from services.common.pg_migrations import Migration, MigrationError, check_schema_name
+from services.common.pg_migrations import check_schema_name
+from services.common.sql_migrations import Migration, MigrationError, load_migrations
 
 __all__ = ["DEFAULT_SCHEMA", "Migration", "MigrationError", "check_schema_name"]
 
@@ -19,7 +21,7 @@ DEFAULT_SCHEMA = "user_service"
 
 def migrations() -> list[Migration]:
     """The migrations shipped in services/user/migrations, in version order."""
-    return pg_migrations.load_migrations("services.user")
+    return load_migrations("services.user")
 
 
 async def apply_migrations(connection: asyncpg.Connection, schema: str) -> list[str]:

@@ -127,7 +127,7 @@ async def test_ingest_to_etl_to_warehouse_end_to_end(
     from services.common.dota_constants import load_constants
     from services.etl import transform
     from services.etl.pipeline import MatchPipeline
-    from services.etl.warehouse import Warehouse
+    from services.etl.repo import Warehouse
     from tests.contract.test_pipeline import run_until_handled
 
     suffix = uuid.uuid4().hex[:8]

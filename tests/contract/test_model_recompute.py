@@ -14,19 +14,20 @@ import redis.asyncio as aioredis
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from services.common.config import ServiceSettings
-from services.common.dota import SkillBracket
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
 from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
-from services.etl.matches import CleanMatch, MatchSource, PlayerRow, Side
-from services.etl.warehouse import Warehouse
-from services.model.etl_reader import EtlWarehouseReader
+from services.common.warehouse.etl_rpc import EtlReader
+from services.etl.matches import CleanMatch, MatchSource, PlayerRow
+from services.etl.repo import Warehouse
 from services.model.recompute import Recomputer
 from services.model.repo import SnapshotStore
 from services.model.runtime import ModelRuntime
 from services.model.server import ModelServicer
 from services.model.warehouse_counts import read_counts
 from tests.contract.test_model_service import draft_table
+from tests.warehouse_drafts import insert_draft_table
 
 PLANTED_ACCOUNT = 777
 PLANTED_HERO = 10
@@ -86,15 +87,15 @@ async def test_incremental_recompute_equals_a_full_recount(
     redis = aioredis.Redis.from_url(redis_url)
     try:
         original = draft_table(5_000, "7.40", 1, seed=1)
-        warehouse.insert_draft_table(original)
+        insert_draft_table(warehouse, original)
         recomputer = Recomputer(warehouse, SnapshotStore(redis), load_constants())
         first = await recomputer.run(full=True)
         assert first.mode == "full"
-        warehouse.insert_draft_table(draft_table(2_000, "7.40", 50_000, seed=2))
+        insert_draft_table(warehouse, draft_table(2_000, "7.40", 50_000, seed=2))
         # Undated matches (no patch) belong to no patch's statistics.
-        warehouse.insert_draft_table(draft_table(300, "", 90_000, seed=3))
+        insert_draft_table(warehouse, draft_table(300, "", 90_000, seed=3))
         # Re-delivered old matches (at-least-once) must not be counted twice incrementally.
-        warehouse.insert_draft_table(original.slice(0, 100))
+        insert_draft_table(warehouse, original.slice(0, 100))
         second = await recomputer.run()
         assert second.mode == "incremental"
         assert second.matches_used == 7_000
@@ -119,7 +120,7 @@ async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Wareho
     from services.etl.config import EtlSettings
     from services.etl.server import EtlServicer
 
-    warehouse.insert_draft_table(draft_table(3_000, "7.40", 1, seed=4))
+    insert_draft_table(warehouse, draft_table(3_000, "7.40", 1, seed=4))
     warehouse.insert_matches(player_matches(300, 90_000, seed=4))
 
     class Runtime:
@@ -139,7 +140,7 @@ async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Wareho
         ],
     )
     port = await server.start()
-    reader = EtlWarehouseReader(f"127.0.0.1:{port}")
+    reader = EtlReader(f"127.0.0.1:{port}")
     try:
         assert (await _thread(reader.hero_counts)).equals(warehouse.hero_counts())
         assert (await _thread(reader.pair_counts, "7.40")).equals(warehouse.pair_counts("7.40"))
@@ -154,7 +155,7 @@ async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Wareho
         reader.close()
         await server.stop(0)
         warehouse.close()
-    dead = EtlWarehouseReader(f"127.0.0.1:{port}")
+    dead = EtlReader(f"127.0.0.1:{port}")
     with pytest.raises(ConnectionError):
         dead.hero_counts()
     dead.close()
@@ -163,7 +164,7 @@ async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Wareho
 async def test_personal_scores_find_the_planted_players_edge(
     warehouse: Warehouse, redis_url: str
 ) -> None:
-    warehouse.insert_draft_table(draft_table(20_000, "7.40", 1, seed=5))
+    insert_draft_table(warehouse, draft_table(20_000, "7.40", 1, seed=5))
     warehouse.insert_matches(player_matches(3_000, 90_000, seed=5))
     redis = aioredis.Redis.from_url(redis_url)
     runtime = ModelRuntime(

@@ -26,12 +26,14 @@ from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
 from services.common import health
 from services.common.dota_constants import load_constants
-from services.etl.warehouse import MATCH_SCHEMA, Warehouse
+from services.common.warehouse.schema import MATCH_SCHEMA
+from services.etl.repo import Warehouse
 from services.model.config import ModelSettings
 from services.model.repo import CURRENT_KEY, OLD_VERSION_TTL_SECONDS
 from services.model.server import SERVICE_NAME, build_server
 from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
+from tests.warehouse_drafts import insert_draft_table
 
 RADIANT, DIRE = c.TEAM_SIDE_RADIANT, c.TEAM_SIDE_DIRE
 PICK, BAN = c.DRAFT_ACTION_KIND_PICK, c.DRAFT_ACTION_KIND_BAN
@@ -86,8 +88,8 @@ async def mesh(redis_url: str, tmp_path: Path) -> AsyncIterator[Mesh]:
     dsn = f"chdb://{tmp_path / 'warehouse'}"
     warehouse = Warehouse.connect(dsn)
     warehouse.migrate()
-    warehouse.insert_draft_table(draft_table(24_000, OLD_PATCH, 1, seed=1))
-    warehouse.insert_draft_table(draft_table(3_000, NEW_PATCH, 100_000, seed=2))
+    insert_draft_table(warehouse, draft_table(24_000, OLD_PATCH, 1, seed=1))
+    insert_draft_table(warehouse, draft_table(3_000, NEW_PATCH, 100_000, seed=2))
     warehouse.close()
     settings = ModelSettings.model_validate(
         {
@@ -414,7 +416,7 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
     dsn = f"chdb://{tmp_path / 'warehouse'}"
     warehouse = Warehouse.connect(dsn)
     warehouse.migrate()
-    warehouse.insert_draft_table(draft_table(22_000, OLD_PATCH, 1, seed=3))
+    insert_draft_table(warehouse, draft_table(22_000, OLD_PATCH, 1, seed=3))
     warehouse.close()
     # Publish a snapshot with a healthy replica.
     keys = SigningKeys.create(tmp_path / "keys")

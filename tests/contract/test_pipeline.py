@@ -15,8 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from counterpick.events.v1 import events_pb2
 from services.common.dota_constants import load_constants
 from services.common.stores import ensure_kafka_topics
-from services.etl.pipeline import FetchOutcome, MatchPipeline
-from services.etl.warehouse import Warehouse
+from services.etl.loader import FetchOutcome
+from services.etl.pipeline import MatchPipeline
+from services.etl.repo import Warehouse
 from services.ingest.sources import public_match_ref
 
 HEROES = sorted(load_constants().heroes)

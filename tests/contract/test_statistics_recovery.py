@@ -22,10 +22,11 @@ import numpy as np
 from scipy import stats
 
 from services.common.dota import SkillBracket
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 from services.model.statistics import PairTable, compute_statistics
 from services.model.warehouse_counts import read_counts
 from tests.synthetic import GroundTruth, count_matches, generate_matches, plant_truth
+from tests.warehouse_drafts import insert_draft_table
 
 MATCHES = 1_000_000
 PATCH = "7.41"
@@ -59,7 +60,7 @@ def test_the_pipeline_recovers_planted_strengths_matchups_and_synergies(tmp_path
     warehouse = Warehouse.connect(f"chdb://{tmp_path / 'warehouse'}")
     try:
         warehouse.migrate()
-        warehouse.insert_draft_table(matches.to_arrow())
+        insert_draft_table(warehouse, matches.to_arrow())
         counts = read_counts(warehouse, truth.hero_slots)
     finally:
         warehouse.close()

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.etl.matches import CleanMatch, MatchSource, PickBanRow, PlayerRow, Side
-from services.etl.warehouse import Warehouse, migrations, skill_bracket_of
+from services.common.dota import Side, SkillBracket
+from services.common.warehouse import open_reader
+from services.common.warehouse.direct import ClickHouseReader
+from services.common.warehouse.etl_rpc import EtlReader
+from services.common.warehouse.schema import migrations
+from services.etl.matches import CleanMatch, MatchSource, PickBanRow, PlayerRow
+from services.etl.repo import Warehouse
 
 
 def synthetic_match(
@@ -116,8 +124,24 @@ def test_existing_match_ids(warehouse: Warehouse) -> None:
         (95, "unknown"),
     ],
 )
-def test_skill_bracket_of(rank: int | None, bracket: str) -> None:
-    assert skill_bracket_of(rank) == bracket
+def test_skill_bracket_from_rank_tier(rank: int | None, bracket: str) -> None:
+    assert SkillBracket.from_rank_tier(rank) == bracket
+
+
+def test_open_reader_reads_the_dsn_else_the_etl(tmp_path: Path) -> None:
+    store = Warehouse.connect(f"chdb://{tmp_path / 'wh'}")
+    store.migrate()
+    store.insert_matches([synthetic_match(1)])
+    store.close()
+    direct = open_reader(f"chdb://{tmp_path / 'wh'}", "127.0.0.1:1")
+    try:
+        assert isinstance(direct, ClickHouseReader)
+        assert direct.match_drafts().num_rows == 1
+    finally:
+        direct.close()
+    through_etl = open_reader(None, "127.0.0.1:1")
+    assert isinstance(through_etl, EtlReader)
+    through_etl.close()
 
 
 def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None:
@@ -130,7 +154,7 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None
             [
                 sys.executable,
                 "-c",
-                "from services.etl.warehouse import Warehouse; "
+                "from services.etl.repo import Warehouse; "
                 f"Warehouse.connect('chdb://{tmp_path / 'wh'}')",
             ],
             capture_output=True,
@@ -142,3 +166,53 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None
         assert "lock" in probe.stderr.lower()
     finally:
         first.close()
+
+
+async def test_a_read_through_the_etl_continues_the_callers_trace(
+    tmp_path: Path, span_exporter: InMemorySpanExporter
+) -> None:
+    from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
+    from services.common.config import ServiceSettings
+    from services.common.server import GrpcServer, registration
+    from services.etl.config import EtlSettings
+    from services.etl.server import SERVICE_NAME, EtlServicer
+
+    store = Warehouse.connect(f"chdb://{tmp_path / 'wh'}")
+    store.migrate()
+    store.insert_matches([synthetic_match(1)])
+
+    class Runtime:
+        """Only what ReadWarehouse touches: the open warehouse."""
+
+        warehouse = store
+
+    server = GrpcServer(
+        name="etl",
+        settings=ServiceSettings(port=0),
+        services=[
+            registration(
+                EtlServicer(EtlSettings(), Runtime()),  # type: ignore[arg-type]
+                etl_grpc.add_EtlServiceServicer_to_server,
+                SERVICE_NAME,
+            )
+        ],
+    )
+    port = await server.start()
+    reader = open_reader(None, f"127.0.0.1:{port}")
+    try:
+        with trace.get_tracer("test").start_as_current_span("recompute") as caller:
+            # Callers run the synchronous reader in a thread, as the recompute does.
+            assert await asyncio.to_thread(reader.latest_loaded_at) is not None
+    finally:
+        reader.close()
+        await server.stop(0)
+        store.close()
+    served = [
+        span
+        for span in span_exporter.get_finished_spans()
+        if span.name == f"/{SERVICE_NAME}/ReadWarehouse"
+        and span.kind is trace.SpanKind.SERVER
+        and span.context is not None
+        and span.context.trace_id == caller.get_span_context().trace_id
+    ]
+    assert len(served) == 1

@@ -16,7 +16,7 @@ import pytest
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from services.common.stores import ensure_kafka_topics
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 from tests.conftest import REPO_ROOT, free_port
 from tests.contract.test_pipeline import publish, summary_ref
 

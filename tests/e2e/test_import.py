@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.etl.warehouse import Warehouse
+from services.etl.repo import Warehouse
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e

@@ -380,3 +380,66 @@ def test_an_empty_steam_page_has_no_records(tmp_path: Path) -> None:
     page = tmp_path / "page.json"
     page.write_text('{"result": {"status": 1, "matches": []}}')
     assert list(read_dump(page)) == []
+
+
+PUBLIC_ROW: dict[str, Any] = {
+    "match_id": 1,
+    "radiant_win": 1,
+    "start_time": 1_785_348_579,
+    "duration": 2000,
+    "lobby_type": 7,
+    "game_mode": 22,
+    "radiant_team": "1 2 3 4 5",
+    "dire_team": "6 7 8 9 10",
+}
+
+
+@pytest.mark.parametrize(
+    ("folder", "rows", "kind", "patch"),
+    [
+        ("opendota-public-matches-2026-07", 65_134, RecordKind.PUBLIC_MATCH, "7.41"),
+        ("opendota-public-matches-2024-08", 26_162, RecordKind.PUBLIC_MATCH, "7.37"),
+        ("uci-dota2-games-2016", 71_866, RecordKind.UCI, "6.88"),
+        ("trackdota-pro-matches-2018-2019", 5_100, RecordKind.TRACKDOTA, None),
+    ],
+)
+def test_every_draft_data_set_has_its_kind_size_and_patch(
+    data_dir: Path, folder: str, rows: int, kind: RecordKind, patch: str | None
+) -> None:
+    records = list(read_dump(data_dir / folder / "matches.csv.gz"))
+    assert len(records) == rows
+    assert {record.kind for record in records} == {kind}
+    matches = [transform_record(record, CONSTANTS) for record in records]
+    patches = {m.patch for m in matches}
+    if patch is not None:
+        assert patch in patches
+    assert len({m.match_id for m in matches}) == rows
+
+
+def test_trackdota_draft_order(data_dir: Path) -> None:
+    record = next(read_dump(data_dir / "trackdota-pro-matches-2018-2019" / "matches.csv.gz"))
+    match = transform_record(record, CONSTANTS)
+    assert len(match.picks_bans) == 22
+    assert match.picks_bans[0].is_pick is False
+    assert match.picks_bans[6].is_pick is True
+
+
+def test_unrecognised_files_fail_with_the_file_named(tmp_path: Path) -> None:
+    csv_file = tmp_path / "other.csv"
+    csv_file.write_text("a,b\n1,2\n")
+    with pytest.raises(DumpFormatError, match=r"other\.csv"):
+        list(read_dump(csv_file))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"result": {"matches": [')
+    with pytest.raises(DumpFormatError, match="invalid JSON"):
+        list(read_dump(broken))
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    with pytest.raises(DumpFormatError, match="empty"):
+        list(read_dump(empty))
+
+
+def test_json_lines_of_public_rows(tmp_path: Path) -> None:
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text("\n".join(json.dumps({**PUBLIC_ROW, "match_id": i}) for i in range(1, 4)))
+    assert [r.raw["match_id"] for r in read_dump(lines)] == [1, 2, 3]

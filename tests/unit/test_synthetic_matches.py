@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from services.common.dota import SkillBracket
-from services.etl.warehouse import MATCH_SCHEMA, skill_bracket_of
+from services.common.warehouse.schema import MATCH_SCHEMA
 from services.model.statistics import (
     PRIOR_WEIGHT_BOUNDS,
     Counts,
@@ -114,7 +114,7 @@ def test_the_arrow_table_is_what_the_warehouse_stores() -> None:
     for row, radiant, dire in zip(rows, matches.radiant, matches.dire, strict=False):
         assert row["radiant_heroes"] == radiant.tolist()
         assert row["dire_heroes"] == dire.tolist()
-        assert row["skill_bracket"] == skill_bracket_of(row["avg_rank_tier"])
+        assert row["skill_bracket"] == SkillBracket.from_rank_tier(row["avg_rank_tier"])
         assert row["patch"] == PATCH
     brackets = set(table.column("skill_bracket").to_pylist())
     assert brackets == set(BRACKET_NAMES)

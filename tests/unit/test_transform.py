@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
 from services.etl import transform
 from services.etl.matches import (
     CleanMatch,
     MatchSource,
     RejectReason,
-    Side,
     SkipReason,
     UnusableMatch,
 )
@@ -606,8 +606,8 @@ def test_a_short_real_match_is_too_short(data_dir: Path) -> None:
         (-10, "unknown"),
     ],
 )
-def test_skill_bracket(rank: int | None, bracket: str) -> None:
-    assert transform.skill_bracket(rank) == bracket
+def test_skill_bracket_from_rank_tier(rank: int | None, bracket: str) -> None:
+    assert SkillBracket.from_rank_tier(rank) == bracket
 
 
 # --- Throughput --------------------------------------------------------------------------------
@@ -625,3 +625,114 @@ def test_public_match_throughput_printed(
     with capsys.disabled():
         print(f"\nfrom_public_match: {len(rows) / elapsed:,.0f} matches/s over {len(rows):,} rows")
     assert len(rows) == 65_134
+
+
+# --- More recorded samples and simple public rows ---------------------------------------------
+
+
+def test_steam_match_details(data_dir: Path) -> None:
+    raw = _json(data_dir, "odota-core/details_api.json")["result"]
+    match = transform.from_steam_match(raw)
+    assert (match.match_id, match.match_seq_num, match.duration_seconds) == (
+        1781962623,
+        1584699503,
+        2220,
+    )
+    assert match.radiant_win is True
+    assert match.patch == "6.84"
+    assert match.heroes(Side.RADIANT) == (100, 73, 104, 46, 75)
+    assert len(match.heroes(Side.DIRE)) == 5
+    assert transform.skip_reason(match) is None
+    assert all(p.items for p in match.players)
+
+
+def test_steam_sequence_page_anonymous_accounts_and_skips(data_dir: Path) -> None:
+    matches = _json(data_dir, "dota2api-steam/get_match_history_by_sequence_num_result.json")[
+        "result"
+    ]["matches"]
+    parsed = []
+    rejected = []
+    for raw in matches:
+        try:
+            parsed.append(transform.from_steam_match(raw))
+        except UnusableMatch as error:
+            rejected.append(error.reason)
+    assert len(parsed) + len(rejected) == 100
+    assert rejected == [RejectReason.INVALID_VALUE]  # one 2011 beta match lists a hero twice
+    assert any(p.account_id is None for m in parsed for p in m.players)
+    reasons = {transform.skip_reason(m) for m in parsed}
+    assert SkipReason.TOO_SHORT in reasons
+
+
+def test_opendota_match_with_lane_roles(data_dir: Path) -> None:
+    match = transform.from_opendota_match(_json(data_dir, "odota-web/matches_2472899185.json"))
+    assert match.patch == "6.88"
+    assert match.region == 2
+    assert any(p.lane_role is not None for p in match.players)
+
+
+def test_opendota_pro_match_keeps_the_draft_in_order(data_dir: Path) -> None:
+    match = transform.from_opendota_match(_json(data_dir, "odota-web/matches_4080856812.json"))
+    orders = [step.order for step in match.picks_bans]
+    assert orders == sorted(orders)
+    assert sum(step.is_pick for step in match.picks_bans) == 10
+
+
+def test_public_match_rows_in_old_string_format(data_dir: Path) -> None:
+    rows = _json(data_dir, "odota-web/publicMatches_mmr_descending-1.json")
+    matches = [transform.from_public_match(row) for row in rows]
+    assert len(matches) == 100
+    assert all(len(m.heroes(Side.RADIANT)) == 5 for m in matches)
+
+
+SIMPLE_ROW: dict[str, Any] = {
+    "match_id": 1,
+    "radiant_win": 1,
+    "start_time": 1_785_348_579,
+    "duration": 2000,
+    "lobby_type": 7,
+    "game_mode": 22,
+    "radiant_team": "1 2 3 4 5",
+    "dire_team": "6 7 8 9 10",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "words"),
+    [
+        ({"radiant_team": "1 2 3 4 9999"}, RejectReason.UNKNOWN_HERO, "9999"),
+        ({"duration": -5}, RejectReason.INVALID_VALUE, "duration=-5"),
+        ({"radiant_win": None}, RejectReason.MISSING_FIELD, "radiant_win"),
+        ({"radiant_team": "1 2 3 4"}, RejectReason.INVALID_VALUE, "4 and 5"),
+        ({"dire_team": "1 7 8 9 10"}, RejectReason.INVALID_VALUE, "hero_id=1"),
+        ({"match_id": "abc"}, RejectReason.INVALID_VALUE, "match_id"),
+    ],
+)
+def test_bad_simple_rows_are_rejected_with_reason_and_field(
+    change: dict[str, Any], reason: RejectReason, words: str
+) -> None:
+    with pytest.raises(UnusableMatch) as raised:
+        transform.from_public_match({**SIMPLE_ROW, **change})
+    assert raised.value.reason is reason
+    assert words in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"game_mode": 23}, SkipReason.UNSUPPORTED_GAME_MODE),
+        ({"lobby_type": 4}, SkipReason.UNSUPPORTED_LOBBY_TYPE),
+        ({"duration": 360}, SkipReason.TOO_SHORT),
+        ({}, None),
+    ],
+)
+def test_significance_rule_with_the_default_constants(
+    change: dict[str, Any], reason: SkipReason | None
+) -> None:
+    assert transform.skip_reason(transform.from_public_match({**SIMPLE_ROW, **change})) is reason
+
+
+def test_abandon_is_skipped(data_dir: Path) -> None:
+    raw = _json(data_dir, "odota-core/details_api.json")["result"]
+    raw["players"][3]["leaver_status"] = 3
+    assert transform.skip_reason(transform.from_steam_match(raw)) is SkipReason.ABANDONED

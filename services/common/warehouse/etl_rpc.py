@@ -1,74 +1,105 @@
 """Reads the warehouse through the etl service's ReadWarehouse RPC (the embedded engine's
-directory belongs to the etl process). Same methods as the etl Warehouse adapter, so the
+directory belongs to the etl process). Same methods as the direct reader (`direct.py`), so the
 recompute and personal scores do not care which one they have."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import grpc
 import pyarrow as pa
 
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
+from services.common.channels import open_channel
 
 # Counting 10M matches takes tens of seconds in the warehouse; a read is not a latency path.
 READ_TIMEOUT_SECONDS = 600.0
 
+_T = TypeVar("_T")
 
-class EtlWarehouseReader:
-    """Synchronous (callers run it in a thread, as they do the direct adapter)."""
+
+class EtlReader:
+    """Synchronous, like the direct reader: callers run it in a thread.
+
+    The traced grpc.aio channel lives on an event loop of the reader's own, in a thread of its
+    own, so a read works from any thread, the caller's event loop included, and continues the
+    caller's trace (the calling thread's context travels with each call onto that loop).
+    """
 
     def __init__(self, address: str) -> None:
-        self._channel = grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="etl-warehouse-reader", daemon=True
         )
+        self._thread.start()
+        self._channel = self._call(self._open(address))
         self._stub = pb_grpc.EtlServiceStub(self._channel)
 
+    @staticmethod
+    async def _open(address: str) -> grpc.aio.Channel:
+        return open_channel(address)
+
+    def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channel and stop the reader's loop."""
+        if self._loop.is_closed():
+            return
+        self._call(self._channel.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _stream(self, request: pb.ReadWarehouseRequest) -> bytes:
+        chunks = [
+            message.arrow_ipc
+            async for message in self._stub.ReadWarehouse(request, timeout=READ_TIMEOUT_SECONDS)
+        ]
+        return b"".join(chunks)
 
     def _read(self, request: pb.ReadWarehouseRequest) -> pa.Table:
         try:
-            chunks = [
-                message.arrow_ipc
-                for message in self._stub.ReadWarehouse(request, timeout=READ_TIMEOUT_SECONDS)
-            ]
+            data = self._call(self._stream(request))
         except grpc.RpcError as error:
             raise ConnectionError(f"etl ReadWarehouse failed: {error}") from error
-        with pa.ipc.open_stream(pa.py_buffer(b"".join(chunks))) as reader:
+        with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
             return reader.read_all()
 
     def hero_counts(
         self, patch: str | None = None, loaded_after: datetime | None = None
     ) -> pa.Table:
-        """See Warehouse.hero_counts."""
+        """See ClickHouseReader.hero_counts."""
         return self._read(_request(pb.WAREHOUSE_QUERY_HERO_COUNTS, patch, loaded_after))
 
     def pair_counts(
         self, patch: str | None = None, loaded_after: datetime | None = None
     ) -> pa.Table:
-        """See Warehouse.pair_counts."""
+        """See ClickHouseReader.pair_counts."""
         return self._read(_request(pb.WAREHOUSE_QUERY_PAIR_COUNTS, patch, loaded_after))
 
     def match_drafts(self, patch: str | None = None) -> pa.Table:
-        """See Warehouse.match_drafts."""
+        """See ClickHouseReader.match_drafts."""
         return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None))
 
     def player_hero_records(self, account_id: int) -> pa.Table:
-        """See Warehouse.player_hero_records."""
+        """See ClickHouseReader.player_hero_records."""
         request = pb.ReadWarehouseRequest(
             query=pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS, account_id=account_id
         )
         return self._read(request)
 
     def player_hero_groups(self) -> pa.Table:
-        """See Warehouse.player_hero_groups."""
+        """See ClickHouseReader.player_hero_groups."""
         return self._read(pb.ReadWarehouseRequest(query=pb.WAREHOUSE_QUERY_PLAYER_HERO_GROUPS))
 
     def latest_loaded_at(self) -> datetime | None:
-        """See Warehouse.latest_loaded_at."""
+        """See ClickHouseReader.latest_loaded_at."""
         table = self._read(pb.ReadWarehouseRequest(query=pb.WAREHOUSE_QUERY_LATEST_LOADED_AT))
         value = table.column("loaded_at")[0].as_py()
         if value is None:

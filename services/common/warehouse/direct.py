@@ -1,0 +1,211 @@
+"""The read queries of the warehouse, run directly on ClickHouse (embedded chdb or a server).
+
+Counting happens where the data is: hero and pair counts are aggregated in SQL, so only a few
+hundred thousand aggregate rows leave ClickHouse whatever the number of matches. The etl service,
+which owns the embedded engine's directory, serves the same reads to other processes over its
+ReadWarehouse RPC (`etl_rpc.py`). Calls are synchronous (the chdb backend has no async client);
+async callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import clickhouse_connect
+import pyarrow as pa
+
+_HERO_COUNTS_SQL = """
+SELECT patch, skill_bracket, hero_id, count() AS games, sum(won) AS wins
+FROM (
+    SELECT patch, skill_bracket,
+           arrayJoin(arrayConcat(
+               arrayMap(h -> (h, toUInt8(radiant_win)), radiant_heroes),
+               arrayMap(h -> (h, toUInt8(NOT radiant_win)), dire_heroes))) AS hero_won,
+           hero_won.1 AS hero_id, hero_won.2 AS won
+    FROM matches FINAL
+    WHERE {where}
+)
+GROUP BY patch, skill_bracket, hero_id
+ORDER BY patch, skill_bracket, hero_id
+"""
+
+
+def _pair_count_sql() -> str:
+    """Pair counts as 45 positional projections (25 cross-team slot pairs, 10 + 10 same-team)
+    unioned and aggregated once.
+
+    The obvious form, arrayJoin over the pairs of each draft, materialises 45 tuples per match
+    before aggregating and measured three times slower (13.2 s against 4.3 s for 3M matches on
+    2 cores); plain columns straight into one hash aggregation avoid that.
+    """
+    # Only loop constants go into these strings; user values travel as query parameters.
+    projections = [
+        f"SELECT patch, skill_bracket, 'vs' AS relation, radiant_heroes[{r}] AS hero_a, "  # noqa: S608
+        f"dire_heroes[{d}] AS hero_b, toUInt8(radiant_win) AS won FROM drafts"
+        for r in range(1, 6)
+        for d in range(1, 6)
+    ]
+    for team, won in (("radiant_heroes", "radiant_win"), ("dire_heroes", "NOT radiant_win")):
+        projections += [
+            f"SELECT patch, skill_bracket, 'with' AS relation, "  # noqa: S608
+            f"least({team}[{i}], {team}[{j}]) AS hero_a, "
+            f"greatest({team}[{i}], {team}[{j}]) AS hero_b, toUInt8({won}) AS won FROM drafts"
+            for i in range(1, 6)
+            for j in range(i + 1, 6)
+        ]
+    union = "\n    UNION ALL ".join(projections)
+    return (
+        "WITH drafts AS (SELECT patch, skill_bracket, radiant_win, radiant_heroes, dire_heroes "  # noqa: S608
+        "FROM matches FINAL WHERE {where})\n"
+        "SELECT patch, skill_bracket, relation, hero_a, hero_b, count() AS games, "
+        f"sum(won) AS wins\nFROM (\n    {union}\n)\n"
+        "GROUP BY patch, skill_bracket, relation, hero_a, hero_b\n"
+        "ORDER BY patch, skill_bracket, relation, hero_a, hero_b"
+    )
+
+
+_PAIR_COUNTS_SQL = _pair_count_sql()
+
+# The same counts for an incremental read (a few thousand new matches): the positional form
+# would evaluate the new-match filter once per projection, 45 times; per-match arrayJoin
+# evaluates it once, and on few rows its expansion costs nothing.
+_PAIR_DELTA_SQL = """
+SELECT patch, skill_bracket, pair.1 AS relation, pair.2 AS hero_a, pair.3 AS hero_b,
+       count() AS games, sum(pair.4) AS wins
+FROM (
+    SELECT patch, skill_bracket,
+           arrayJoin(arrayConcat(
+               arrayFlatten(arrayMap(
+                   r -> arrayMap(d -> ('vs', r, d, toUInt8(radiant_win)), dire_heroes),
+                   radiant_heroes)),
+               arrayFlatten(arrayMap(
+                   a -> arrayMap(b -> ('with', a, b, toUInt8(radiant_win)),
+                                 arrayFilter(b -> b > a, radiant_heroes)),
+                   radiant_heroes)),
+               arrayFlatten(arrayMap(
+                   a -> arrayMap(b -> ('with', a, b, toUInt8(NOT radiant_win)),
+                                 arrayFilter(b -> b > a, dire_heroes)),
+                   dire_heroes)))) AS pair
+    FROM matches FINAL
+    WHERE {where}
+)
+GROUP BY patch, skill_bracket, relation, hero_a, hero_b
+ORDER BY patch, skill_bracket, relation, hero_a, hero_b
+"""
+
+_MATCH_DRAFTS_SQL = """
+SELECT match_id, toUnixTimestamp(start_time) AS start_time, patch, skill_bracket, radiant_win,
+       radiant_heroes, dire_heroes
+FROM matches FINAL
+WHERE {where}
+ORDER BY start_time NULLS FIRST, match_id
+"""
+
+_PLAYER_RECORDS_SQL = """
+SELECT p.match_id AS match_id, toUnixTimestamp(m.start_time) AS start_time, m.patch AS patch,
+       m.skill_bracket AS skill_bracket, p.hero_id AS hero_id, p.win AS win
+FROM (SELECT match_id, hero_id, win FROM match_players FINAL
+      WHERE account_id = {account_id:UInt32}) AS p
+INNER JOIN (SELECT match_id, start_time, patch, skill_bracket FROM matches FINAL) AS m
+    ON p.match_id = m.match_id
+ORDER BY start_time, match_id
+"""
+
+_PLAYER_GROUPS_SQL = """
+SELECT p.account_id AS account_id, p.hero_id AS hero_id, m.patch AS patch,
+       m.skill_bracket AS skill_bracket, count() AS games, sum(toUInt8(p.win)) AS wins
+FROM (SELECT match_id, account_id, hero_id, win FROM match_players FINAL
+      WHERE account_id IS NOT NULL) AS p
+INNER JOIN (SELECT match_id, patch, skill_bracket FROM matches FINAL) AS m
+    ON p.match_id = m.match_id
+GROUP BY account_id, hero_id, patch, skill_bracket
+"""
+
+
+class ClickHouseReader:
+    """The warehouse reads over one clickhouse-connect client; thread-safe for one process."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        # chdb's embedded session is not safe for concurrent queries from several threads.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, dsn: str) -> Self:
+        """Open the warehouse named by `dsn` (chdb:///dir or http(s)://user:pass@host:8123/db)."""
+        return cls(clickhouse_connect.get_client(dsn=dsn))
+
+    def close(self) -> None:
+        """Release the connection (and, for chdb, the directory lock)."""
+        with self._lock:
+            self._client.close()
+
+    def hero_counts(
+        self, patch: str | None = None, loaded_after: datetime | None = None
+    ) -> pa.Table:
+        """Games and wins per (patch, skill_bracket, hero_id) over complete 5v5 drafts."""
+        return self._query_arrow(_HERO_COUNTS_SQL, patch, loaded_after)
+
+    def pair_counts(
+        self, patch: str | None = None, loaded_after: datetime | None = None
+    ) -> pa.Table:
+        """Games and wins per (patch, skill_bracket, relation, hero_a, hero_b).
+
+        relation 'vs': a on Radiant against b on Dire, wins = Radiant wins. relation 'with': a and
+        b on the same team with a < b, wins = that team's wins. One direction only, half the rows
+        of both: readers mirror them (vs (b, a) has games - wins wins; with is symmetric).
+        """
+        sql = _PAIR_COUNTS_SQL if loaded_after is None else _PAIR_DELTA_SQL
+        return self._query_arrow(sql, patch, loaded_after)
+
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        """One row per complete 5v5 match: match_id, start_time, patch, skill_bracket,
+        radiant_win, radiant_heroes, dire_heroes; oldest first (for time-ordered model fits)."""
+        return self._query_arrow(_MATCH_DRAFTS_SQL, patch, None)
+
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        """The matches of one account: match_id, start_time, patch, skill_bracket, hero_id, win."""
+        with self._lock:
+            return self._client.query_arrow(
+                _PLAYER_RECORDS_SQL, parameters={"account_id": account_id}
+            )
+
+    def player_hero_groups(self) -> pa.Table:
+        """Games and wins per (account_id, hero_id, patch, skill_bracket) of known accounts: what
+        the personal score's prior weight is fitted on."""
+        with self._lock:
+            return self._client.query_arrow(_PLAYER_GROUPS_SQL)
+
+    def latest_loaded_at(self) -> datetime | None:
+        """When the newest stored match was loaded: the watermark of an incremental count."""
+        with self._lock:
+            value = self._client.command("SELECT max(loaded_at) FROM matches")
+        if not value or str(value).startswith("1970"):
+            return None
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def _query_arrow(self, sql: str, patch: str | None, loaded_after: datetime | None) -> pa.Table:
+        # A match without a known patch (undated pro drafts) belongs to no patch's statistics.
+        where = ["length(radiant_heroes) = 5", "length(dire_heroes) = 5", "patch != ''"]
+        parameters: dict[str, Any] = {}
+        if patch is not None:
+            where.append("patch = {patch:String}")
+            parameters["patch"] = patch
+        if loaded_after is not None:
+            # Only matches first stored after the watermark: a re-inserted older match has a
+            # newer loaded_at but was counted before, so it is excluded by id.
+            # The NOT IN set is narrowed to ids that also have a newer row, so the primary key
+            # limits the read to the new matches instead of every old id.
+            where.append(
+                "loaded_at > {after:DateTime64(3, 'UTC')} AND match_id NOT IN "
+                "(SELECT match_id FROM matches WHERE loaded_at <= {after:DateTime64(3, 'UTC')} "
+                "AND match_id IN (SELECT match_id FROM matches "
+                "WHERE loaded_at > {after:DateTime64(3, 'UTC')}))"
+            )
+            parameters["after"] = loaded_after.astimezone(UTC).replace(tzinfo=None)
+        with self._lock:
+            return self._client.query_arrow(
+                sql.format(where=" AND ".join(where)), parameters=parameters
+            )

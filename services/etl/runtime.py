@@ -1,0 +1,87 @@
+"""The stores, the upstream fetcher and the consumer task of one etl process, built once at start
+and closed at stop; the servicer reads them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from services.common.dota_constants import load_constants
+from services.common.stores import Stores
+from services.etl.config import EtlSettings
+from services.etl.fetch import OpenDotaFetcher
+from services.etl.loader import MatchLoader
+from services.etl.pipeline import EtlStats, MatchPipeline
+from services.etl.repo import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+class EtlRuntime:
+    """The warehouse, the fetcher and the consumer task of one etl process."""
+
+    def __init__(self, settings: EtlSettings, stores: Stores) -> None:
+        self._settings = settings
+        self._stores = stores
+        self.stats = EtlStats()
+        self.fetcher = OpenDotaFetcher(settings.opendota_base_url, settings.opendota_api_key)
+        self.warehouse: Warehouse | None = None
+        self.pipeline: MatchPipeline | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def loader(self) -> MatchLoader | None:
+        """The consumer's fetch-transform-load steps, for ReprocessMatch; None until started."""
+        return self.pipeline.loader if self.pipeline is not None else None
+
+    async def start(self) -> None:
+        """Migrate the warehouse, join the consumer group, start consuming."""
+        self.warehouse = Warehouse(self._stores.warehouse)
+        applied = await asyncio.to_thread(self.warehouse.migrate)
+        if applied:
+            log.info("warehouse migrated", extra={"fields": {"applied": applied}})
+        settings = self._settings
+        self.pipeline = MatchPipeline(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.kafka_topic_match_ids,
+            dead_letter_topic=settings.kafka_topic_dead_letters,
+            group_id=settings.kafka_consumer_group,
+            warehouse=self.warehouse,
+            constants=load_constants(),
+            fetcher=self.fetcher,
+            fetch_concurrency=settings.etl_fetch_concurrency,
+            batch_size=settings.etl_batch_size,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            stats=self.stats,
+        )
+        await self.pipeline.start()
+        self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
+        self._task.add_done_callback(_crash_on_failure)
+
+    async def stop(self) -> None:
+        """Finish the batch in progress, leave the group, close the fetcher."""
+        self._stop.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait(
+                {self._task}, timeout=self._settings.shutdown_grace_seconds
+            )
+            if not done:
+                # Still joining the group or inside a batch: nothing was committed for it, so the
+                # next member replays it.
+                self._task.cancel()
+                await asyncio.wait({self._task})
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        await self.fetcher.close()
+
+
+def _crash_on_failure(task: asyncio.Task[None]) -> None:
+    """An unexpected consumer failure ends the process loudly so its supervisor restarts it;
+    uncommitted records are replayed by the next member of the group."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical("etl consumer failed; exiting", exc_info=task.exception())
+    os.kill(os.getpid(), signal.SIGTERM)
