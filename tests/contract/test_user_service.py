@@ -42,7 +42,7 @@ from services.user.profiles import (
     Subscription,
     Tier,
 )
-from services.user.repository import UserRepository, open_pool
+from services.user.repo import UserRepository, open_pool
 from services.user.server import SERVICE_NAME, build_server
 from tests.conftest import REPO_ROOT
 
