@@ -21,6 +21,7 @@ from services.auth.config import AuthSettings
 from services.auth.keys import KeyRing
 from services.auth.repo import LoginStateStore, RefreshTokenStore, Session, migrate, utc_now
 from services.auth.tokens import AccessToken, issue_access_token
+from services.common.channels import open_channel
 from services.common.errors import DependencyUnavailable
 from services.common.rate_limit import Quota, RateLimiter
 from services.common.stores import Stores
@@ -88,7 +89,7 @@ class AuthRuntime:
         )
         self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
         self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
-        self._user_channel = grpc.aio.insecure_channel(settings.user_addr)
+        self._user_channel = open_channel(settings.user_addr)
 
     async def stop(self) -> None:
         """Close the clients."""
