@@ -15,7 +15,9 @@ from typing import Any
 from counterpick.common.v1 import common_pb2
 from counterpick.user.v1 import user_service_pb2 as pb
 from counterpick.user.v1 import user_service_pb2_grpc as pb_grpc
+from services.common.dota import SkillBracket
 from services.common.dota_constants import load_constants
+from services.common.dota_proto import bracket_from_proto, bracket_to_proto
 from services.common.errors import InvalidArgument
 from services.common.rate_limit import caller_key
 from services.common.server import GrpcServer, registration
@@ -35,7 +37,6 @@ from services.user.profiles import (
     PreferenceField,
     Preferences,
     Profile,
-    SkillBracket,
     Subscription,
     Tier,
     preferences_update,
@@ -48,19 +49,6 @@ from services.user.runtime import Quotas, UserRuntime
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UserService"].full_name
 
-_BRACKETS: dict[int, SkillBracket | None] = {
-    common_pb2.SKILL_BRACKET_UNSPECIFIED: None,
-    common_pb2.SKILL_BRACKET_ALL: SkillBracket.ALL,
-    common_pb2.SKILL_BRACKET_HERALD_GUARDIAN: SkillBracket.HERALD_GUARDIAN,
-    common_pb2.SKILL_BRACKET_CRUSADER_ARCHON: SkillBracket.CRUSADER_ARCHON,
-    common_pb2.SKILL_BRACKET_LEGEND_ANCIENT: SkillBracket.LEGEND_ANCIENT,
-    common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL: SkillBracket.DIVINE_IMMORTAL,
-}
-_BRACKET_PROTO: dict[SkillBracket, common_pb2.SkillBracket.ValueType] = {
-    bracket: common_pb2.SkillBracket.ValueType(number)
-    for number, bracket in _BRACKETS.items()
-    if bracket is not None
-}
 _TIER_PROTO: dict[Tier, common_pb2.SubscriptionTier.ValueType] = {
     Tier.FREE: common_pb2.SUBSCRIPTION_TIER_FREE,
     Tier.PLUS: common_pb2.SUBSCRIPTION_TIER_PLUS,
@@ -76,11 +64,7 @@ def _preferences_pb(preferences: Preferences) -> pb.Preferences:
         hero_pool_hero_ids=preferences.hero_pool_hero_ids,
         favourite_hero_ids=preferences.favourite_hero_ids,
         disliked_hero_ids=preferences.disliked_hero_ids,
-        default_skill_bracket=(
-            _BRACKET_PROTO[preferences.default_skill_bracket]
-            if preferences.default_skill_bracket is not None
-            else common_pb2.SKILL_BRACKET_UNSPECIFIED
-        ),
+        default_skill_bracket=bracket_to_proto(preferences.default_skill_bracket),
         version=preferences.version,
     )
     if preferences.updated_at is not None:
@@ -113,12 +97,17 @@ def _profile_pb(profile: Profile, now: datetime) -> pb.Profile:
 
 
 def _bracket(number: int) -> SkillBracket | None:
-    if number not in _BRACKETS:
+    """The chosen default bracket; None (all) for UNSPECIFIED, INVALID_ARGUMENT for a number the
+    contract does not define."""
+    if number == common_pb2.SKILL_BRACKET_UNSPECIFIED:
+        return None
+    bracket = bracket_from_proto(number)
+    if bracket is None:
         raise InvalidArgument(
             f"default_skill_bracket {number} is not a known skill bracket",
             field="preferences.default_skill_bracket",
         )
-    return _BRACKETS[number]
+    return bracket
 
 
 class UserServicer(pb_grpc.UserServiceServicer):
