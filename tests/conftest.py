@@ -69,7 +69,8 @@ def claim_redis_database(base_url: str = MACHINE_REDIS) -> tuple[str, str | None
             database = redis.Redis.from_url(f"{base_url}/{number}", socket_timeout=5)
             database.flushdb()  # what a killed earlier run left behind
             database.close()
-            atexit.register(_release_claim, base_url, key, owner)
+            _CLAIMS.append((base_url, key, owner))
+            atexit.register(release_redis_claims)
             return f"{base_url}/{number}", None
     except (OSError, redis.RedisError) as error:
         # Collection must not crash on it: the redis_url fixture fails with this reason instead.
@@ -79,15 +80,27 @@ def claim_redis_database(base_url: str = MACHINE_REDIS) -> tuple[str, str | None
     raise RuntimeError("every Redis test database 1..15 is claimed by a running test process")
 
 
-def _release_claim(base_url: str, key: str, owner: str) -> None:
-    client = redis.Redis.from_url(f"{base_url}/0", socket_timeout=5)
-    try:
-        if client.get(key) == owner.encode():
-            client.delete(key)
-    except (OSError, redis.RedisError):
-        pass
-    finally:
-        client.close()
+_CLAIMS: list[tuple[str, str, str]] = []
+
+
+def release_redis_claims() -> None:
+    """Give this run's database back (at pytest's end, while telemetry still runs; atexit for a
+    process that imported this module without pytest)."""
+    while _CLAIMS:
+        base_url, key, owner = _CLAIMS.pop()
+        client = redis.Redis.from_url(f"{base_url}/0", socket_timeout=5)
+        try:
+            if client.get(key) == owner.encode():
+                client.delete(key)
+        except (OSError, redis.RedisError):
+            pass
+        finally:
+            client.close()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Release the Redis database claim before the span processors shut down at exit."""
+    release_redis_claims()
 
 
 REDIS_URL, REDIS_CLAIM_ERROR = claim_redis_database()

@@ -14,9 +14,12 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, parse_qsl, urlsplit
+
+import pytest
 
 OPENID_NS = "http://specs.openid.net/auth/2.0"
 SIGNED = "signed,op_endpoint,claimed_id,identity,return_to,response_nonce,assoc_handle"
@@ -106,3 +109,11 @@ class OpenIdProvider:
     def resign(self, params: dict[str, str]) -> dict[str, str]:
         """Sign tampered parameters as the provider would (a provider-side forgery)."""
         return dict(params, **{"openid.sig": self._signature(params)})
+
+
+@pytest.fixture(name="provider")
+def running_provider() -> Iterator[OpenIdProvider]:
+    """A provider serving for one test (import it into the test module to use `provider`)."""
+    running = OpenIdProvider().start()
+    yield running
+    running.stop()

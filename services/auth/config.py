@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
@@ -24,8 +25,9 @@ class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
     user_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['user']}"
     # Ed25519 PEM files; the newest signs, all are published (see services/auth/keys.py).
     auth_keys_dir: Path = Path(".counterpick/auth-keys")
-    # Generate a key when the directory is empty: convenient locally, never in production,
-    # where a missing key must stop the service rather than silently log everyone out.
+    # Generate a key when the directory is empty: convenient locally, refused in production
+    # (ENVIRONMENT=prod), where a missing key must stop the service rather than silently log
+    # everyone out.
     auth_generate_key: bool = True
     steam_openid_endpoint: str = "https://steamcommunity.com/openid/login"
     # Origins a return_to may point at, comma-separated.
@@ -47,6 +49,15 @@ class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
     # Attempts per presented refresh token and minute: a genuine client presents each token
     # once; repeats are retries or an attacker replaying it.
     auth_refresh_calls_per_minute: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _no_generated_keys_in_production(self) -> Self:
+        if self.environment == "prod" and self.auth_generate_key:
+            raise ValueError(
+                "AUTH_GENERATE_KEY=true is not allowed with ENVIRONMENT=prod: provision the "
+                "signing keys in AUTH_KEYS_DIR and set AUTH_GENERATE_KEY=false"
+            )
+        return self
 
     def allowed_origins(self) -> frozenset[str]:
         """The allowed return_to origins."""

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
-
-import grpc
-import httpx
 
 from counterpick.auth.v1 import auth_service_pb2 as pb
 from counterpick.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from counterpick.common.v1 import common_pb2
-from counterpick.user.v1 import user_service_pb2 as user_pb
-from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
 from services.auth import openid
 from services.auth.config import AuthSettings
-from services.auth.keys import KeyRing
-from services.auth.store import (
-    LoginStateStore,
-    RefreshTokenStore,
-    Session,
-    migrate,
-    utc_now,
-)
-from services.auth.tokens import issue_access_token, parse_refresh_token
-from services.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
-from services.common.rate_limit import Quota, RateLimiter, caller_key
+from services.auth.repo import Session, utc_now
+from services.auth.runtime import AuthRuntime, IssuedTokens
+from services.auth.tokens import parse_refresh_token
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.rate_limit import caller_key
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
@@ -39,151 +26,21 @@ from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, require_
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthService"].full_name
-_TIERS = {
-    common_pb2.SUBSCRIPTION_TIER_FREE: "free",
-    common_pb2.SUBSCRIPTION_TIER_PLUS: "plus",
-    common_pb2.SUBSCRIPTION_TIER_PRO: "pro",
+_TIER_PROTO = {
+    "free": common_pb2.SUBSCRIPTION_TIER_FREE,
+    "plus": common_pb2.SUBSCRIPTION_TIER_PLUS,
+    "pro": common_pb2.SUBSCRIPTION_TIER_PRO,
 }
-_TIER_PROTO = {name: number for number, name in _TIERS.items()}
-
-SteamCheck = Callable[[dict[str, str]], Awaitable[bool]]
 
 
-class AuthRuntime:
-    """The stores, keys and clients the RPCs use; built on start."""
-
-    def __init__(self, settings: AuthSettings, stores: Stores) -> None:
-        self.settings = settings
-        self._stores = stores
-        self.ring: KeyRing | None = None
-        self.refresh: RefreshTokenStore | None = None
-        self.logins: LoginStateStore | None = None
-        self.verifier: TokenVerifier | None = None
-        self._http: httpx.AsyncClient | None = None
-        self.limiter: RateLimiter | None = None
-        self._user_channel: grpc.aio.Channel | None = None
-
-    async def start(self) -> None:
-        """Load keys, migrate the token tables, open the clients."""
-        settings = self.settings
-        assert self._stores.postgres is not None
-        assert self._stores.redis is not None
-        self.ring = await asyncio.to_thread(
-            KeyRing.load, settings.auth_keys_dir, create=settings.auth_generate_key
-        )
-        applied = await migrate(self._stores.postgres)
-        if applied:
-            log.info("auth tables migrated", extra={"fields": {"applied": applied}})
-        self.refresh = RefreshTokenStore(
-            self._stores.postgres, timedelta(seconds=settings.refresh_token_seconds)
-        )
-        self.logins = LoginStateStore(
-            self._stores.redis,
-            state_ttl=timedelta(seconds=settings.login_state_seconds),
-            nonce_ttl=openid.NONCE_MAX_AGE * 2,
-        )
-        ring = self.ring
-
-        async def own_keys() -> KeySet:
-            return KeySet.from_jwks(ring.jwks())
-
-        self.verifier = TokenVerifier(
-            issuer=settings.token_issuer, audience=settings.token_audience, fetch_keys=own_keys
-        )
-        self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
-        self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
-        self._user_channel = grpc.aio.insecure_channel(settings.user_addr)
-
-    async def stop(self) -> None:
-        """Close the clients."""
-        if self._http is not None:
-            await self._http.aclose()
-        if self._user_channel is not None:
-            await self._user_channel.close()
-
-    async def limit(self, kind: str, key: str) -> None:
-        """Count one call against the per-minute quota of `kind` (login or refresh)."""
-        assert self.limiter is not None
-        calls = (
-            self.settings.auth_login_calls_per_minute
-            if kind == "login"
-            else self.settings.auth_refresh_calls_per_minute
-        )
-        await self.limiter.hit(key, Quota(kind, calls, 60.0))
-
-    async def steam_confirms(self, params: dict[str, str]) -> bool:
-        """Ask Steam (check_authentication) whether it issued this assertion."""
-        assert self._http is not None
-        try:
-            response = await self._http.post(
-                self.settings.steam_openid_endpoint,
-                data=openid.check_authentication_form(params),
-            )
-        except httpx.HTTPError as error:
-            raise DependencyUnavailable("steam", f"Steam could not be asked: {error}") from error
-        if response.status_code >= 500:
-            raise DependencyUnavailable("steam", f"Steam answered HTTP {response.status_code}")
-        return response.status_code == 200 and openid.is_valid_response(response.text)
-
-    def service_token(self) -> str:
-        """A short access token for calls to other services as the "service" role."""
-        assert self.ring is not None
-        return issue_access_token(
-            self.ring,
-            issuer=self.settings.token_issuer,
-            audience=self.settings.token_audience,
-            user_id="service:auth",
-            roles=["service"],
-            now=int(utc_now().timestamp()),
-            lifetime_seconds=120,
-        ).token
-
-    async def upsert_user(self, steamid64: int) -> tuple[str, str, bool]:
-        """(user id, tier, created) of the Steam account, through the user service."""
-        assert self._user_channel is not None
-        stub = user_grpc.UserServiceStub(self._user_channel)
-        try:
-            response = await stub.UpsertSteamUser(
-                user_pb.UpsertSteamUserRequest(steamid64=steamid64),
-                metadata=(("authorization", f"Bearer {self.service_token()}"),),
-                timeout=10,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise DependencyUnavailable(
-                "user", f"the user service could not record the login: {error.details()}"
-            ) from error
-        profile = response.profile
-        return profile.user_id, _TIERS.get(profile.tier, "free"), response.created
-
-    async def token_pair(self, session: Session, now: datetime) -> pb.TokenPair:
-        """A new access token plus the next refresh token of the session's family."""
-        assert self.ring is not None
-        assert self.refresh is not None
-        secret, refresh_expires = await self.refresh.start_family(session, now)
-        return self.pair(session, now, secret.token, refresh_expires)
-
-    def pair(
-        self, session: Session, now: datetime, refresh_token: str, refresh_expires: datetime
-    ) -> pb.TokenPair:
-        assert self.ring is not None
-        access = issue_access_token(
-            self.ring,
-            issuer=self.settings.token_issuer,
-            audience=self.settings.token_audience,
-            user_id=session.user_id,
-            roles=session.roles,
-            now=int(now.timestamp()),
-            steamid64=session.steamid64,
-            tier=session.tier,
-            lifetime_seconds=self.settings.access_token_seconds,
-        )
-        return pb.TokenPair(
-            access_token=access.token,
-            access_expires_at=_timestamp(access.expires_at),
-            refresh_token=refresh_token,
-            refresh_expires_at=_timestamp(refresh_expires),
-            token_type="Bearer",  # noqa: S106 - the RFC 6750 scheme name, not a secret
-        )
+def _token_pair(issued: IssuedTokens) -> pb.TokenPair:
+    return pb.TokenPair(
+        access_token=issued.access.token,
+        access_expires_at=_timestamp(issued.access.expires_at),
+        refresh_token=issued.refresh_token,
+        refresh_expires_at=_timestamp(issued.refresh_expires_at),
+        token_type="Bearer",  # noqa: S106 - the RFC 6750 scheme name, not a secret
+    )
 
 
 class AuthServicer(pb_grpc.AuthServiceServicer):
@@ -242,7 +99,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         )
         log.info("steam login", extra={"fields": {"user_id": user_id, "new_user": created}})
         return pb.CompleteSteamLoginResponse(
-            tokens=await runtime.token_pair(session, now),
+            tokens=_token_pair(await runtime.start_session(session, now)),
             user_id=user_id,
             steamid64=assertion.steamid64,
             account_id=assertion.account_id,
@@ -262,7 +119,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         await runtime.limit("refresh", f"token:{presented.token_id}")
         now = utc_now()
         session, secret, expires = await runtime.refresh.rotate(presented, now)
-        return pb.RefreshTokenResponse(tokens=runtime.pair(session, now, secret.token, expires))
+        return pb.RefreshTokenResponse(
+            tokens=_token_pair(runtime.issue(session, now, secret.token, expires))
+        )
 
     async def RevokeToken(
         self, request: pb.RevokeTokenRequest, context: Any

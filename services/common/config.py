@@ -45,6 +45,8 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
 
+    # Where the process runs. "prod" turns conveniences that are unsafe there into start-up
+    # errors (the auth service will not generate its own signing key).
     environment: Literal["dev", "test", "prod"] = "dev"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -50,13 +50,6 @@ class NotFound(CounterpickError):
     reason = "ERROR_REASON_NOT_FOUND"
 
 
-class AlreadyExists(CounterpickError):
-    """Creating something that is already there."""
-
-    status_code_name = "ALREADY_EXISTS"
-    reason = "ERROR_REASON_ALREADY_EXISTS"
-
-
 class FailedPrecondition(CounterpickError):
     """The request is valid but the system is not in a state to run it (e.g. a stale version)."""
 

@@ -228,12 +228,11 @@ def require_caller(*roles: str) -> Caller:
 
 def jwks_from_auth(address: str, *, timeout_seconds: float = 5.0) -> KeySource:
     """A key source that asks the auth service's GetJwks (cached by TokenVerifier)."""
-    import grpc
-
     from counterpick.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+    from services.common.channels import open_channel
 
     async def fetch() -> KeySet:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:
             stub = auth_service_pb2_grpc.AuthServiceStub(channel)
             response = await stub.GetJwks(
                 auth_service_pb2.GetJwksRequest(), timeout=timeout_seconds

@@ -14,22 +14,12 @@ from counterpick.events.v1 import events_pb2
 from counterpick.ingest.v1 import ingest_service_pb2 as pb
 from counterpick.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from services.common.errors import InvalidArgument
-from services.common.external.opendota import OpenDotaClient
-from services.common.external.steam import SteamClient
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp
 from services.ingest.config import IngestSettings
-from services.ingest.cursors import CursorStore
-from services.ingest.publisher import MatchRefPublisher
-from services.ingest.sources import (
-    BackfillJobs,
-    MatchIdPagedSource,
-    Poller,
-    SourceHealth,
-    SteamSequenceSource,
-    run_source,
-)
+from services.ingest.runtime import IngestRuntime
+from services.ingest.sources import SourceHealth
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
@@ -39,88 +29,6 @@ MAX_BACKFILL_LIST = 1_000
 
 def _timestamp(unix_seconds: float | None) -> Timestamp | None:
     return None if unix_seconds is None else to_timestamp(unix_seconds)
-
-
-class IngestRuntime:
-    """Clients, publisher, cursors and one polling task per enabled source."""
-
-    def __init__(self, settings: IngestSettings, stores: Stores) -> None:
-        self.settings = settings
-        self._stores = stores
-        self.started_at = time.time()
-        self.publisher = MatchRefPublisher(
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_match_ids,
-            enable_idempotence=settings.kafka_enable_idempotence,
-        )
-        self.opendota = OpenDotaClient(
-            base_url=settings.opendota_base_url, api_key=settings.opendota_api_key
-        )
-        self.steam = (
-            SteamClient(api_key=settings.steam_api_key, base_url=settings.steam_base_url)
-            if settings.steam_api_key
-            else None
-        )
-        self.pollers: list[tuple[Poller, Any]] = []
-        self.backfills = BackfillJobs(self.publisher)
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        """Connect the publisher and start polling every enabled source."""
-        assert self._stores.redis is not None
-        await self.publisher.start()
-        cursors = CursorStore(self._stores.redis)
-        settings = self.settings
-        for name in settings.ingest_sources:
-            poller: Poller
-            if name == "opendota_public":
-                poller = MatchIdPagedSource(
-                    SourceHealth(name, events_pb2.MATCH_SOURCE_OPENDOTA_PUBLIC_MATCHES),
-                    lambda less_than: self.opendota.public_matches(less_than_match_id=less_than),
-                    self.publisher,
-                    cursors,
-                    max_pages_per_poll=settings.ingest_max_pages_per_poll,
-                    carries_summary=True,
-                )
-                client: Any = self.opendota
-            elif name == "opendota_parsed":
-                poller = MatchIdPagedSource(
-                    SourceHealth(name, events_pb2.MATCH_SOURCE_OPENDOTA_PARSED_MATCHES),
-                    lambda less_than: self.opendota.parsed_matches(less_than_match_id=less_than),
-                    self.publisher,
-                    cursors,
-                    max_pages_per_poll=settings.ingest_max_pages_per_poll,
-                    carries_summary=False,
-                )
-                client = self.opendota
-            else:
-                assert self.steam is not None
-                steam = self.steam
-                poller = SteamSequenceSource(
-                    SourceHealth(name, events_pb2.MATCH_SOURCE_STEAM_SEQUENCE),
-                    steam.match_history_by_seq_num,
-                    self.publisher,
-                    cursors,
-                )
-                client = steam
-            self.pollers.append((poller, client))
-            self._tasks.append(
-                asyncio.create_task(
-                    run_source(poller, self._stop, idle_seconds=settings.ingest_idle_seconds),
-                    name=f"ingest-{name}",
-                )
-            )
-
-    async def stop(self) -> None:
-        """Stop polling, flush the publisher, close the clients."""
-        self._stop.set()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
-        await self.publisher.stop()
-        await self.opendota.close()
-        if self.steam is not None:
-            await self.steam.close()
 
 
 class IngestServicer(pb_grpc.IngestServiceServicer):

@@ -24,19 +24,6 @@ from counterpick.events.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 
-class FetchResult(Protocol):
-    """What the external clients return (services.common.external.http.Fetched)."""
-
-    @property
-    def data(self) -> Any: ...
-
-    @property
-    def error(self) -> str | None: ...
-
-    @property
-    def retryable(self) -> bool: ...
-
-
 class Publisher(Protocol):
     """Publishes references and returns once Kafka acknowledged them."""
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import Enum, StrEnum
 from urllib.parse import urlsplit
 
+from services.common.dota import SkillBracket
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.tokens import STEAM_ID64_BASE, Caller
 
@@ -59,16 +60,6 @@ class Tier(StrEnum):
     PRO = "pro"
 
 
-class SkillBracket(StrEnum):
-    """A default skill bracket, as stored (absent means "all")."""
-
-    ALL = "all"
-    HERALD_GUARDIAN = "herald_guardian"
-    CRUSADER_ARCHON = "crusader_archon"
-    LEGEND_ANCIENT = "legend_ancient"
-    DIVINE_IMMORTAL = "divine_immortal"
-
-
 class PreferenceField(StrEnum):
     """The update_mask paths of UpdatePreferences."""
 
@@ -94,6 +85,7 @@ class Preferences:
     hero_pool_hero_ids: tuple[int, ...] = ()
     favourite_hero_ids: tuple[int, ...] = ()
     disliked_hero_ids: tuple[int, ...] = ()
+    # None means "all"; never UNKNOWN, which names unrated matches, not a bracket to prefer.
     default_skill_bracket: SkillBracket | None = None
     version: int = 0
     updated_at: datetime | None = None
@@ -403,6 +395,22 @@ def _positions(positions: Sequence[int]) -> tuple[int, ...]:
     return tuple(positions)
 
 
+def _default_bracket(bracket: SkillBracket | None) -> SkillBracket | None:
+    if bracket is SkillBracket.UNKNOWN:
+        where = _field(PreferenceField.DEFAULT_SKILL_BRACKET)
+        raise InvalidArgument(f"{where} must be a skill bracket or unset", field=where)
+    return bracket
+
+
+def stored_bracket(name: str) -> SkillBracket:
+    """The default skill bracket stored as `name`; ValueError for anything a user cannot choose
+    (the schema's CHECK allows the same names)."""
+    bracket = SkillBracket(name)
+    if bracket is SkillBracket.UNKNOWN:
+        raise ValueError(f"{name!r} is not a default skill bracket")
+    return bracket
+
+
 @dataclass(frozen=True)
 class PreferencesUpdate:
     """A validated UpdatePreferences: which fields are replaced, and with what."""
@@ -470,7 +478,9 @@ def preferences_update(
             else ()
         ),
         default_skill_bracket=(
-            default_skill_bracket if PreferenceField.DEFAULT_SKILL_BRACKET in chosen else None
+            _default_bracket(default_skill_bracket)
+            if PreferenceField.DEFAULT_SKILL_BRACKET in chosen
+            else None
         ),
     )
     update = PreferencesUpdate(frozenset(chosen), values)

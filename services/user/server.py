@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import redis.asyncio as aioredis
 
 from counterpick.common.v1 import common_pb2
 from counterpick.user.v1 import user_service_pb2 as pb
 from counterpick.user.v1 import user_service_pb2_grpc as pb_grpc
+from services.common.dota import SkillBracket
 from services.common.dota_constants import load_constants
-from services.common.errors import DependencyUnavailable, InvalidArgument
-from services.common.rate_limit import Quota, RateLimiter, caller_key
+from services.common.dota_proto import bracket_from_proto, bracket_to_proto
+from services.common.errors import InvalidArgument
+from services.common.rate_limit import caller_key
 from services.common.server import GrpcServer, registration
-from services.common.stores import connect_redis
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import (
     Caller,
@@ -33,14 +31,12 @@ from services.common.tokens import (
     require_caller,
 )
 from services.user.config import UserSettings
-from services.user.migrations import apply_migrations
 from services.user.profiles import (
     SERVICE_ROLE,
     Access,
     PreferenceField,
     Preferences,
     Profile,
-    SkillBracket,
     Subscription,
     Tier,
     preferences_update,
@@ -48,24 +44,11 @@ from services.user.profiles import (
     resolve_target,
     steam_identity,
 )
-from services.user.repository import DEPENDENCY, UserRepository, open_pool
+from services.user.runtime import Quotas, UserRuntime
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UserService"].full_name
 
-_BRACKETS: dict[int, SkillBracket | None] = {
-    common_pb2.SKILL_BRACKET_UNSPECIFIED: None,
-    common_pb2.SKILL_BRACKET_ALL: SkillBracket.ALL,
-    common_pb2.SKILL_BRACKET_HERALD_GUARDIAN: SkillBracket.HERALD_GUARDIAN,
-    common_pb2.SKILL_BRACKET_CRUSADER_ARCHON: SkillBracket.CRUSADER_ARCHON,
-    common_pb2.SKILL_BRACKET_LEGEND_ANCIENT: SkillBracket.LEGEND_ANCIENT,
-    common_pb2.SKILL_BRACKET_DIVINE_IMMORTAL: SkillBracket.DIVINE_IMMORTAL,
-}
-_BRACKET_PROTO: dict[SkillBracket, common_pb2.SkillBracket.ValueType] = {
-    bracket: common_pb2.SkillBracket.ValueType(number)
-    for number, bracket in _BRACKETS.items()
-    if bracket is not None
-}
 _TIER_PROTO: dict[Tier, common_pb2.SubscriptionTier.ValueType] = {
     Tier.FREE: common_pb2.SUBSCRIPTION_TIER_FREE,
     Tier.PLUS: common_pb2.SUBSCRIPTION_TIER_PLUS,
@@ -81,11 +64,7 @@ def _preferences_pb(preferences: Preferences) -> pb.Preferences:
         hero_pool_hero_ids=preferences.hero_pool_hero_ids,
         favourite_hero_ids=preferences.favourite_hero_ids,
         disliked_hero_ids=preferences.disliked_hero_ids,
-        default_skill_bracket=(
-            _BRACKET_PROTO[preferences.default_skill_bracket]
-            if preferences.default_skill_bracket is not None
-            else common_pb2.SKILL_BRACKET_UNSPECIFIED
-        ),
+        default_skill_bracket=bracket_to_proto(preferences.default_skill_bracket),
         version=preferences.version,
     )
     if preferences.updated_at is not None:
@@ -118,94 +97,17 @@ def _profile_pb(profile: Profile, now: datetime) -> pb.Profile:
 
 
 def _bracket(number: int) -> SkillBracket | None:
-    if number not in _BRACKETS:
+    """The chosen default bracket; None (all) for UNSPECIFIED, INVALID_ARGUMENT for a number the
+    contract does not define."""
+    if number == common_pb2.SKILL_BRACKET_UNSPECIFIED:
+        return None
+    bracket = bracket_from_proto(number)
+    if bracket is None:
         raise InvalidArgument(
             f"default_skill_bracket {number} is not a known skill bracket",
             field="preferences.default_skill_bracket",
         )
-    return _BRACKETS[number]
-
-
-@dataclass(frozen=True)
-class Quotas:
-    """The quota each kind of caller uses."""
-
-    user: Quota
-    service: Quota
-    anonymous: Quota
-
-    @classmethod
-    def from_settings(cls, settings: UserSettings) -> Quotas:
-        """The quotas UserSettings configures."""
-        window = settings.rate_limit_window_seconds
-        return cls(
-            user=Quota("user", settings.rate_limit_user_calls, window),
-            service=Quota("service", settings.rate_limit_service_calls, window),
-            anonymous=Quota("anonymous", settings.rate_limit_anonymous_calls, window),
-        )
-
-    def for_caller(self, caller: Caller | None) -> Quota:
-        """The quota `caller` is counted against."""
-        if caller is None:
-            return self.anonymous
-        return self.service if caller.has_any_role(SERVICE_ROLE) else self.user
-
-
-class UserStores:
-    """The user service's connections: PostgreSQL (migrated on open) and Redis."""
-
-    def __init__(self, settings: UserSettings) -> None:
-        self._settings = settings
-        self._repository: UserRepository | None = None
-        self._limiter: RateLimiter | None = None
-        self._closers: list[Callable[[], Any]] = []
-
-    async def open(self) -> None:
-        """Connect, apply pending migrations; DependencyUnavailable if a store stays down."""
-        settings = self._settings
-        try:
-            pool = await open_pool(
-                settings.postgres_dsn,
-                settings.user_postgres_schema,
-                wait_seconds=settings.store_wait_seconds,
-                timeout_seconds=settings.postgres_timeout_seconds,
-                max_size=settings.postgres_pool_size,
-            )
-            self._closers.append(pool.close)
-            async with pool.acquire() as connection:
-                applied = await apply_migrations(connection, settings.user_postgres_schema)
-            if applied:
-                log.info("user schema migrated", extra={"fields": {"applied": applied}})
-            redis: aioredis.Redis = await connect_redis(
-                settings.redis_url, timeout_seconds=settings.store_wait_seconds
-            )
-            self._closers.append(redis.aclose)
-        except BaseException:
-            await self.close()
-            raise
-        self._repository = UserRepository(
-            pool, acquire_timeout_seconds=settings.postgres_timeout_seconds
-        )
-        self._limiter = RateLimiter(redis, prefix=settings.rate_limit_key_prefix, name="user")
-
-    async def close(self) -> None:
-        """Release every connection."""
-        self._repository = None
-        self._limiter = None
-        while self._closers:
-            await self._closers.pop()()
-
-    @property
-    def repository(self) -> UserRepository:
-        """The storage adapter; DependencyUnavailable before open or after close."""
-        if self._repository is None:
-            raise DependencyUnavailable(DEPENDENCY, "the user database is not connected")
-        return self._repository
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        """The rate limiter, once Redis is connected."""
-        return self._limiter
+    return bracket
 
 
 class UserServicer(pb_grpc.UserServiceServicer):
@@ -213,12 +115,12 @@ class UserServicer(pb_grpc.UserServiceServicer):
 
     def __init__(
         self,
-        stores: UserStores,
+        runtime: UserRuntime,
         heroes: Collection[int],
         quotas: Quotas,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._stores = stores
+        self._runtime = runtime
         self._heroes = heroes
         self._quotas = quotas
         self._clock = clock
@@ -226,7 +128,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     async def _admit(self, context: Any, *roles: str) -> Caller:
         """Count the call against its caller's quota, then require a signed-in caller."""
         caller = current_caller()
-        limiter = self._stores.limiter
+        limiter = self._runtime.limiter
         if limiter is not None:
             await limiter.hit(caller_key(caller, context.peer()), self._quotas.for_caller(caller))
         return require_caller(*roles)
@@ -236,7 +138,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     ) -> pb.GetProfileResponse:
         caller = await self._admit(context)
         user_id = resolve_target(caller, request.user_id, Access.READ)
-        profile = await self._stores.repository.get_profile(user_id)
+        profile = await self._runtime.repository.get_profile(user_id)
         return pb.GetProfileResponse(profile=_profile_pb(profile, self._clock()))
 
     async def UpdateProfile(
@@ -250,7 +152,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
             request.avatar_url if request.HasField("avatar_url") else None,
         )
         expected = request.expected_version if request.HasField("expected_version") else None
-        profile = await self._stores.repository.update_profile(user_id, update, expected)
+        profile = await self._runtime.repository.update_profile(user_id, update, expected)
         return pb.UpdateProfileResponse(profile=_profile_pb(profile, self._clock()))
 
     async def GetPreferences(
@@ -258,7 +160,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     ) -> pb.GetPreferencesResponse:
         caller = await self._admit(context)
         user_id = resolve_target(caller, request.user_id, Access.READ)
-        preferences = await self._stores.repository.get_preferences(user_id)
+        preferences = await self._runtime.repository.get_preferences(user_id)
         return pb.GetPreferencesResponse(preferences=_preferences_pb(preferences))
 
     async def UpdatePreferences(
@@ -281,7 +183,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
             heroes=self._heroes,
         )
         expected = request.expected_version if request.HasField("expected_version") else None
-        preferences = await self._stores.repository.update_preferences(user_id, update, expected)
+        preferences = await self._runtime.repository.update_preferences(user_id, update, expected)
         return pb.UpdatePreferencesResponse(preferences=_preferences_pb(preferences))
 
     async def GetSubscription(
@@ -289,7 +191,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     ) -> pb.GetSubscriptionResponse:
         caller = await self._admit(context)
         user_id = resolve_target(caller, request.user_id, Access.READ)
-        subscription = await self._stores.repository.get_subscription(user_id)
+        subscription = await self._runtime.repository.get_subscription(user_id)
         return pb.GetSubscriptionResponse(
             subscription=_subscription_pb(subscription.effective(self._clock()))
         )
@@ -299,7 +201,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     ) -> pb.UpsertSteamUserResponse:
         await self._admit(context, SERVICE_ROLE)
         identity = steam_identity(request.steamid64, request.persona_name, request.avatar_url)
-        profile, created = await self._stores.repository.upsert_steam_user(identity)
+        profile, created = await self._runtime.repository.upsert_steam_user(identity)
         return pb.UpsertSteamUserResponse(
             profile=_profile_pb(profile, self._clock()), created=created
         )
@@ -310,20 +212,20 @@ def build_server(settings: UserSettings, key_source: KeySource | None = None) ->
 
     Tokens are verified against the auth service's published keys unless `key_source` is given.
     """
-    stores = UserStores(settings)
+    runtime = UserRuntime(settings)
     verifier = TokenVerifier(
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
     )
     servicer = UserServicer(
-        stores, frozenset(load_constants().heroes), Quotas.from_settings(settings)
+        runtime, frozenset(load_constants().heroes), Quotas.from_settings(settings)
     )
     return GrpcServer(
         name="user",
         settings=settings,
         services=[registration(servicer, pb_grpc.add_UserServiceServicer_to_server, SERVICE_NAME)],
-        on_start=[stores.open],
-        on_stop=[stores.close],
+        on_start=[runtime.open],
+        on_stop=[runtime.close],
         verifier=verifier,
     )

@@ -18,10 +18,11 @@ from services.common import health
 from services.common.config import ServiceSettings
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
-from services.common.tokens import KeySet, TokenVerifier
+from services.common.tokens import TokenVerifier
 from services.model.runtime import ModelRuntime
 from services.model.server import SERVICE_NAME, ModelServicer
-from tests.contract.test_model_service import reason_of
+from tests.auth_keys import SigningKeys
+from tests.rpc import Failure, bearer, fails
 
 ISSUER, AUDIENCE = "counterpick-auth", "counterpick"
 
@@ -33,9 +34,6 @@ def ring(tmp_path: Path) -> KeyRing:
 
 @pytest.fixture
 async def stub(ring: KeyRing) -> AsyncIterator[pb_grpc.ModelServiceAsyncStub]:
-    async def fetch() -> KeySet:
-        return KeySet.from_jwks(ring.jwks())
-
     server = GrpcServer(
         name="model",
         settings=ServiceSettings(port=0),
@@ -46,7 +44,9 @@ async def stub(ring: KeyRing) -> AsyncIterator[pb_grpc.ModelServiceAsyncStub]:
                 SERVICE_NAME,
             )
         ],
-        verifier=TokenVerifier(issuer=ISSUER, audience=AUDIENCE, fetch_keys=fetch),
+        verifier=TokenVerifier(
+            issuer=ISSUER, audience=AUDIENCE, fetch_keys=SigningKeys(ring).source
+        ),
     )
     port = await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -55,22 +55,20 @@ async def stub(ring: KeyRing) -> AsyncIterator[pb_grpc.ModelServiceAsyncStub]:
     await server.stop(0)
 
 
-async def call(stub: pb_grpc.ModelServiceAsyncStub, token: str | None) -> grpc.aio.AioRpcError:
-    metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=metadata)
-    return raised.value
+async def call(stub: pb_grpc.ModelServiceAsyncStub, token: str | None) -> Failure:
+    metadata = bearer(token) if token is not None else None
+    return await fails(stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=metadata))
 
 
 async def test_anonymous_and_valid_calls_reach_the_rpc(
     stub: pb_grpc.ModelServiceAsyncStub, ring: KeyRing
 ) -> None:
     # The RPC itself answers (no snapshot yet): authentication let both through.
-    assert (await call(stub, None)).code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await call(stub, None)).code == grpc.StatusCode.FAILED_PRECONDITION
     token = issue_access_token(
         ring, issuer=ISSUER, audience=AUDIENCE, user_id="u", roles=["user"], now=int(time.time())
     ).token
-    assert (await call(stub, token)).code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await call(stub, token)).code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_a_bad_token_is_unauthenticated_even_where_anonymous_is_allowed(
@@ -81,12 +79,12 @@ async def test_a_bad_token_is_unauthenticated_even_where_anonymous_is_allowed(
         ring, issuer=ISSUER, audience=AUDIENCE, user_id="u", roles=["user"], now=now - 7200
     ).token
     error = await call(stub, expired)
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert reason_of(error)[0] == "ERROR_REASON_TOKEN_EXPIRED"
+    assert error.code == grpc.StatusCode.UNAUTHENTICATED
+    assert error.reason == "ERROR_REASON_TOKEN_EXPIRED"
     for bad in ("garbage", new_refresh_token().token, expired[:-10]):
         error = await call(stub, bad)
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert reason_of(error)[0] == "ERROR_REASON_TOKEN_INVALID"
+        assert error.code == grpc.StatusCode.UNAUTHENTICATED
+        assert error.reason == "ERROR_REASON_TOKEN_INVALID"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.GetModelInfo(
             pb.GetModelInfoRequest(), metadata=(("authorization", "Basic dXNlcjpwYXNz"),)

@@ -7,7 +7,7 @@ these tests can say exactly when a user was (not) created.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +27,8 @@ from services.common.config import ServiceSettings
 from services.common.server import GrpcServer, registration
 from services.common.tokens import TokenVerifier, current_caller, jwks_from_auth
 from tests.conftest import free_port
-from tests.contract.test_model_service import reason_of
-from tests.openid_provider import OpenIdProvider
+from tests.openid_provider import OpenIdProvider, running_provider  # noqa: F401 - the provider fixture
+from tests.rpc import Failure, bearer, fails
 
 RETURN_TO = "http://localhost:8000/auth/steam/callback"
 STEAMID = 76561198000000077
@@ -56,13 +56,6 @@ class Users(user_grpc.UserServiceServicer):
             ),
             created=new,
         )
-
-
-@pytest.fixture
-def provider() -> Iterator[OpenIdProvider]:
-    running = OpenIdProvider().start()
-    yield running
-    running.stop()
 
 
 @dataclass
@@ -126,12 +119,6 @@ async def login(
     )
 
 
-async def failure(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
-
-
 async def test_login_refresh_revoke_end_to_end(auth: Auth, provider: OpenIdProvider) -> None:
     begin = await auth.stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
     assert begin.redirect_url.startswith(provider.endpoint + "?")
@@ -168,15 +155,15 @@ async def test_login_refresh_revoke_end_to_end(auth: Auth, provider: OpenIdProvi
     assert refreshed.tokens.refresh_token != done.tokens.refresh_token
     assert (await verifier.verify(refreshed.tokens.access_token)).user_id == done.user_id
     # Theft detection: the used token comes back, the family dies, the thief's copy too.
-    reused = await failure(
+    reused = await fails(
         auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=done.tokens.refresh_token))
     )
-    assert reused.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert reason_of(reused)[0] == "ERROR_REASON_TOKEN_REUSED"
-    after = await failure(
+    assert reused.code == grpc.StatusCode.UNAUTHENTICATED
+    assert reused.reason == "ERROR_REASON_TOKEN_REUSED"
+    after = await fails(
         auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=refreshed.tokens.refresh_token))
     )
-    assert reason_of(after)[0] == "ERROR_REASON_TOKEN_INVALID"
+    assert after.reason == "ERROR_REASON_TOKEN_INVALID"
     # The other session (second login) is a different family: still alive, then revoked.
     revoked = await auth.stub.RevokeToken(
         pb.RevokeTokenRequest(refresh_token=again.tokens.refresh_token)
@@ -185,10 +172,10 @@ async def test_login_refresh_revoke_end_to_end(auth: Auth, provider: OpenIdProvi
     assert (
         await auth.stub.RevokeToken(pb.RevokeTokenRequest(refresh_token=again.tokens.refresh_token))
     ).revoked_count == 0
-    gone = await failure(
+    gone = await fails(
         auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=again.tokens.refresh_token))
     )
-    assert reason_of(gone)[0] == "ERROR_REASON_TOKEN_INVALID"
+    assert gone.reason == "ERROR_REASON_TOKEN_INVALID"
     jwks = await auth.stub.GetJwks(pb.GetJwksRequest())
     assert jwks.keys[0].alg == "EdDSA"
     assert jwks.keys[0].kty == "OKP"
@@ -198,19 +185,19 @@ async def test_refresh_and_access_tokens_cannot_stand_in_for_each_other(
     auth: Auth, provider: OpenIdProvider
 ) -> None:
     done = await login(auth, provider)
-    as_refresh = await failure(
+    as_refresh = await fails(
         auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=done.tokens.access_token))
     )
-    assert reason_of(as_refresh)[0] == "ERROR_REASON_TOKEN_INVALID"
-    as_access = await failure(
+    assert as_refresh.reason == "ERROR_REASON_TOKEN_INVALID"
+    as_access = await fails(
         auth.stub.RevokeToken(
             pb.RevokeTokenRequest(all_sessions=True),
-            metadata=(("authorization", f"Bearer {done.tokens.refresh_token}"),),
+            metadata=bearer(done.tokens.refresh_token),
         )
     )
-    assert as_access.code() == grpc.StatusCode.UNAUTHENTICATED
-    empty = await failure(auth.stub.RefreshToken(pb.RefreshTokenRequest()))
-    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert as_access.code == grpc.StatusCode.UNAUTHENTICATED
+    empty = await fails(auth.stub.RefreshToken(pb.RefreshTokenRequest()))
+    assert empty.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_introspection_needs_a_service_or_admin_and_sees_revocations(
@@ -219,15 +206,13 @@ async def test_introspection_needs_a_service_or_admin_and_sees_revocations(
     user = await login(auth, provider)
     admin = await login(auth, provider, steamid=76561198000000099)
     request = pb.IntrospectTokenRequest(token=user.tokens.access_token)
-    denied = await failure(
-        auth.stub.IntrospectToken(
-            request, metadata=(("authorization", f"Bearer {user.tokens.access_token}"),)
-        )
+    denied = await fails(
+        auth.stub.IntrospectToken(request, metadata=bearer(user.tokens.access_token))
     )
-    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
-    anonymous = await failure(auth.stub.IntrospectToken(request))
-    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
-    as_admin = (("authorization", f"Bearer {admin.tokens.access_token}"),)
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    anonymous = await fails(auth.stub.IntrospectToken(request))
+    assert anonymous.code == grpc.StatusCode.UNAUTHENTICATED
+    as_admin = bearer(admin.tokens.access_token)
     seen = await auth.stub.IntrospectToken(request, metadata=as_admin)
     assert seen.active
     assert seen.token_type == pb.TOKEN_TYPE_ACCESS
@@ -239,7 +224,7 @@ async def test_introspection_needs_a_service_or_admin_and_sees_revocations(
     assert refresh.token_type == pb.TOKEN_TYPE_REFRESH
     revoked = await auth.stub.RevokeToken(
         pb.RevokeTokenRequest(all_sessions=True),
-        metadata=(("authorization", f"Bearer {user.tokens.access_token}"),),
+        metadata=bearer(user.tokens.access_token),
     )
     assert revoked.revoked_count == 2  # one family and the access token itself
     assert not (await auth.stub.IntrospectToken(request, metadata=as_admin)).active
@@ -260,10 +245,10 @@ def tamper(params: dict[str, str], **changes: str) -> dict[str, str]:
 async def test_every_forged_or_replayed_assertion_is_refused(
     auth: Auth, provider: OpenIdProvider
 ) -> None:
-    async def attempt(make: Any) -> grpc.aio.AioRpcError:
+    async def attempt(make: Any) -> Failure:
         begin = await auth.stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
         params = make(provider.assert_login(begin.redirect_url, STEAMID))
-        return await failure(
+        return await fails(
             auth.stub.CompleteSteamLogin(
                 pb.CompleteSteamLoginRequest(state=begin.state, openid_params=params)
             )
@@ -322,13 +307,13 @@ async def test_every_forged_or_replayed_assertion_is_refused(
     ]
     for name, make, code in cases:
         error = await attempt(make)
-        assert error.code() == code, name
+        assert error.code == code, name
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            assert reason_of(error)[0] == "ERROR_REASON_LOGIN_FAILED", name
+            assert error.reason == "ERROR_REASON_LOGIN_FAILED", name
     provider.answer_invalid = True
     rejected = await attempt(lambda p: p)
-    assert reason_of(rejected)[0] == "ERROR_REASON_LOGIN_FAILED"
-    assert "did not confirm" in (rejected.details() or "")
+    assert rejected.reason == "ERROR_REASON_LOGIN_FAILED"
+    assert "did not confirm" in rejected.message
     provider.answer_invalid = False
     assert auth.users.created == {}  # not one forgery created a user
 
@@ -338,24 +323,24 @@ async def test_every_forged_or_replayed_assertion_is_refused(
     await auth.stub.CompleteSteamLogin(
         pb.CompleteSteamLoginRequest(state=begin.state, openid_params=params)
     )
-    again = await failure(
+    again = await fails(
         auth.stub.CompleteSteamLogin(
             pb.CompleteSteamLoginRequest(state=begin.state, openid_params=params)
         )
     )
-    assert reason_of(again)[0] == "ERROR_REASON_LOGIN_FAILED"
+    assert again.reason == "ERROR_REASON_LOGIN_FAILED"
     second = await auth.stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
     replayed = dict(params)  # same nonce, but our return_to now carries the new state
-    error = await failure(
+    error = await fails(
         auth.stub.CompleteSteamLogin(
             pb.CompleteSteamLoginRequest(state=second.state, openid_params=replayed)
         )
     )
-    assert reason_of(error)[0] == "ERROR_REASON_LOGIN_FAILED"
-    bad_origin = await failure(
+    assert error.reason == "ERROR_REASON_LOGIN_FAILED"
+    bad_origin = await fails(
         auth.stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to="https://evil.example/cb"))
     )
-    assert bad_origin.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_origin.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_login_attempts_are_rate_limited_per_address(
@@ -378,11 +363,11 @@ async def test_login_attempts_are_rate_limited_per_address(
             stub = pb_grpc.AuthServiceStub(channel)
             for _ in range(3):
                 await stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
-            limited = await failure(
+            limited = await fails(
                 stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
             )
-            assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert reason_of(limited)[0] == "ERROR_REASON_RATE_LIMITED"
+            assert limited.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert limited.reason == "ERROR_REASON_RATE_LIMITED"
     finally:
         await server.stop(0)
 
@@ -410,13 +395,13 @@ async def test_an_unreachable_provider_is_unavailable_and_creates_no_user(
             begin = await stub.BeginSteamLogin(pb.BeginSteamLoginRequest(return_to=RETURN_TO))
             params = provider.assert_login(begin.redirect_url, STEAMID)
             provider.stop()
-            error = await failure(
+            error = await fails(
                 stub.CompleteSteamLogin(
                     pb.CompleteSteamLoginRequest(state=begin.state, openid_params=params)
                 )
             )
-            assert error.code() == grpc.StatusCode.UNAVAILABLE
-            assert reason_of(error)[1]["dependency"] == "steam"
+            assert error.code == grpc.StatusCode.UNAVAILABLE
+            assert error.metadata["dependency"] == "steam"
             assert users.created == {}
     finally:
         await server.stop(0)

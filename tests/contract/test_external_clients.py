@@ -20,15 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.common.external.http import (
-    FailureReason,
-    Fetched,
-    JsonApi,
-    Reachability,
-    TokenBucket,
-    retry_after_seconds,
-)
+from services.common.external.json_api import JsonApi
 from services.common.external.opendota import OpenDotaClient
+from services.common.external.rate_limits import TokenBucket, retry_after_seconds
+from services.common.external.results import FailureReason, Fetched, Reachability
 from services.common.external.steam import SteamClient
 from tests.replay_server import (
     SEQUENCE_PATH,

@@ -13,11 +13,12 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from counterpick.events.v1 import events_pb2
-from services.common.external.http import JsonApi, TokenBucket
+from services.common.external.json_api import JsonApi
 from services.common.external.opendota import OpenDotaClient
+from services.common.external.rate_limits import TokenBucket
 from services.common.stores import ensure_kafka_topics
-from services.ingest.cursors import CursorStore
 from services.ingest.publisher import MatchRefPublisher
+from services.ingest.repo import CursorStore
 from services.ingest.sources import MatchIdPagedSource, SourceHealth
 from tests.replay_server import (
     SEQUENCE_PATH,

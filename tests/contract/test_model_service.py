@@ -12,14 +12,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
 import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
-from google.rpc import error_details_pb2, status_pb2
 
 from counterpick.common.v1 import common_pb2 as c
 from counterpick.model.v1 import model_service_pb2 as pb
@@ -33,6 +31,7 @@ from services.model.repo import CURRENT_KEY, OLD_VERSION_TTL_SECONDS
 from services.model.server import SERVICE_NAME, build_server
 from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
+from tests.rpc import fails, failure
 from tests.warehouse_drafts import insert_draft_table
 
 RADIANT, DIRE = c.TEAM_SIDE_RADIANT, c.TEAM_SIDE_DIRE
@@ -140,28 +139,16 @@ def draft(*steps: tuple[int, int, int]) -> c.DraftState:
     return c.DraftState(actions=[action(i, k, s, h) for i, (k, s, h) in enumerate(steps)])
 
 
-def reason_of(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
-    """The google.rpc.ErrorInfo reason and metadata of a failed call."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason, dict(info.metadata)
-    return "", {}
-
-
 async def test_before_the_first_recompute_the_model_is_not_ready_but_heroes_list(
     mesh: Mesh,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await mesh.stub.GetModelInfo(pb.GetModelInfoRequest())
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert reason_of(raised.value)[0] == "ERROR_REASON_MODEL_NOT_READY"
+    assert failure(raised.value).reason == "ERROR_REASON_MODEL_NOT_READY"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT))
-    assert reason_of(raised.value)[0] == "ERROR_REASON_MODEL_NOT_READY"
+    assert failure(raised.value).reason == "ERROR_REASON_MODEL_NOT_READY"
     heroes = await mesh.stub.ListHeroes(pb.ListHeroesRequest())
     assert len(heroes.heroes) == len(load_constants().heroes)
     assert heroes.heroes[0].hero.localized_name == "Anti-Mage"
@@ -341,7 +328,7 @@ async def test_bad_requests_are_invalid_argument_with_a_reason(mesh: Mesh) -> No
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await call
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
-            assert reason_of(raised.value)[0] == reason, name
+            assert failure(raised.value).reason == reason, name
             assert raised.value.details(), name
     for request in (
         pb.GetMatchupsRequest(hero_id=0),
@@ -356,7 +343,7 @@ async def test_bad_requests_are_invalid_argument_with_a_reason(mesh: Mesh) -> No
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await mesh.stub.PredictWin(pb.PredictWinRequest(draft=draft((PICK, RADIANT, 999))))
-    assert reason_of(raised.value) == (
+    assert (failure(raised.value).reason, failure(raised.value).metadata) == (
         "ERROR_REASON_UNKNOWN_HERO",
         {"field": "draft.actions[0].hero_id", "hero_id": "999"},
     )
@@ -365,35 +352,27 @@ async def test_bad_requests_are_invalid_argument_with_a_reason(mesh: Mesh) -> No
 async def test_personal_data_and_recompute_need_the_right_caller(mesh: Mesh) -> None:
     await recompute(mesh)
     request = pb.GetPersonalScoresRequest(account_id=42)
-    anonymous = await _failure(mesh.stub.GetPersonalScores(request))
-    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert reason_of(anonymous)[0] == "ERROR_REASON_UNAUTHENTICATED"
-    stranger = await _failure(
+    anonymous = await fails(mesh.stub.GetPersonalScores(request))
+    assert anonymous.code == grpc.StatusCode.UNAUTHENTICATED
+    assert anonymous.reason == "ERROR_REASON_UNAUTHENTICATED"
+    stranger = await fails(
         mesh.stub.GetPersonalScores(request, metadata=mesh.keys.metadata("user", account_id=7))
     )
-    assert stranger.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stranger.code == grpc.StatusCode.PERMISSION_DENIED
     own = await mesh.stub.GetPersonalScores(
         request, metadata=mesh.keys.metadata("user", account_id=42)
     )
     assert list(own.scores) == []  # no stored matches of that player: empty, not NOT_FOUND
     as_admin = await mesh.stub.GetPersonalScores(request, metadata=mesh.keys.metadata("admin"))
     assert as_admin.account_id == 42
-    picks = await _failure(
-        mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT, account_id=42))
-    )
-    assert picks.code() == grpc.StatusCode.UNAUTHENTICATED
-    user_recompute = await _failure(
+    picks = await fails(mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT, account_id=42)))
+    assert picks.code == grpc.StatusCode.UNAUTHENTICATED
+    user_recompute = await fails(
         mesh.stub.Recompute(pb.RecomputeRequest(), metadata=mesh.keys.metadata("user"))
     )
-    assert user_recompute.code() == grpc.StatusCode.PERMISSION_DENIED
-    anonymous_recompute = await _failure(mesh.stub.Recompute(pb.RecomputeRequest()))
-    assert anonymous_recompute.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-async def _failure(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
+    assert user_recompute.code == grpc.StatusCode.PERMISSION_DENIED
+    anonymous_recompute = await fails(mesh.stub.Recompute(pb.RecomputeRequest()))
+    assert anonymous_recompute.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_a_new_snapshot_switches_the_pointer_and_old_keys_expire(mesh: Mesh) -> None:
@@ -488,7 +467,7 @@ async def test_serves_the_last_snapshot_while_redis_and_the_warehouse_are_down(
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Recompute(pb.RecomputeRequest(), metadata=keys.metadata("admin"))
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert reason_of(raised.value)[1]["dependency"] == "redis"
+            assert failure(raised.value).metadata["dependency"] == "redis"
             still = await stub.GetModelInfo(pb.GetModelInfoRequest())
             assert still.snapshot.version >= 1
     finally:

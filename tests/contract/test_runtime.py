@@ -8,9 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
-from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from counterpick.draft.v1 import draft_service_pb2 as pb
@@ -19,6 +17,7 @@ from services.common import health
 from services.common.config import ServiceSettings
 from services.common.errors import InvalidArgument, NotFound
 from services.common.server import GrpcServer, registration
+from tests.rpc import failure
 
 SERVICE = pb.DESCRIPTOR.services_by_name["DraftService"].full_name
 
@@ -63,21 +62,13 @@ async def running() -> AsyncIterator[tuple[GrpcServer, ScriptedDraftServicer, gr
     await server.stop(0)
 
 
-def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return info
-
-
 async def test_domain_error_maps_to_its_code_with_error_info(running: Any) -> None:
     _, _, channel = running
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await pb_grpc.DraftServiceStub(channel).GetDraft(pb.GetDraftRequest(draft_id="missing"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert raised.value.details() == "draft missing not found"
-    info = _error_info(raised.value)
+    info = failure(raised.value)
     assert (info.reason, info.domain, info.metadata["draft_id"]) == (
         "ERROR_REASON_NOT_FOUND",
         "counterpick.dev",
@@ -91,7 +82,7 @@ async def test_unexpected_exception_is_internal_and_leaks_nothing(running: Any) 
         await pb_grpc.DraftServiceStub(channel).GetDraft(pb.GetDraftRequest(draft_id="bug"))
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     assert "hunter2" not in (raised.value.details() or "")
-    assert _error_info(raised.value).reason == "ERROR_REASON_INTERNAL"
+    assert failure(raised.value).reason == "ERROR_REASON_INTERNAL"
 
 
 async def test_error_in_a_stream_after_messages_keeps_them_and_ends_with_the_code(
@@ -109,7 +100,7 @@ async def test_error_in_a_stream_after_messages_keeps_them_and_ends_with_the_cod
         await drain()
     assert received == [1]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _error_info(raised.value).metadata["field"] == "resume_after_sequence"
+    assert failure(raised.value).metadata["field"] == "resume_after_sequence"
 
 
 async def test_rpc_not_built_yet_answers_unimplemented(running: Any) -> None:

@@ -24,7 +24,6 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from counterpick.common.v1 import common_pb2
 from counterpick.user.v1 import user_service_pb2 as pb
@@ -33,7 +32,6 @@ from services.auth.keys import KeyRing
 from services.auth.tokens import issue_access_token, new_refresh_token
 from services.common import health
 from services.common.dota_constants import load_constants
-from services.common.tokens import KeySet
 from services.user.config import UserSettings
 from services.user.migrations import MigrationError, apply_migrations, migrations
 from services.user.profiles import (
@@ -42,48 +40,15 @@ from services.user.profiles import (
     Subscription,
     Tier,
 )
-from services.user.repository import UserRepository, open_pool
+from services.user.repo import UserRepository, open_pool
 from services.user.server import SERVICE_NAME, build_server
+from tests.auth_keys import SigningKeys
 from tests.conftest import REPO_ROOT
+from tests.rpc import Metadata, bearer, fails, failure
 
 ISSUER, AUDIENCE = "counterpick-auth", "counterpick"
 HEROES = sorted(load_constants().heroes)
 UNKNOWN_HERO_ID = max(HEROES) + 1000
-Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a failed call says: code, ErrorInfo reason and metadata, RetryInfo delay."""
-
-    code: grpc.StatusCode
-    reason: str
-    metadata: dict[str, str]
-    message: str
-    retry_delay: float | None = None
-
-
-def failure(error: grpc.aio.AioRpcError) -> Failure:
-    reason, metadata, retry = "", {}, None
-    for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin":
-            continue
-        assert isinstance(value, bytes)
-        for detail in status_pb2.Status.FromString(value).details:
-            info = error_details_pb2.ErrorInfo()
-            retry_info = error_details_pb2.RetryInfo()
-            if detail.Unpack(info):
-                reason, metadata = info.reason, dict(info.metadata)
-            elif detail.Unpack(retry_info):
-                retry = retry_info.retry_delay.ToNanoseconds() / 1e9
-    return Failure(error.code(), reason, metadata, error.details() or "", retry)
-
-
-async def fails(call: Any) -> Failure:
-    """Await a stub call that must fail, and describe how."""
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return failure(raised.value)
 
 
 def steamid() -> int:
@@ -118,7 +83,7 @@ class Harness:
             roles=list(roles) or ["user"],
             now=int(time.time()) if now is None else now,
         ).token
-        return (("authorization", f"Bearer {token}"),)
+        return bearer(token)
 
     @property
     def service(self) -> Metadata:
@@ -175,10 +140,7 @@ async def user_service(
         }
     )
 
-    async def keys() -> KeySet:
-        return KeySet.from_jwks(ring.jwks())
-
-    server = build_server(settings, key_source=keys)
+    server = build_server(settings, key_source=SigningKeys(ring).source)
     port = await server.start()
     pool = await open_pool(postgres_dsn, schema, wait_seconds=5, timeout_seconds=5)
     try:

@@ -48,7 +48,7 @@ from services.common.stores import ensure_kafka_topics
 from services.etl import transform
 from services.etl.pipeline import MatchPipeline
 from services.etl.repo import Warehouse
-from services.ingest.cursors import CursorStore
+from services.ingest.repo import CursorStore
 from tests.conftest import REPO_ROOT, free_port
 from tests.replay_server import PublicMatchesFeed, ReplayServer, recorded_public_matches
 

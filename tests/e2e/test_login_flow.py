@@ -5,7 +5,6 @@ OpenID provider: begin -> provider -> complete -> tokens -> own profile through 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,23 +20,12 @@ from services.auth.server import build_server as build_auth
 from services.user.config import UserSettings
 from services.user.server import build_server as build_user
 from tests.conftest import free_port
-from tests.contract.test_model_service import reason_of
-from tests.openid_provider import OpenIdProvider
+from tests.openid_provider import OpenIdProvider, running_provider  # noqa: F401 - the provider fixture
+from tests.rpc import bearer, fails
 
 pytestmark = pytest.mark.e2e
 RETURN_TO = "http://localhost:8000/auth/steam/callback"
 STEAMID = 76561198000004242
-
-
-@pytest.fixture
-def provider() -> Iterator[OpenIdProvider]:
-    running = OpenIdProvider().start()
-    yield running
-    running.stop()
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 async def test_begin_provider_complete_profile_refresh_revoke(
@@ -108,18 +96,20 @@ async def test_begin_provider_complete_profile_refresh_revoke(
                 pb.RevokeTokenRequest(refresh_token=refreshed.tokens.refresh_token)
             )
             assert revoked.revoked_count == 1
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await auth_stub.RefreshToken(
+            reused = await fails(
+                auth_stub.RefreshToken(
                     pb.RefreshTokenRequest(refresh_token=refreshed.tokens.refresh_token)
                 )
-            assert reason_of(raised.value)[0] == "ERROR_REASON_TOKEN_INVALID"
+            )
+            assert reused.reason == "ERROR_REASON_TOKEN_INVALID"
             # Another user's data stays out of reach with this user's token.
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await users.GetProfile(
+            other = await fails(
+                users.GetProfile(
                     user_pb.GetProfileRequest(user_id=str(uuid.uuid4())),
                     metadata=bearer(refreshed.tokens.access_token),
                 )
-            assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            )
+            assert other.code == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await auth.stop(0)
         await user.stop(0)

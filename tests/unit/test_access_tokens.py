@@ -27,6 +27,7 @@ from services.common.tokens import (
     require_caller,
     set_current_caller,
 )
+from tests.auth_keys import SigningKeys
 
 ISSUER = "https://auth.counterpick.test"
 AUDIENCE = "counterpick"
@@ -39,10 +40,7 @@ def ring(tmp_path: Path) -> KeyRing:
 
 
 def verifier_for(ring: KeyRing) -> TokenVerifier:
-    async def fetch() -> KeySet:
-        return KeySet.from_jwks(ring.jwks())
-
-    return TokenVerifier(issuer=ISSUER, audience=AUDIENCE, fetch_keys=fetch)
+    return TokenVerifier(issuer=ISSUER, audience=AUDIENCE, fetch_keys=SigningKeys(ring).source)
 
 
 def issue(ring: KeyRing, **overrides: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.auth.config import AuthSettings
 from services.common.config import load_settings
 from services.draft.config import DraftSettings
 from services.user.config import UserSettings
@@ -58,3 +59,45 @@ def test_postgres_dsn_must_be_a_postgres_url(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("POSTGRES_DSN", "mysql://root@localhost/db")
     with pytest.raises(SystemExit):
         load_settings(UserSettings)
+
+
+@pytest.mark.parametrize(
+    ("environment", "generate", "starts"),
+    [
+        ("prod", "true", False),
+        (None, None, True),  # dev by default, where a first run makes its own key
+        ("prod", "false", True),
+        ("test", "true", True),
+    ],
+)
+def test_production_never_generates_auth_keys(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    environment: str | None,
+    generate: str | None,
+    starts: bool,
+) -> None:
+    for name, value in (("ENVIRONMENT", environment), ("AUTH_GENERATE_KEY", generate)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    if starts:
+        assert load_settings(AuthSettings).auth_generate_key == (generate != "false")
+        return
+    with pytest.raises(SystemExit) as exited:
+        load_settings(AuthSettings)
+    assert exited.value.code == 2
+    message = capsys.readouterr().err
+    assert "invalid configuration for AuthSettings" in message
+    assert "AUTH_GENERATE_KEY=true" in message
+    assert "ENVIRONMENT=prod" in message
+
+
+def test_production_refuses_the_default_auth_key_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AUTH_GENERATE_KEY", raising=False)
+    monkeypatch.setenv("ENVIRONMENT", "prod")
+    with pytest.raises(SystemExit):
+        load_settings(AuthSettings)

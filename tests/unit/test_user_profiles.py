@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.common.dota import SkillBracket
 from services.common.errors import (
     CounterpickError,
     FailedPrecondition,
@@ -25,7 +26,6 @@ from services.user.profiles import (
     PreferenceField,
     Preferences,
     Profile,
-    SkillBracket,
     Subscription,
     Tier,
     VersionMismatch,
@@ -35,6 +35,7 @@ from services.user.profiles import (
     profile_update,
     resolve_target,
     steam_identity,
+    stored_bracket,
     validate_avatar_url,
     validate_persona_name,
 )
@@ -243,6 +244,19 @@ def test_an_empty_mask_replaces_everything_and_a_mask_only_what_it_names() -> No
     assert only_pool.hero_pool_hero_ids == (7,)
     assert only_pool.disliked_hero_ids == (9,)
     assert only_pool.favourite_hero_ids == ()
+
+
+def test_unknown_is_no_default_bracket_to_choose_or_read_back() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        update(bracket=SkillBracket.UNKNOWN)
+    assert field_of(raised.value) == "preferences.default_skill_bracket"
+    assert (
+        update(("hero_pool_hero_ids",), bracket=SkillBracket.UNKNOWN).default_skill_bracket is None
+    )
+    assert stored_bracket("legend_ancient") is SkillBracket.LEGEND_ANCIENT
+    for name in ("unknown", "immortal"):
+        with pytest.raises(ValueError, match=r"skill bracket|not a valid"):
+            stored_bracket(name)
 
 
 @pytest.mark.parametrize(

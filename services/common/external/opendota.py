@@ -13,16 +13,9 @@ from typing import Any
 
 import httpx
 
-from services.common.external.http import (
-    ApiClient,
-    Clock,
-    FailureReason,
-    Fetched,
-    JsonApi,
-    Problem,
-    Sleep,
-    TokenBucket,
-)
+from services.common.external.json_api import ApiClient, JsonApi
+from services.common.external.rate_limits import Clock, Sleep, TokenBucket
+from services.common.external.results import FailureReason, Fetched, Problem
 
 DEFAULT_BASE_URL = "https://api.opendota.com/api"
 # The free tier without a key: 60 requests per wall-clock minute and 3,000 per UTC day. A key

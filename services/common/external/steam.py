@@ -12,17 +12,10 @@ from typing import Any
 
 import httpx
 
-from services.common.external.http import (
-    ApiClient,
-    Clock,
-    FailureReason,
-    Fetched,
-    JsonApi,
-    Problem,
-    Sleep,
-    TokenBucket,
-    register_secret,
-)
+from services.common.external.json_api import ApiClient, JsonApi
+from services.common.external.rate_limits import Clock, Sleep, TokenBucket
+from services.common.external.redaction import register_secret
+from services.common.external.results import FailureReason, Fetched, Problem
 
 DEFAULT_BASE_URL = "https://api.steampowered.com"
 SEQUENCE_PATH = "IDOTA2Match_570/GetMatchHistoryBySequenceNum/v1"

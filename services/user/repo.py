@@ -24,12 +24,12 @@ from services.user.profiles import (
     PreferencesUpdate,
     Profile,
     ProfileUpdate,
-    SkillBracket,
     SteamIdentity,
     Subscription,
     Tier,
     VersionMismatch,
     check_expected_version,
+    stored_bracket,
 )
 
 DEPENDENCY = "postgres"
@@ -146,7 +146,7 @@ def _preferences(row: Mapping[str, Any] | None) -> Preferences:
         hero_pool_hero_ids=tuple(row["hero_pool_hero_ids"]),
         favourite_hero_ids=tuple(row["favourite_hero_ids"]),
         disliked_hero_ids=tuple(row["disliked_hero_ids"]),
-        default_skill_bracket=SkillBracket(bracket) if bracket is not None else None,
+        default_skill_bracket=stored_bracket(bracket) if bracket is not None else None,
         version=int(row["preferences_version"]),
         updated_at=row["updated_at"],
     )

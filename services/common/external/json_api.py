@@ -4,34 +4,42 @@ Expected upstream trouble (5xx, timeouts, refused connections, 429, an exhausted
 JSON, 404) comes back as a failed `Fetched` that says whether retrying can help (STYLE R11); only
 bugs raise. One `JsonApi` is one polite client of one upstream: it paces requests with token
 buckets, pauses entirely when the upstream says so (Retry-After, OpenDota's remaining-quota
-headers), and keeps the counters the ingest status RPC reports.
-
-API keys travel as query parameters (both upstreams want them there), so they are registered as
-secrets: error strings and httpx's own request log lines are scrubbed of them.
+headers), and keeps the counters the ingest status RPC reports. API keys are passed as secret
+query parameters and registered with `redaction`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import enum
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, quote_plus
 
 import httpx
 
+from services.common.external.rate_limits import (
+    Clock,
+    Sleep,
+    TokenBucket,
+    retry_after_seconds,
+)
+from services.common.external.redaction import redact, register_secret
+from services.common.external.results import (
+    BodyCheck,
+    ClientStats,
+    FailureReason,
+    Fetched,
+    Reachability,
+)
+
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 # Draws the actual backoff delay for a given cap; tests pass `lambda cap: cap` to be exact.
 Jitter = Callable[[float], float]
 
@@ -47,252 +55,6 @@ MINUTE_BOUNDARY_MARGIN_SECONDS = 1.0
 def full_jitter(cap: float) -> float:
     """A uniformly random delay in [0, cap] ("full jitter"), so retrying clients spread out."""
     return random.uniform(0.0, cap)  # noqa: S311 - load spreading, not cryptography
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-
-
-class _SecretRedactor(logging.Filter):
-    """Replaces registered secrets with *** in error strings and in httpx's log records.
-
-    httpx logs every request URL at INFO (`HTTP Request: GET https://...?key=...`), so without
-    this filter the Steam key would land in the service logs whenever LOG_LEVEL=INFO.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: set[str] = set()
-
-    def add(self, secret: str) -> None:
-        if secret:
-            # The raw value and its URL-encoded forms, as they may appear inside a URL.
-            self._secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
-
-    def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            record.msg = self.redact(str(record.msg))
-            if isinstance(record.args, tuple):
-                record.args = tuple(
-                    self.redact(str(arg)) if isinstance(arg, str | httpx.URL) else arg
-                    for arg in record.args
-                )
-        return True
-
-
-_REDACTOR = _SecretRedactor()
-logging.getLogger("httpx").addFilter(_REDACTOR)
-
-
-def register_secret(value: str) -> None:
-    """Never show `value` again: it is scrubbed from error strings and httpx log lines."""
-    _REDACTOR.add(value)
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret replaced by ***."""
-    return _REDACTOR.redact(text)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results and counters
-
-
-class FailureReason(enum.StrEnum):
-    """Why a fetch failed, for callers that branch on more than `retryable`."""
-
-    TIMEOUT = "timeout"  # no (complete) answer within the timeout
-    CONNECTION = "connection"  # refused, reset, DNS, or the body cut off mid-stream
-    SERVER_ERROR = "server_error"  # HTTP 5xx or 408
-    RATE_LIMITED = "rate_limited"  # HTTP 429, or still paused by an earlier one
-    QUOTA_EXHAUSTED = "quota_exhausted"  # the day's quota is spent; `retry_at` = its reset
-    NOT_FOUND = "not_found"  # HTTP 404: the thing does not exist (or is private) upstream
-    CLIENT_ERROR = "client_error"  # another 3xx/4xx: our request is wrong (bad key, parameters)
-    INVALID_BODY = "invalid_body"  # not JSON (truncated, HTML), or not the documented shape
-    UPSTREAM_ERROR = "upstream_error"  # well-formed JSON that reports a failure (Steam status)
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched[T]:
-    """The outcome of one logical request, after its retries: data, or why there is none.
-
-    Exactly one of `data` and `error` is set. A failure carries a `reason`, whether retrying
-    can help, and, when the upstream said when (429, quota), the wall-clock `retry_at`.
-    """
-
-    data: T | None
-    error: str | None = None
-    retryable: bool = False
-    status: int | None = None  # HTTP status of the last response, None if none arrived
-    reason: FailureReason | None = None
-    retry_at: float | None = None  # unix seconds; only for failures
-
-    def __post_init__(self) -> None:
-        if (self.data is None) == (self.error is None):
-            raise ValueError("Fetched needs exactly one of data and error")
-        if self.error is not None and self.reason is None:
-            raise ValueError("a failed Fetched needs a reason")
-        if self.data is not None and (self.retryable or self.reason or self.retry_at):
-            raise ValueError("a successful Fetched carries no failure details")
-
-    @classmethod
-    def success(cls, data: T, status: int | None = None) -> Fetched[T]:
-        """Data arrived."""
-        return cls(data, status=status)
-
-    @classmethod
-    def failure(
-        cls,
-        reason: FailureReason,
-        error: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        retry_at: float | None = None,
-    ) -> Fetched[T]:
-        """No data; `error` is a human-readable message free of secrets."""
-        return cls(None, error, retryable, status, reason, retry_at)
-
-    @property
-    def ok(self) -> bool:
-        """True when data arrived."""
-        return self.data is not None
-
-    @property
-    def not_found(self) -> bool:
-        """True when the upstream said the thing does not exist (a final answer)."""
-        return self.reason is FailureReason.NOT_FOUND
-
-    def retyped[U](self) -> Fetched[U]:
-        """This failure as the result of a call that would have returned a U."""
-        if self.error is None or self.reason is None:
-            raise ValueError("only a failure can be retyped")
-        return Fetched[U].failure(
-            self.reason,
-            self.error,
-            retryable=self.retryable,
-            status=self.status,
-            retry_at=self.retry_at,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """What a body check found wrong with a decoded answer (see `JsonApi.get_json`)."""
-
-    reason: FailureReason
-    message: str
-    retryable: bool = False  # a wrong shape is not fixed by asking again
-
-
-# Inspects a decoded JSON body before it counts as a success; None when it is fine.
-BodyCheck = Callable[[Any], Problem | None]
-
-
-class Reachability(enum.StrEnum):
-    """How the upstream answered the client's most recent request."""
-
-    UNKNOWN = "unknown"  # nothing sent yet
-    REACHABLE = "reachable"  # a proper answer (data, or a final 404)
-    RATE_LIMITED = "rate_limited"  # answered, but said to slow down or that the quota is spent
-    FAILING = "failing"  # answered with 5xx, a broken body, or rejected our request
-    UNREACHABLE = "unreachable"  # no answer: timeout or connection error
-
-
-@dataclass
-class ClientStats:
-    """Counters and state for the status RPC (times are unix seconds)."""
-
-    requests_made: int = 0  # HTTP requests actually sent, retries included
-    rate_limited_responses: int = 0  # HTTP 429 answers seen
-    last_success_at: float | None = None
-    last_error: str = ""
-    last_error_at: float | None = None
-    state: Reachability = Reachability.UNKNOWN
-    # The client sends nothing before this moment (after a 429 or a spent quota); a past value
-    # means it is not paused.
-    paused_until: float | None = None
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the upstream answered the last request at all; None before the first one."""
-        if self.state is Reachability.UNKNOWN:
-            return None
-        return self.state is not Reachability.UNREACHABLE
-
-
-# ---------------------------------------------------------------------------------------------
-# Pacing
-
-
-class TokenBucket:
-    """`rate` requests per second on average, bursts of up to `burst`; `acquire` waits.
-
-    Waiters are served in arrival order (the lock is held while one sleeps), so a burst of
-    concurrent callers is spread out instead of stampeding when a token appears. In any window
-    of T seconds at most `burst + rate * T` tokens are handed out.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float,
-        *,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
-        if burst < 1:
-            raise ValueError(f"burst must be at least 1, got {burst}")
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._clock = clock
-        self._sleep = sleep
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        """Take one token, waiting until one is available."""
-        async with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            if self._tokens < 1:
-                # Sleep exactly until the token has accrued and take it then; re-measuring after
-                # the sleep invites float rounding to leave 0.9999... tokens and spin.
-                wait = (1 - self._tokens) / self.rate
-                await self._sleep(wait)
-                self._tokens = 1.0
-                self._updated = now + wait
-            self._tokens -= 1
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None.
-
-    `now` is the moment the date form is measured from: best the response's own Date header,
-    so a skewed local clock does not stretch or shrink the wait.
-    """
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:  # RFC 9110 dates are GMT; an unzoned one is treated the same
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - now)
 
 
 def _http_date(value: str | None) -> float | None:
@@ -315,10 +77,6 @@ def _as_int(value: str | None) -> int | None:
 
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---------------------------------------------------------------------------------------------
-# The client
 
 
 class JsonApi:
