@@ -154,6 +154,13 @@ class TimedWarehouse:
         """Warehouse.match_drafts."""
         return self.warehouse.match_drafts(patch)
 
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        """Warehouse.player_hero_records."""
+        return self.warehouse.player_hero_records(account_id)
+
+    def close(self) -> None:
+        """The bench closes the warehouse itself."""
+
 
 class Source:
     """Deterministic synthetic matches in chunks, alternating between the two patches."""

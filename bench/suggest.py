@@ -3,7 +3,7 @@
 A snapshot is built from generated drafts (500k matches of the real hero ids, counted the way
 the warehouse counts them), so the bench needs no data directory. Drafts asked about are random
 legal states from 0 to 9 picks with bans. Run: `uv run python -m bench.suggest`.
-Targets (issue 4): compute p99 <= 0.2 ms; gRPC p99 <= 2 ms.
+Targets: compute p99 <= 0.2 ms; gRPC p99 <= 2 ms.
 """
 
 from __future__ import annotations

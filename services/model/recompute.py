@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
+from services.common.warehouse.reader import WarehouseReader
 from services.model.pas import fit_pas_prior_weight
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
@@ -31,7 +32,7 @@ from services.model.statistics import (
     compute_statistics,
     logit,
 )
-from services.model.warehouse_counts import CountsSource, PatchBracket, read_counts
+from services.model.warehouse_counts import PatchBracket, read_counts
 from services.model.winmodel.data import Drafts
 from services.model.winmodel.metrics import evaluate
 from services.model.winmodel.models import PairwiseLogistic, default_blend
@@ -155,7 +156,7 @@ def _heroes(column: pa.ChunkedArray) -> np.ndarray:
 class Recomputer:
     """Owns the counts between runs so incremental runs can add to them."""
 
-    source: CountsSource
+    source: WarehouseReader
     publisher: Publisher
     constants: DotaConstants
     fit_model: ModelFitter = fitted_model

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -23,23 +22,17 @@ import redis.asyncio as aioredis
 from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.errors import DependencyUnavailable
+from services.common.warehouse.reader import WarehouseReader
 from services.model.drafts import PersonalScore
 from services.model.pas import HeroScore, PlayerMatch, hero_scores
 from services.model.recompute import Recomputer
 from services.model.repo import CHANGED_CHANNEL, SnapshotStore
 from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
-from services.model.warehouse_counts import CountsSource
 
 log = logging.getLogger(__name__)
 
 HealthReporter = Callable[[str, bool], None]
 RETRY_SECONDS = 30.0
-
-
-class PlayerRecordsSource(CountsSource, Protocol):
-    """Also reads one player's matches (the etl Warehouse adapter satisfies it)."""
-
-    def player_hero_records(self, account_id: int) -> object: ...
 
 
 @dataclass
@@ -48,7 +41,7 @@ class ModelRuntime:
 
     constants: DotaConstants
     redis: aioredis.Redis | None = None
-    source: PlayerRecordsSource | None = None
+    source: WarehouseReader | None = None
     recompute_interval_seconds: float = 900.0
     full_recompute_every: int = 24
     poll_seconds: float = 30.0
@@ -66,7 +59,7 @@ class ModelRuntime:
         if self.redis is not None:
             self.attach(self.redis, self.source)
 
-    def attach(self, redis: aioredis.Redis, source: PlayerRecordsSource | None) -> None:
+    def attach(self, redis: aioredis.Redis, source: WarehouseReader | None) -> None:
         """Connect to the stores (opened by the server's start hooks)."""
         self.redis, self.source = redis, source
         self.store = SnapshotStore(redis)

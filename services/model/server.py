@@ -26,6 +26,7 @@ from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
 from services.common.warehouse import open_reader
+from services.common.warehouse.reader import WarehouseReader
 from services.model.config import ModelSettings
 from services.model.drafts import (
     Draft,
@@ -38,7 +39,7 @@ from services.model.drafts import (
     predict,
     suggest,
 )
-from services.model.runtime import ModelRuntime, PlayerRecordsSource
+from services.model.runtime import ModelRuntime
 from services.model.snapshot import ModelSnapshot
 from services.model.statistics import (
     HeroRecord,
@@ -518,7 +519,7 @@ def _quality(quality: Quality) -> pb.QualityMetrics:
     )
 
 
-def open_source(settings: ModelSettings) -> PlayerRecordsSource | None:
+def open_source(settings: ModelSettings) -> WarehouseReader | None:
     """The warehouse the model reads: a direct DSN, else the etl service's read RPC."""
     return open_reader(settings.model_warehouse_dsn, settings.etl_addr)
 

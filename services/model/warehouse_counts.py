@@ -9,33 +9,15 @@ them into the statistics' Counts and adds the every-bracket total.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 import pyarrow as pa
 
 from services.common.dota import SkillBracket
 from services.common.warehouse.counts import count_groups
+from services.common.warehouse.reader import WarehouseReader
 from services.model.statistics import Counts
 
 PatchBracket = tuple[str, SkillBracket]
-
-
-class CountsSource(Protocol):
-    """What the model reads from the warehouse (both warehouse readers satisfy it)."""
-
-    def hero_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
-    ) -> pa.Table: ...
-
-    def pair_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
-    ) -> pa.Table: ...
-
-    def latest_loaded_at(self) -> datetime | None: ...
-
-    def player_hero_groups(self) -> pa.Table: ...
-
-    def match_drafts(self, patch: str | None = None) -> pa.Table: ...
 
 
 def counts_from_tables(
@@ -60,7 +42,7 @@ def counts_from_tables(
 
 
 def read_counts(
-    source: CountsSource,
+    source: WarehouseReader,
     hero_slots: int,
     patch: str | None = None,
     loaded_after: datetime | None = None,

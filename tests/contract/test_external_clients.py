@@ -37,7 +37,7 @@ from tests.replay_server import (
 STEAM_KEY = "F00DFACEC0FFEE0123456789ABCDEF01"
 PUBLIC = "/api/publicMatches"
 PARSED = "/api/parsedMatches"
-# Every column the product issue lists for a publicMatches row.
+# Every column a publicMatches row carries (the recorded response in api-samples).
 PUBLIC_MATCH_COLUMNS = {
     "match_id",
     "match_seq_num",
