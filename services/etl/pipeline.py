@@ -27,7 +27,14 @@ from services.common.dota_constants import DotaConstants
 from services.common.telemetry import extract_kafka_context, inject_kafka_headers
 from services.etl import transform
 from services.etl.loader import FetchFailed, MatchFetcher, MatchLoader
-from services.etl.matches import CleanMatch, MatchSource, RejectReason, UnusableMatch
+from services.etl.matches import (
+    CleanMatch,
+    InsignificantMatch,
+    MatchSource,
+    RejectReason,
+    SkipReason,
+    UnusableMatch,
+)
 from services.etl.repo import Warehouse
 
 log = logging.getLogger(__name__)
@@ -297,6 +304,9 @@ class MatchPipeline:
                     )
                 )
                 continue
+            except InsignificantMatch as insignificant:
+                self.stats.skipped[insignificant.reason.value] += 1
+                continue
             if match is None:
                 to_fetch.append((record, ref))
             else:
@@ -304,7 +314,12 @@ class MatchPipeline:
         if to_fetch:
             fetched = await asyncio.gather(*(self._fetch(record, ref) for record, ref in to_fetch))
             for result in fetched:
-                (matches if isinstance(result, CleanMatch) else rejected).append(result)  # type: ignore[arg-type]
+                if isinstance(result, CleanMatch):
+                    matches.append(result)
+                elif isinstance(result, _Rejected):
+                    rejected.append(result)
+                else:
+                    self.stats.skipped[result.value] += 1
         return matches, rejected
 
     def _from_message(self, ref: events_pb2.MatchRef) -> CleanMatch | None:
@@ -345,7 +360,7 @@ class MatchPipeline:
 
     async def _fetch(
         self, record: ConsumerRecord[bytes, bytes], ref: events_pb2.MatchRef
-    ) -> CleanMatch | _Rejected:
+    ) -> CleanMatch | _Rejected | SkipReason:
         if self.loader.fetcher is None:
             return _Rejected(
                 record,
@@ -360,6 +375,8 @@ class MatchPipeline:
                 return await self.loader.fetch(ref.match_id)
         except (FetchFailed, UnusableMatch) as failed:
             return _Rejected(record, dead_letter_reason(failed.reason), failed.detail, ref.match_id)
+        except InsignificantMatch as insignificant:
+            return insignificant.reason
 
     async def _dead_letter(self, rejected: Sequence[_Rejected]) -> None:
         assert self._producer is not None

@@ -21,7 +21,7 @@ from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
 from services.etl.config import EtlSettings
 from services.etl.loader import FetchFailed
-from services.etl.matches import CleanMatch, UnusableMatch
+from services.etl.matches import CleanMatch, InsignificantMatch, UnusableMatch
 from services.etl.pipeline import dead_letter_reason
 from services.etl.repo import Warehouse
 from services.etl.runtime import EtlRuntime
@@ -154,6 +154,11 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         except UnusableMatch as unusable:
             response.outcome = pb.REPROCESS_OUTCOME_REJECTED
             response.detail = unusable.detail
+            return response
+        except InsignificantMatch as insignificant:
+            response.outcome = pb.REPROCESS_OUTCOME_SKIPPED
+            response.skip_reason = _SKIP_REASONS.get(insignificant.reason.value, 0)  # type: ignore[assignment]
+            response.detail = insignificant.detail
             return response
         response.match.CopyFrom(match_to_proto(match))
         skip = loader.skip_reason(match)
