@@ -53,8 +53,10 @@ class EtlRuntime:
             constants=load_constants(),
             fetcher=self.fetcher,
             fetch_concurrency=settings.etl_fetch_concurrency,
+            fetch_backlog=settings.etl_fetch_backlog,
             batch_size=settings.etl_batch_size,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             stats=self.stats,
         )
         await self.pipeline.start()
