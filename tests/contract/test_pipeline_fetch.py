@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from counterpick.events.v1 import events_pb2
 from services.common.dota_constants import load_constants
 from services.common.stores import ensure_kafka_topics
+from services.etl import transform
 from services.etl.loader import FetchOutcome
 from services.etl.pipeline import MatchPipeline
 from services.etl.repo import Warehouse
@@ -293,3 +294,53 @@ async def test_a_rebalance_mid_fetch_loses_nothing(
     finally:
         warehouse.close()
     assert await read_all(kafka_bootstrap, topics.dlq, 0) == []
+
+
+async def test_backfill_references_of_stored_matches_are_skipped_without_a_fetch(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path, template: dict[str, Any]
+) -> None:
+    stored_id, new_id, parsed_id = 97_001, 97_002, 97_003
+    warehouse = Warehouse.connect(f"chdb://{tmp_path / 'wh'}")
+    warehouse.migrate()
+    for match_id in (stored_id, parsed_id):
+        warehouse.insert_matches(
+            [transform.from_opendota_match({**template, "match_id": match_id})]
+        )
+    refs = [
+        events_pb2.MatchRef(match_id=stored_id, source=events_pb2.MATCH_SOURCE_BACKFILL),
+        events_pb2.MatchRef(match_id=new_id, source=events_pb2.MATCH_SOURCE_BACKFILL),
+        # Not a backfill: a parsed-match listing may bring more than what is stored, so fetch.
+        events_pb2.MatchRef(
+            match_id=parsed_id, source=events_pb2.MATCH_SOURCE_OPENDOTA_PARSED_MATCHES
+        ),
+    ]
+    await publish(
+        kafka_bootstrap,
+        topics.raw,
+        [(str(r.match_id).encode(), r.SerializeToString()) for r in refs],
+    )
+    fetcher = SlowOpenDota(template)
+    pipeline = _pipeline(kafka_bootstrap, topics, warehouse, "etl-backfill", fetcher)
+    await pipeline.start()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(pipeline.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while await _committed_total(pipeline, 4) < len(refs):
+                assert not runner.done(), runner
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await runner
+        await pipeline.stop()
+    try:
+        assert sorted(fetcher.calls) == [new_id, parsed_id]
+        assert pipeline.stats.skipped == {"already_loaded": 1}
+        assert pipeline.stats.matches_loaded == 2
+        assert warehouse.existing_match_ids([stored_id, new_id, parsed_id]) == {
+            stored_id,
+            new_id,
+            parsed_id,
+        }
+    finally:
+        warehouse.close()
