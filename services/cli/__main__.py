@@ -1,4 +1,5 @@
-"""`counterpick`: run the whole mesh (`up`), one service (`serve`), or check health."""
+"""`counterpick`: run the whole mesh (`up`), one service (`serve`), check health, load dumps,
+recompute, or inspect and replay dead letters (`dlq`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from services.cli.dlq import REASONS as DLQ_REASONS
+from services.cli.dlq import run_dlq
 from services.cli.health import check_health
 from services.cli.up import EDGE_PORT, SERVICES, MeshPlan, run_up
 from services.common.config import DEFAULT_GRPC_PORTS
@@ -62,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     recompute.add_argument("--redis-url", default=None, help="default: REDIS_URL or local")
     recompute.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
 
+    dlq = commands.add_parser(
+        "dlq", help="list dead letters by reason, or replay them after a fix (through etl)"
+    )
+    dlq.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dlq.add_argument("--reason", choices=DLQ_REASONS, help="only letters with this reason")
+    dlq.add_argument(
+        "--match-id", type=int, action="append", default=[], help="only this match (repeatable)"
+    )
+    dlq.add_argument("--all", action="store_true", help="replay: every open letter")
+    dlq.add_argument("--limit", type=int, default=100, help="list: at most this many entries")
+    dlq.add_argument("--etl-address", default=None, help="host:port (default: from --state-dir)")
+    dlq.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=[*SERVICES, "edge"])
 
@@ -114,6 +130,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
 
         return run_recompute(
             args.state_dir, full=args.full, list_only=args.list, redis_url=args.redis_url
+        )
+    if args.command == "dlq":
+        return run_dlq(
+            args.state_dir,
+            action=args.action,
+            address=args.etl_address,
+            reason=args.reason,
+            match_ids=args.match_id,
+            replay_all=args.all,
+            limit=args.limit,
         )
     if args.command == "serve":
         module = (

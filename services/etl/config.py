@@ -18,6 +18,8 @@ class EtlSettings(ServiceSettings, KafkaSettings, WarehouseSettings):
 
     port: Port = DEFAULT_GRPC_PORTS["etl"]
     kafka_consumer_group: str = "counterpick-etl"
+    # Where ReplayDeadLetters records which dead letters it sent back (created at start).
+    kafka_topic_dead_letter_replays: str = "match_ids_dlq_replays"
     # Matches per warehouse insert: large batches are what makes ClickHouse inserts cheap.
     etl_batch_size: int = Field(default=5000, ge=1, le=100_000)
     # Concurrent OpenDota fetches for references that carry no match (the free tier is 60/min).

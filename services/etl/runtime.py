@@ -11,6 +11,7 @@ import signal
 from services.common.dota_constants import load_constants
 from services.common.stores import Stores
 from services.etl.config import EtlSettings
+from services.etl.dead_letter_topic import DeadLetterTopic
 from services.etl.fetch import OpenDotaFetcher
 from services.etl.loader import MatchLoader
 from services.etl.pipeline import EtlStats, MatchPipeline
@@ -27,6 +28,12 @@ class EtlRuntime:
         self._stores = stores
         self.stats = EtlStats()
         self.fetcher = OpenDotaFetcher(settings.opendota_base_url, settings.opendota_api_key)
+        self.dead_letters = DeadLetterTopic(
+            settings.kafka_bootstrap_servers,
+            dead_letter_topic=settings.kafka_topic_dead_letters,
+            replay_topic=settings.kafka_topic_dead_letter_replays,
+            raw_topic=settings.kafka_topic_match_ids,
+        )
         self.warehouse: Warehouse | None = None
         self.pipeline: MatchPipeline | None = None
         self._stop = asyncio.Event()
@@ -43,6 +50,7 @@ class EtlRuntime:
         applied = await asyncio.to_thread(self.warehouse.migrate)
         if applied:
             log.info("warehouse migrated", extra={"fields": {"applied": applied}})
+        await self.dead_letters.ensure()
         settings = self._settings
         self.pipeline = MatchPipeline(
             bootstrap_servers=settings.kafka_bootstrap_servers,
