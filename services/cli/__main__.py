@@ -12,6 +12,7 @@ from pathlib import Path
 from services.cli.dlq import REASONS as DLQ_REASONS
 from services.cli.dlq import run_dlq
 from services.cli.health import check_health
+from services.cli.mesh_state import MeshState, describe_child
 from services.cli.up import EDGE_PORT, SERVICES, MeshPlan, run_up
 from services.common.config import DEFAULT_GRPC_PORTS
 
@@ -81,10 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=[*SERVICES, "edge"])
 
-    status = commands.add_parser("status", help="gRPC health of every service")
+    status = commands.add_parser(
+        "status", help="gRPC health of every service, and restarts seen by `counterpick up`"
+    )
     status.add_argument("--host", default="127.0.0.1")
     for name in SERVICES:
-        status.add_argument(f"--{name}-port", type=int, default=DEFAULT_GRPC_PORTS[name])
+        status.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=None,
+            help=f"default: from --state-dir, else {DEFAULT_GRPC_PORTS[name]}",
+        )
+    status.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".counterpick"),
+        help="where a running `counterpick up` keeps mesh.json (addresses, restarts)",
+    )
 
     check = commands.add_parser("healthcheck", help="exit 0 only if ADDRESS is SERVING")
     check.add_argument("address", help="host:port")
@@ -93,14 +107,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(args: argparse.Namespace) -> int:
+    state = MeshState.read(args.state_dir)
+    if state is not None and not state.supervisor_alive():
+        state = None  # left behind by a `counterpick up` that is gone
+
+    def address(name: str) -> str:
+        port = getattr(args, f"{name}_port")
+        if port is None and state is not None and name in state.children:
+            return state.children[name].address
+        return f"{args.host}:{port or DEFAULT_GRPC_PORTS[name]}"
+
     async def gather() -> list[tuple[str, str, str]]:
-        addresses = {name: f"{args.host}:{getattr(args, f'{name}_port')}" for name in SERVICES}
+        addresses = {name: address(name) for name in SERVICES}
         results = await asyncio.gather(*(check_health(a) for a in addresses.values()))
         return [(n, addresses[n], r) for n, r in zip(SERVICES, results, strict=True)]
 
     rows = asyncio.run(gather())
-    for name, address, result in rows:
-        print(f"{name:<8} {address:<22} {result}")
+    for name, where, result in rows:
+        child = state.children.get(name) if state is not None else None
+        print(f"{name:<8} {where:<22} {result:<12} {describe_child(child)}".rstrip())
+    edge = state.children.get("edge") if state is not None else None
+    if edge is not None:
+        print(f"{'edge':<8} {edge.address:<22} {'':<12} {describe_child(edge)}".rstrip())
     return 0 if all(result == "SERVING" for *_, result in rows) else 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,3 +74,28 @@ class MeshState:
         except PermissionError:
             return True
         return True
+
+
+def describe_child(child: ChildState | None) -> str:
+    """What `status` says about a supervised child: its state, restarts and last exit."""
+    if child is None:
+        return ""
+    parts = [child.state]
+    if child.restarts or child.last_exit_code is not None:
+        parts.append(f"restarts {child.restarts}")
+    if child.last_exit_code is not None and child.last_exit_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(child.last_exit_at))
+        parts.append(f"last exit {describe_exit(child.last_exit_code)} at {when} UTC")
+    if child.recent_exits:
+        parts.append(f"{child.recent_exits} exit(s) in the last minute")
+    return ", ".join(parts)
+
+
+def describe_exit(code: int) -> str:
+    """ "code 70" or "signal SIGKILL" for a Popen return code."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"

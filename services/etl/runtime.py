@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 
 from services.common.dota_constants import load_constants
 from services.common.stores import Stores
@@ -38,6 +36,9 @@ class EtlRuntime:
         self.pipeline: MatchPipeline | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set when the consumer died of an unexpected error: the process must exit non-zero.
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
 
     @property
     def loader(self) -> MatchLoader | None:
@@ -69,7 +70,16 @@ class EtlRuntime:
         )
         await self.pipeline.start()
         self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
-        self._task.add_done_callback(_crash_on_failure)
+        self._task.add_done_callback(self._record_failure)
+
+    def _record_failure(self, task: asyncio.Task[None]) -> None:
+        """An unexpected consumer failure ends the process (non-zero, see `__main__`) so its
+        supervisor restarts it; uncommitted records are replayed by the next member."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failure = task.exception()
+        log.critical("etl consumer failed; exiting", exc_info=self.failure)
+        self.failed.set()
 
     async def stop(self) -> None:
         """Finish the batch in progress, leave the group, close the fetcher."""
@@ -86,12 +96,3 @@ class EtlRuntime:
         if self.pipeline is not None:
             await self.pipeline.stop()
         await self.fetcher.close()
-
-
-def _crash_on_failure(task: asyncio.Task[None]) -> None:
-    """An unexpected consumer failure ends the process loudly so its supervisor restarts it;
-    uncommitted records are replayed by the next member of the group."""
-    if task.cancelled() or task.exception() is None:
-        return
-    log.critical("etl consumer failed; exiting", exc_info=task.exception())
-    os.kill(os.getpid(), signal.SIGTERM)

@@ -302,13 +302,19 @@ def _warehouse_read(
 
 def build_server(settings: EtlSettings) -> GrpcServer:
     """The etl server: stores open, then the warehouse is migrated and consumption starts."""
+    return build_server_and_runtime(settings)[0]
+
+
+def build_server_and_runtime(settings: EtlSettings) -> tuple[GrpcServer, EtlRuntime]:
+    """The etl server and its runtime, whose `failed` event `__main__` exits on."""
     stores = Stores(settings)
     runtime = EtlRuntime(settings, stores)
     servicer = EtlServicer(settings, runtime)
-    return GrpcServer(
+    server = GrpcServer(
         name="etl",
         settings=settings,
         services=[registration(servicer, pb_grpc.add_EtlServiceServicer_to_server, SERVICE_NAME)],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
     )
+    return server, runtime
