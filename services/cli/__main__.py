@@ -1,4 +1,5 @@
-"""`counterpick`: run the whole mesh (`up`), one service (`serve`), or check health."""
+"""`counterpick`: run the whole mesh (`up`), one service (`serve`), check health, load dumps,
+recompute, or inspect and replay dead letters (`dlq`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import importlib
 import sys
 from pathlib import Path
 
+from services.cli.dlq import REASONS as DLQ_REASONS
+from services.cli.dlq import run_dlq
 from services.cli.health import check_health
+from services.cli.mesh_state import MeshState, describe_child
 from services.cli.up import EDGE_PORT, SERVICES, MeshPlan, run_up
 from services.common.config import DEFAULT_GRPC_PORTS
 
@@ -62,13 +66,39 @@ def _parser() -> argparse.ArgumentParser:
     recompute.add_argument("--redis-url", default=None, help="default: REDIS_URL or local")
     recompute.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
 
+    dlq = commands.add_parser(
+        "dlq", help="list dead letters by reason, or replay them after a fix (through etl)"
+    )
+    dlq.add_argument("action", nargs="?", choices=["list", "replay"], default="list")
+    dlq.add_argument("--reason", choices=DLQ_REASONS, help="only letters with this reason")
+    dlq.add_argument(
+        "--match-id", type=int, action="append", default=[], help="only this match (repeatable)"
+    )
+    dlq.add_argument("--all", action="store_true", help="replay: every open letter")
+    dlq.add_argument("--limit", type=int, default=100, help="list: at most this many entries")
+    dlq.add_argument("--etl-address", default=None, help="host:port (default: from --state-dir)")
+    dlq.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=[*SERVICES, "edge"])
 
-    status = commands.add_parser("status", help="gRPC health of every service")
+    status = commands.add_parser(
+        "status", help="gRPC health of every service, and restarts seen by `counterpick up`"
+    )
     status.add_argument("--host", default="127.0.0.1")
     for name in SERVICES:
-        status.add_argument(f"--{name}-port", type=int, default=DEFAULT_GRPC_PORTS[name])
+        status.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=None,
+            help=f"default: from --state-dir, else {DEFAULT_GRPC_PORTS[name]}",
+        )
+    status.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".counterpick"),
+        help="where a running `counterpick up` keeps mesh.json (addresses, restarts)",
+    )
 
     check = commands.add_parser("healthcheck", help="exit 0 only if ADDRESS is SERVING")
     check.add_argument("address", help="host:port")
@@ -77,14 +107,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(args: argparse.Namespace) -> int:
+    state = MeshState.read(args.state_dir)
+    if state is not None and not state.supervisor_alive():
+        state = None  # left behind by a `counterpick up` that is gone
+
+    def address(name: str) -> str:
+        port = getattr(args, f"{name}_port")
+        if port is None and state is not None and name in state.children:
+            return state.children[name].address
+        return f"{args.host}:{port or DEFAULT_GRPC_PORTS[name]}"
+
     async def gather() -> list[tuple[str, str, str]]:
-        addresses = {name: f"{args.host}:{getattr(args, f'{name}_port')}" for name in SERVICES}
+        addresses = {name: address(name) for name in SERVICES}
         results = await asyncio.gather(*(check_health(a) for a in addresses.values()))
         return [(n, addresses[n], r) for n, r in zip(SERVICES, results, strict=True)]
 
     rows = asyncio.run(gather())
-    for name, address, result in rows:
-        print(f"{name:<8} {address:<22} {result}")
+    for name, where, result in rows:
+        child = state.children.get(name) if state is not None else None
+        print(f"{name:<8} {where:<22} {result:<12} {describe_child(child)}".rstrip())
+    edge = state.children.get("edge") if state is not None else None
+    if edge is not None:
+        print(f"{'edge':<8} {edge.address:<22} {'':<12} {describe_child(edge)}".rstrip())
     return 0 if all(result == "SERVING" for *_, result in rows) else 1
 
 
@@ -114,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
 
         return run_recompute(
             args.state_dir, full=args.full, list_only=args.list, redis_url=args.redis_url
+        )
+    if args.command == "dlq":
+        return run_dlq(
+            args.state_dir,
+            action=args.action,
+            address=args.etl_address,
+            reason=args.reason,
+            match_ids=args.match_id,
+            replay_all=args.all,
+            limit=args.limit,
         )
     if args.command == "serve":
         module = (

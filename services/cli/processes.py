@@ -77,6 +77,14 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
 
+    def note(self, line: str) -> None:
+        """Append a supervisor's line to the child's log, so the log tells the whole story."""
+        try:
+            with self.log_path.open("a") as log:
+                log.write(f"--- {line} ---\n")
+        except OSError:
+            pass  # the report on stderr still says it
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the child's log, for error messages."""
         try:

@@ -1,4 +1,7 @@
-"""`counterpick up`: the whole mesh on this machine, with its stores, until Ctrl-C or SIGTERM."""
+"""`counterpick up`: the whole mesh on this machine, with its stores, until Ctrl-C or SIGTERM.
+
+Children that die are restarted by `supervisor.py`; `mesh.json` in the state dir says how they
+are doing, for `counterpick status`."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import httpx
 from services.cli.health import wait_until_serving
 from services.cli.local_stores import LocalStores, free_port, port_is_free
 from services.cli.processes import ManagedProcess, stop_all
+from services.cli.supervisor import Supervisor
 from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.errors import CounterpickError
 
@@ -61,6 +65,7 @@ class Mesh:
         self.services: dict[str, ManagedProcess] = {}
         self.edge: ManagedProcess | None = None
         self.metrics_ports: dict[str, int] = {}
+        self.supervisor = Supervisor(plan.state_dir)
 
     async def start(self) -> None:
         """Bring everything up; raises RuntimeError naming the part that failed."""
@@ -85,6 +90,8 @@ class Mesh:
             process.start()
             self.services[name] = process
         await asyncio.gather(*(self._wait_serving(name) for name in SERVICES))
+        for name in SERVICES:
+            self.supervisor.add(self.services[name], self.plan.address(name))
         self.edge = ManagedProcess(
             "edge",
             [sys.executable, "-m", "gateway"],
@@ -98,6 +105,7 @@ class Mesh:
         )
         self.edge.start()
         await self._wait_edge_ready()
+        self.supervisor.add(self.edge, f"{self.plan.host}:{self.plan.edge_port}")
 
     async def _wait_serving(self, name: str) -> None:
         process = self.services[name]
@@ -134,16 +142,9 @@ class Mesh:
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"edge was not ready at {url} within {READY_TIMEOUT_SECONDS:g}s")
 
-    def crashed(self) -> str | None:
-        """The name and exit code of the first child that died, if any."""
-        for process in [*self.services.values(), *([self.edge] if self.edge else [])]:
-            code = process.exit_code()
-            if code is not None:
-                return f"{process.name} exited with code {code}:\n{process.log_tail()}"
-        return None
-
     def stop(self) -> None:
         """Edge first (no new traffic), then services (drain), then the stores they used."""
+        self.supervisor.stopping()
         if self.edge is not None:
             stop_all([self.edge], STOP_GRACE_SECONDS)
         stop_all(list(self.services.values()), STOP_GRACE_SECONDS)
@@ -185,7 +186,9 @@ class Mesh:
 
 
 async def run_up(plan: MeshPlan) -> int:
-    """Start the mesh, print its endpoints, and stop it cleanly on a signal or a crash."""
+    """Start the mesh, print its endpoints, keep its children running (restarting one that
+    dies), and stop it all cleanly on a signal. A child that dies while the mesh starts fails
+    the start: that is a configuration problem, not a crash to retry."""
     # The supervisor's own output is the table; libraries only speak up when something is wrong.
     logging.basicConfig(level=logging.WARNING, format="counterpick up: %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -216,11 +219,8 @@ async def run_up(plan: MeshPlan) -> int:
         start.result()
         print(mesh.endpoint_table(time.monotonic() - started), flush=True)
         while not stop_requested.is_set():
-            crash = mesh.crashed()
-            if crash is not None:
-                print(f"counterpick up: {crash}", file=sys.stderr)
-                exit_code = 1
-                break
+            # A child that died is restarted (with backoff); the rest keep serving.
+            mesh.supervisor.check()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_requested.wait(), timeout=0.5)
     except (RuntimeError, CounterpickError) as error:

@@ -15,7 +15,7 @@ from pathlib import Path
 from services.common.dota_constants import DotaConstants
 from services.etl import transform
 from services.etl.dumps import DumpRecord, read_dump, transform_record
-from services.etl.matches import CleanMatch, UnusableMatch
+from services.etl.matches import CleanMatch, InsignificantMatch, UnusableMatch
 from services.etl.repo import Warehouse
 
 BATCH_SIZE = 10_000
@@ -78,6 +78,9 @@ def _transform(
         summary.rejected[unusable.reason.value] += 1
         if len(summary.first_rejections) < 5:
             summary.first_rejections.append(f"record {record.index}: {unusable}")
+        return None
+    except InsignificantMatch as insignificant:
+        summary.skipped[insignificant.reason.value] += 1
         return None
     reason = transform.skip_reason(match, constants)
     if reason is not None:

@@ -60,7 +60,8 @@ class MatchLoader:
 
     async def fetch(self, match_id: int) -> CleanMatch:
         """The match from upstream as a clean match; FetchFailed when upstream does not deliver
-        it, UnusableMatch (from transform) when what it delivers is not a valid match."""
+        it, UnusableMatch (from transform) when what it delivers is not a valid match, and
+        InsignificantMatch when it is flawed but would be skipped anyway."""
         if self.fetcher is None:
             raise FetchFailed(RejectReason.FETCH_FAILED, "no fetcher is configured")
         outcome = await self.fetcher.fetch_match(match_id)

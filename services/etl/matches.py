@@ -60,6 +60,17 @@ class UnusableMatch(Exception):
         self.detail = detail
 
 
+class InsignificantMatch(Exception):
+    """A record that would be skipped whatever its players hold: the fields that decide
+    significance (game mode, lobby type, duration, human players) already rule it out, so a
+    flaw further in (a hero twice among bots, say) makes it a skip, not a dead letter."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 # Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, which cost
 # more than the rest of the transform at tens of thousands of matches per second. Treat rows as
 # immutable all the same.

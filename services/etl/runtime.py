@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 
 from services.common.dota_constants import load_constants
 from services.common.stores import Stores
 from services.etl.config import EtlSettings
+from services.etl.dead_letter_topic import DeadLetterTopic
 from services.etl.fetch import OpenDotaFetcher
 from services.etl.loader import MatchLoader
 from services.etl.pipeline import EtlStats, MatchPipeline
@@ -27,10 +26,19 @@ class EtlRuntime:
         self._stores = stores
         self.stats = EtlStats()
         self.fetcher = OpenDotaFetcher(settings.opendota_base_url, settings.opendota_api_key)
+        self.dead_letters = DeadLetterTopic(
+            settings.kafka_bootstrap_servers,
+            dead_letter_topic=settings.kafka_topic_dead_letters,
+            replay_topic=settings.kafka_topic_dead_letter_replays,
+            raw_topic=settings.kafka_topic_match_ids,
+        )
         self.warehouse: Warehouse | None = None
         self.pipeline: MatchPipeline | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set when the consumer died of an unexpected error: the process must exit non-zero.
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
 
     @property
     def loader(self) -> MatchLoader | None:
@@ -43,6 +51,7 @@ class EtlRuntime:
         applied = await asyncio.to_thread(self.warehouse.migrate)
         if applied:
             log.info("warehouse migrated", extra={"fields": {"applied": applied}})
+        await self.dead_letters.ensure()
         settings = self._settings
         self.pipeline = MatchPipeline(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -53,13 +62,24 @@ class EtlRuntime:
             constants=load_constants(),
             fetcher=self.fetcher,
             fetch_concurrency=settings.etl_fetch_concurrency,
+            fetch_backlog=settings.etl_fetch_backlog,
             batch_size=settings.etl_batch_size,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             stats=self.stats,
         )
         await self.pipeline.start()
         self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
-        self._task.add_done_callback(_crash_on_failure)
+        self._task.add_done_callback(self._record_failure)
+
+    def _record_failure(self, task: asyncio.Task[None]) -> None:
+        """An unexpected consumer failure ends the process (non-zero, see `__main__`) so its
+        supervisor restarts it; uncommitted records are replayed by the next member."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failure = task.exception()
+        log.critical("etl consumer failed; exiting", exc_info=self.failure)
+        self.failed.set()
 
     async def stop(self) -> None:
         """Finish the batch in progress, leave the group, close the fetcher."""
@@ -76,12 +96,3 @@ class EtlRuntime:
         if self.pipeline is not None:
             await self.pipeline.stop()
         await self.fetcher.close()
-
-
-def _crash_on_failure(task: asyncio.Task[None]) -> None:
-    """An unexpected consumer failure ends the process loudly so its supervisor restarts it;
-    uncommitted records are replayed by the next member of the group."""
-    if task.cancelled() or task.exception() is None:
-        return
-    log.critical("etl consumer failed; exiting", exc_info=task.exception())
-    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,4 +1,5 @@
-"""gRPC wiring of the etl service: status and reprocess RPCs around the consumer pipeline."""
+"""gRPC wiring of the etl service: status, reprocess and dead-letter RPCs around the consumer
+pipeline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC
 from typing import Any
 
 import pyarrow as pa
+from aiokafka.errors import KafkaError
 
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
@@ -19,9 +21,11 @@ from services.common.errors import CounterpickError, DependencyUnavailable, Inva
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
+from services.etl import dead_letters
 from services.etl.config import EtlSettings
+from services.etl.dead_letter_topic import DeadLetterTopicError, reason_name, reason_number
 from services.etl.loader import FetchFailed
-from services.etl.matches import CleanMatch, UnusableMatch
+from services.etl.matches import CleanMatch, InsignificantMatch, UnusableMatch
 from services.etl.pipeline import dead_letter_reason
 from services.etl.repo import Warehouse
 from services.etl.runtime import EtlRuntime
@@ -155,6 +159,11 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
             response.outcome = pb.REPROCESS_OUTCOME_REJECTED
             response.detail = unusable.detail
             return response
+        except InsignificantMatch as insignificant:
+            response.outcome = pb.REPROCESS_OUTCOME_SKIPPED
+            response.skip_reason = _SKIP_REASONS.get(insignificant.reason.value, 0)  # type: ignore[assignment]
+            response.detail = insignificant.detail
+            return response
         response.match.CopyFrom(match_to_proto(match))
         skip = loader.skip_reason(match)
         if skip is not None:
@@ -165,6 +174,90 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         await loader.store([match])
         response.outcome = pb.REPROCESS_OUTCOME_REPLACED if existed else pb.REPROCESS_OUTCOME_LOADED
         return response
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Any
+    ) -> pb.ListDeadLettersResponse:
+        opened, replayed = await self._open_letters()
+        reason = (
+            reason_name(request.reason)
+            if request.reason != events_pb2.DEAD_LETTER_REASON_UNSPECIFIED
+            else None
+        )
+        chosen = dead_letters.select(
+            opened, match_ids=set(request.match_ids) or None, reason=reason
+        )
+        response = pb.ListDeadLettersResponse(total=len(chosen), replayed=replayed)
+        for name, count in sorted(dead_letters.count_by_reason(chosen).items()):
+            response.counts.add(reason=_reason_number(name), count=count)
+        for open_letter in chosen[: request.limit or DEFAULT_DEAD_LETTER_LIMIT]:
+            response.entries.append(_entry(open_letter.newest))
+        return response
+
+    async def ReplayDeadLetters(
+        self, request: pb.ReplayDeadLettersRequest, context: Any
+    ) -> pb.ReplayDeadLettersResponse:
+        selection = request.WhichOneof("selection")
+        match_ids: set[int] | None = None
+        reason: str | None = None
+        if selection == "match_ids":
+            match_ids = set(request.match_ids.match_ids)
+            if not match_ids:
+                raise InvalidArgument("match_ids must name at least one match", field="match_ids")
+        elif selection == "reason":
+            if request.reason == events_pb2.DEAD_LETTER_REASON_UNSPECIFIED:
+                raise InvalidArgument("reason must be a known DeadLetterReason", field="reason")
+            reason = reason_name(request.reason)
+        elif selection != "all" or not request.all:
+            raise InvalidArgument("choose match_ids, a reason or all", field="selection")
+        opened, _ = await self._open_letters()
+        chosen = dead_letters.select(opened, match_ids=match_ids, reason=reason)
+        try:
+            await self._runtime.dead_letters.replay(chosen)
+        except (DeadLetterTopicError, KafkaError) as error:
+            raise DependencyUnavailable("kafka", f"replaying dead letters: {error}") from error
+        log.info(
+            "replayed dead letters",
+            extra={"fields": {"count": len(chosen), "selection": selection}},
+        )
+        return pb.ReplayDeadLettersResponse(
+            replayed_count=len(chosen),
+            replayed=[_entry(open_letter.newest) for open_letter in chosen],
+        )
+
+    async def _open_letters(self) -> tuple[list[dead_letters.OpenLetter], int]:
+        topic = self._runtime.dead_letters
+        try:
+            letters, replayed = await asyncio.gather(topic.letters(), topic.replayed())
+        except (DeadLetterTopicError, KafkaError) as error:
+            raise DependencyUnavailable("kafka", f"reading dead letters: {error}") from error
+        return dead_letters.open_letters(letters, replayed)
+
+
+DEFAULT_DEAD_LETTER_LIMIT = 100
+
+
+def _reason_number(name: str) -> events_pb2.DeadLetterReason.ValueType:
+    try:
+        return reason_number(name)  # type: ignore[return-value]
+    except ValueError:
+        return events_pb2.DEAD_LETTER_REASON_UNSPECIFIED
+
+
+def _entry(letter: dead_letters.Letter) -> pb.DeadLetterEntry:
+    entry = pb.DeadLetterEntry(
+        reason=_reason_number(letter.reason),
+        detail=letter.detail,
+        failed_at=_timestamp(letter.failed_at),
+        dead_letter_partition=letter.partition,
+        dead_letter_offset=letter.offset,
+        original_topic=letter.original_topic,
+        original_partition=letter.original_partition,
+        original_offset=letter.original_offset,
+    )
+    if letter.match_id is not None:
+        entry.match_id = letter.match_id
+    return entry
 
 
 ARROW_CHUNK_BYTES = 1 << 20
@@ -209,13 +302,19 @@ def _warehouse_read(
 
 def build_server(settings: EtlSettings) -> GrpcServer:
     """The etl server: stores open, then the warehouse is migrated and consumption starts."""
+    return build_server_and_runtime(settings)[0]
+
+
+def build_server_and_runtime(settings: EtlSettings) -> tuple[GrpcServer, EtlRuntime]:
+    """The etl server and its runtime, whose `failed` event `__main__` exits on."""
     stores = Stores(settings)
     runtime = EtlRuntime(settings, stores)
     servicer = EtlServicer(settings, runtime)
-    return GrpcServer(
+    server = GrpcServer(
         name="etl",
         settings=settings,
         services=[registration(servicer, pb_grpc.add_EtlServiceServicer_to_server, SERVICE_NAME)],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
     )
+    return server, runtime

@@ -9,6 +9,10 @@ Pure functions over decoded JSON / CSV rows: no I/O, no protobuf, no storage. Fo
 
 Invalid input raises UnusableMatch with the field and the value in its detail. A valid match
 that should not be counted is still returned: `skip_reason` says why it is not significant.
+Significance wins over the player checks: a record whose mode, lobby, duration or number of
+humans already makes it insignificant raises InsignificantMatch (a skip with its reason) when
+the values of its players or draft are flawed, rather than UnusableMatch (a dead letter); Steam's
+2011 beta data has bot games with a hero twice. A missing field stays a dead letter.
 
 Decisions the formats leave open:
 - Patch: from start_time and dotaconstants' patch dates; a caller that knows the patch of an
@@ -19,7 +23,8 @@ Decisions the formats leave open:
   applied when the match's `human_players` is below its number of player entries. OpenDota
   match objects write null for both, so there a bot cannot be told from an anonymous human.
 - A team with more than 5 heroes, a hero twice in a match (bots included), a player slot outside
-  0-4 / 128-132 or used twice: INVALID_VALUE. Draft-only rows must have exactly 5 + 5 heroes.
+  0-4 / 128-132 or used twice: INVALID_VALUE, unless the match is insignificant anyway (above).
+  Draft-only rows must have exactly 5 + 5 heroes.
 - Values that do not fit the warehouse columns (e.g. gold_per_min > 65535, a negative count)
   are INVALID_VALUE here rather than a failed batch insert later.
 - `position` stays None: no source here states a position (OpenDota's lane_role is the lane the
@@ -36,6 +41,7 @@ from services.common.dota import PLAYERS_PER_MATCH, TEAM_SIZE, Side
 from services.common.dota_constants import DotaConstants, load_constants
 from services.etl.matches import (
     CleanMatch,
+    InsignificantMatch,
     MatchSource,
     PickBanRow,
     PlayerRow,
@@ -334,7 +340,20 @@ def _from_api_match(
 ) -> CleanMatch:
     match_id = _match_id(raw)
     start_time = _field(raw, "start_time", _U32)
-    players = _players_from_api(raw, constants)
+    duration = _field(raw, "duration", _U32)
+    game_mode = _int(raw, "game_mode", required=False)
+    lobby_type = _int(raw, "lobby_type", required=False)
+    try:
+        players = _players_from_api(raw, constants)
+        picks_bans = _check_draft(_api_picks_bans(raw), players, constants)
+    except UnusableMatch as unusable:
+        # A missing field is a broken record (or a changed format) whatever the match was.
+        if unusable.reason is RejectReason.MISSING_FIELD:
+            raise
+        reason = _rule_skip(game_mode, lobby_type, duration, constants) or _short_handed(raw)
+        if reason is None:
+            raise
+        raise InsignificantMatch(reason, unusable.detail) from None
     return CleanMatch(
         match_id=match_id,
         radiant_win=_bool(raw, "radiant_win"),
@@ -342,15 +361,32 @@ def _from_api_match(
         players=players,
         start_time=start_time,
         match_seq_num=_field(raw, "match_seq_num", _U64),
-        duration_seconds=_field(raw, "duration", _U32),
+        duration_seconds=duration,
         patch=_patch(constants, start_time, default_patch),
-        game_mode=_int(raw, "game_mode", required=False),
-        lobby_type=_int(raw, "lobby_type", required=False),
+        game_mode=game_mode,
+        lobby_type=lobby_type,
         cluster=_field(raw, "cluster", _U16),
         region=_field(raw, "region", _U16),
         avg_rank_tier=_field(raw, "avg_rank_tier", _U8),
-        picks_bans=_check_draft(_api_picks_bans(raw), players, constants),
+        picks_bans=picks_bans,
     )
+
+
+def _short_handed(raw: Mapping[str, Any]) -> SkipReason | None:
+    """INCOMPLETE when the document itself says fewer than 10 humans played (`human_players`,
+    or fewer than 10 slots with a hero), read without trusting the player entries."""
+    players = raw.get("players")
+    if not isinstance(players, list):
+        return None
+    humans = raw.get("human_players")
+    filled = sum(
+        1
+        for player in players
+        if isinstance(player, Mapping) and player.get("hero_id") not in (0, None)
+    )
+    if (type(humans) is int and humans < PLAYERS_PER_MATCH) or filled < PLAYERS_PER_MATCH:
+        return SkipReason.INCOMPLETE
+    return None
 
 
 def from_steam_match(
@@ -483,11 +519,18 @@ def from_draft(
     default_patch: str | None = None,
 ) -> CleanMatch:
     """A match known only by its draft and result (already typed values, e.g. from protobuf)."""
+    try:
+        players = _draft_players(radiant, dire, constants)
+    except UnusableMatch as unusable:
+        reason = _rule_skip(game_mode, lobby_type, duration_seconds, constants)
+        if reason is None:
+            raise
+        raise InsignificantMatch(reason, unusable.detail) from None
     return CleanMatch(
         match_id=_in_range(match_id, "match_id", UCI_ID_NAMESPACE - 1, low=1),
         radiant_win=radiant_win,
         source=source,
-        players=_draft_players(radiant, dire, constants),
+        players=players,
         start_time=_optional_in_range(start_time, "start_time", _U32),
         match_seq_num=_optional_in_range(match_seq_num, "match_seq_num", _U64),
         duration_seconds=_optional_in_range(duration_seconds, "duration", _U32),
@@ -619,13 +662,11 @@ def skip_reason(match: CleanMatch, constants: DotaConstants | None = None) -> Sk
     field the source does not carry (None) is not applied: the draft-only data sets have no
     leaver status, UCI and trackdota no game mode or lobby type.
     """
-    constants = constants or load_constants()
-    if match.game_mode is not None and match.game_mode not in constants.balanced_game_modes:
-        return SkipReason.UNSUPPORTED_GAME_MODE
-    if match.lobby_type is not None and match.lobby_type not in constants.balanced_lobby_types:
-        return SkipReason.UNSUPPORTED_LOBBY_TYPE
-    if match.duration_seconds is not None and match.duration_seconds <= MIN_SIGNIFICANT_SECONDS:
-        return SkipReason.TOO_SHORT
+    reason = _rule_skip(
+        match.game_mode, match.lobby_type, match.duration_seconds, constants or load_constants()
+    )
+    if reason is not None:
+        return reason
     players = match.players
     for player in players:
         if player.leaver_status is not None and player.leaver_status > 1:
@@ -635,4 +676,20 @@ def skip_reason(match: CleanMatch, constants: DotaConstants | None = None) -> Sk
         or sum(player.side is Side.RADIANT for player in players) != TEAM_SIZE
     ):
         return SkipReason.INCOMPLETE
+    return None
+
+
+def _rule_skip(
+    game_mode: int | None,
+    lobby_type: int | None,
+    duration_seconds: int | None,
+    constants: DotaConstants,
+) -> SkipReason | None:
+    """The part of the significance rule that needs no player: mode, lobby and duration."""
+    if game_mode is not None and game_mode not in constants.balanced_game_modes:
+        return SkipReason.UNSUPPORTED_GAME_MODE
+    if lobby_type is not None and lobby_type not in constants.balanced_lobby_types:
+        return SkipReason.UNSUPPORTED_LOBBY_TYPE
+    if duration_seconds is not None and duration_seconds <= MIN_SIGNIFICANT_SECONDS:
+        return SkipReason.TOO_SHORT
     return None

@@ -199,6 +199,25 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_rest_loads(
     missing_fields.raw_match.format = events_pb2.RAW_MATCH_FORMAT_STEAM_SEQUENCE_JSON
     missing_fields.raw_match.json = b'{"match_id": 6003}'
     turbo = summary_ref(6004, game_mode=23)
+    # 2011 beta data: one human, bots, a bot on the human's hero. Incomplete, so a skip.
+    bot_game = events_pb2.MatchRef(match_id=6005, source=events_pb2.MATCH_SOURCE_STEAM_SEQUENCE)
+    bot_game.raw_match.format = events_pb2.RAW_MATCH_FORMAT_STEAM_SEQUENCE_JSON
+    bot_game.raw_match.json = json.dumps(
+        {
+            "match_id": 6005,
+            "radiant_win": False,
+            "duration": 31989,
+            "start_time": 1301962967,
+            "game_mode": 0,
+            "lobby_type": 0,
+            "human_players": 1,
+            "players": [
+                {"account_id": 42744364, "player_slot": 0, "hero_id": 16},
+                *({"player_slot": s, "hero_id": h} for s, h in [(1, 7), (2, 26), (3, 30), (4, 16)]),
+                *({"player_slot": s, "hero_id": 0} for s in range(128, 133)),
+            ],
+        }
+    ).encode()
     malformed = b"\xff\xff this is not protobuf"
     values = [(str(r.match_id).encode(), r.SerializeToString()) for r in good]
     values += [
@@ -206,6 +225,7 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_rest_loads(
         (b"6002", steam_negative.SerializeToString()),
         (b"6003", missing_fields.SerializeToString()),
         (b"6004", turbo.SerializeToString()),
+        (b"6005", bot_game.SerializeToString()),
         (b"junk", malformed),
     ]
     await publish(kafka_bootstrap, topics.raw, values)
@@ -215,8 +235,10 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_rest_loads(
         pipeline = make_pipeline(kafka_bootstrap, topics, warehouse, "etl-bad")
         await run_until_handled(pipeline, len(values))
         assert warehouse.match_count() == 20
-        assert pipeline.stats.skipped == {"unsupported_game_mode": 1}
+        assert pipeline.stats.skipped == {"unsupported_game_mode": 1, "incomplete": 1}
+        assert pipeline.stats.dead_letters == 4
         letters = await read_all(kafka_bootstrap, topics.dlq, 4)
+        assert b"6005" not in {letter.key for letter in letters}
         by_key = {letter.key: letter for letter in letters}
         assert by_key[b"junk"].reason == events_pb2.DEAD_LETTER_REASON_MALFORMED_MESSAGE
         assert by_key[b"junk"].value == malformed

@@ -106,3 +106,49 @@ async def test_sigkill_mid_batch_then_restart_stores_every_match_once(
         assert raw_rows >= MATCHES  # duplicates on disk are fine; FINAL counts each once
     finally:
         warehouse.close()
+
+
+async def test_an_unexpected_consumer_error_exits_non_zero(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The etl does not signal itself: it stops gracefully and exits with EX_SOFTWARE (70), so
+    a supervisor sees a crash and restarts it."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "PORT": str(free_port()),
+        "METRICS_PORT": "0",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_TOPIC_MATCH_IDS": f"boom-{suffix}",
+        "KAFKA_TOPIC_DEAD_LETTERS": f"boom-dlq-{suffix}",
+        "KAFKA_TOPIC_DEAD_LETTER_REPLAYS": f"boom-replays-{suffix}",
+        "KAFKA_CONSUMER_GROUP": f"boom-{suffix}",
+        "KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "WAREHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+        "LOG_FORMAT": "text",
+    }
+    # The consumer loop fails the way a bug would, once the service is up.
+    script = (
+        "import asyncio\n"
+        "from services.etl import pipeline\n"
+        "async def run(self, stop):\n"
+        "    await asyncio.sleep(1)\n"
+        "    raise RuntimeError('consumer bug')\n"
+        "pipeline.MatchPipeline.run = run\n"
+        "from services.etl.__main__ import main\n"
+        "main()\n"
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 70, output[-3000:]
+    assert "etl consumer failed; exiting" in output
+    assert "consumer bug" in output

@@ -1,4 +1,5 @@
-"""`counterpick up` as a user runs it: every service answers grpcurl, and SIGTERM leaves nothing."""
+"""`counterpick up` as a user runs it: every service answers grpcurl, a killed service comes back,
+and SIGTERM leaves nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from services.cli.mesh_state import MeshState
 from services.cli.up import SERVICES
 from tests.conftest import REDIS_URL, REPO_ROOT, free_port
 
@@ -39,6 +41,7 @@ class RunningMesh:
     edge_url: str
     banner: str
     ready_seconds: float
+    state_dir: Path
 
 
 def _grpcurl(*args: str) -> str:
@@ -94,7 +97,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
         match = re.search(rf"^\s+{name}\s+(\S+:\d+)\s", text, re.MULTILINE)
         assert match, f"no address for {name} in:\n{text}"
         addresses[name] = match.group(1)
-    yield RunningMesh(process, addresses, f"http://127.0.0.1:{edge_port}", text, ready_seconds)
+    yield RunningMesh(
+        process, addresses, f"http://127.0.0.1:{edge_port}", text, ready_seconds, state_dir
+    )
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -163,6 +168,57 @@ def test_status_command_reports_every_service_serving(mesh: RunningMesh) -> None
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SERVING") == len(SERVICES)
+
+
+def _status(mesh: RunningMesh) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "services.cli", "status", "--state-dir", str(mesh.state_dir)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_a_killed_service_is_restarted_and_status_shows_it(mesh: RunningMesh) -> None:
+    state = MeshState.read(mesh.state_dir)
+    assert state is not None
+    assert state.supervisor_pid == mesh.process.pid
+    etl = state.children["etl"]
+    assert (etl.restarts, etl.state, etl.address) == (0, "running", mesh.addresses["etl"])
+    assert etl.pid is not None
+    os.kill(etl.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        assert mesh.process.poll() is None, "counterpick up stopped when a child died"
+        assert time.monotonic() < deadline, "etl was not restarted and serving within 120 s"
+        now = MeshState.read(mesh.state_dir)
+        restarted = now is not None and now.children["etl"].restarts == 1
+        if restarted and check_serving(mesh.addresses["etl"]):
+            break
+        time.sleep(0.5)
+    assert now is not None
+    assert now.children["etl"].pid != etl.pid
+    assert now.children["etl"].last_exit_code == -signal.SIGKILL
+    # The others kept running, untouched.
+    for name in SERVICES:
+        if name != "etl":
+            assert now.children[name].restarts == 0, name
+            assert now.children[name].pid == state.children[name].pid, name
+    status = _status(mesh)
+    assert status.returncode == 0, status.stdout + status.stderr
+    line = next(row for row in status.stdout.splitlines() if row.startswith("etl "))
+    assert "SERVING" in line
+    assert "restarts 1" in line
+    assert "last exit signal SIGKILL" in line
+    log = (mesh.state_dir / "logs" / "etl.log").read_text()
+    assert "counterpick up: etl exited with signal SIGKILL; restarting" in log
+
+
+def check_serving(address: str) -> bool:
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", "-max-time", "3", address, "grpc.health.v1.Health/Check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode == 0 and '"SERVING"' in result.stdout
 
 
 def test_sigterm_stops_everything_and_leaves_no_process(mesh: RunningMesh) -> None:

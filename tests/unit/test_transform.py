@@ -24,6 +24,7 @@ from services.common.dota_constants import load_constants
 from services.etl import transform
 from services.etl.matches import (
     CleanMatch,
+    InsignificantMatch,
     MatchSource,
     RejectReason,
     SkipReason,
@@ -128,6 +129,8 @@ def _outcome(raw: dict[str, Any]) -> str:
         match = transform.from_steam_match(raw)
     except UnusableMatch as unusable:
         return f"rejected: {unusable}"
+    except InsignificantMatch as insignificant:
+        return f"{insignificant.reason.value} despite: {insignificant.detail}"
     reason = transform.skip_reason(match, CONSTANTS)
     return reason.value if reason else "significant"
 
@@ -140,8 +143,9 @@ def test_steam_sequence_page_of_2011_reject_and_skip_counts(data_dir: Path) -> N
         "significant": 50,
         "too_short": 29,
         "incomplete": 20,
-        # Match 632: one human and bots, a bot on the human's hero.
-        "rejected: invalid_value: players: hero_id=16 is picked twice": 1,
+        # Match 632: one human and bots, a bot on the human's hero. Insignificant either way, so
+        # a skip, not a dead letter.
+        "incomplete despite: players: hero_id=16 is picked twice": 1,
     }
 
 
@@ -652,13 +656,17 @@ def test_steam_sequence_page_anonymous_accounts_and_skips(data_dir: Path) -> Non
     ]["matches"]
     parsed = []
     rejected = []
+    skipped = []
     for raw in matches:
         try:
             parsed.append(transform.from_steam_match(raw))
         except UnusableMatch as error:
             rejected.append(error.reason)
-    assert len(parsed) + len(rejected) == 100
-    assert rejected == [RejectReason.INVALID_VALUE]  # one 2011 beta match lists a hero twice
+        except InsignificantMatch as insignificant:
+            skipped.append(insignificant.reason)
+    assert len(parsed) + len(skipped) == 100
+    assert rejected == []
+    assert skipped == [SkipReason.INCOMPLETE]  # one 2011 beta bot match lists a hero twice
     assert any(p.account_id is None for m in parsed for p in m.players)
     reasons = {transform.skip_reason(m) for m in parsed}
     assert SkipReason.TOO_SHORT in reasons
@@ -736,3 +744,64 @@ def test_abandon_is_skipped(data_dir: Path) -> None:
     raw = _json(data_dir, "odota-core/details_api.json")["result"]
     raw["players"][3]["leaver_status"] = 3
     assert transform.skip_reason(transform.from_steam_match(raw)) is SkipReason.ABANDONED
+
+
+# --- Insignificance wins over flawed players -----------------------------------------------------
+
+
+def _dup_hero(raw: dict[str, Any]) -> None:
+    raw["players"][1]["hero_id"] = raw["players"][0]["hero_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"game_mode": 23}, SkipReason.UNSUPPORTED_GAME_MODE),
+        ({"lobby_type": 4}, SkipReason.UNSUPPORTED_LOBBY_TYPE),
+        ({"duration": 200}, SkipReason.TOO_SHORT),
+        ({"human_players": 3}, SkipReason.INCOMPLETE),
+    ],
+)
+def test_an_insignificant_match_with_a_hero_twice_is_skipped(
+    data_dir: Path, change: dict[str, Any], reason: SkipReason
+) -> None:
+    raw = _steam_change(_steam(data_dir, "odota-core/details_api.json"), _dup_hero)
+    raw.update(change)
+    with pytest.raises(InsignificantMatch) as raised:
+        transform.from_steam_match(raw)
+    assert raised.value.reason is reason
+    assert "picked twice" in raised.value.detail
+
+
+def test_a_significant_match_with_a_hero_twice_is_still_rejected(data_dir: Path) -> None:
+    raw = _steam_change(_steam(data_dir, "odota-core/details_api.json"), _dup_hero)
+    error = _rejected(lambda: transform.from_steam_match(raw))
+    assert error.reason is RejectReason.INVALID_VALUE
+    assert "picked twice" in error.detail
+
+
+def test_an_insignificant_match_without_players_is_still_rejected(data_dir: Path) -> None:
+    raw = copy.deepcopy(_steam(data_dir, "odota-core/details_api.json"))
+    raw["game_mode"] = 23
+    del raw["players"]
+    error = _rejected(lambda: transform.from_steam_match(raw))
+    assert error.reason is RejectReason.MISSING_FIELD
+
+
+def test_an_insignificant_match_with_a_bad_header_is_still_rejected(data_dir: Path) -> None:
+    raw = _steam_change(_steam(data_dir, "odota-core/details_api.json"), _dup_hero)
+    raw.update(game_mode=23, duration=-5)
+    error = _rejected(lambda: transform.from_steam_match(raw))
+    assert error.reason is RejectReason.INVALID_VALUE
+    assert "duration" in error.detail
+
+
+def test_a_turbo_draft_row_with_a_hero_twice_is_skipped() -> None:
+    row = {**SIMPLE_ROW, "game_mode": 23, "dire_team": "6 7 8 9 1"}
+    with pytest.raises(InsignificantMatch) as raised:
+        transform.from_public_match(row)
+    assert raised.value.reason is SkipReason.UNSUPPORTED_GAME_MODE
+    ranked = {**SIMPLE_ROW, "dire_team": "6 7 8 9 1"}
+    assert (
+        _rejected(lambda: transform.from_public_match(ranked)).reason is RejectReason.INVALID_VALUE
+    )

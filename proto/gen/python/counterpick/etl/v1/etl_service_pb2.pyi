@@ -70,7 +70,9 @@ class _SkipReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SkipReason
     SKIP_REASON_UNSPECIFIED: _SkipReason.ValueType  # 0
     """Not known."""
     SKIP_REASON_ALREADY_LOADED: _SkipReason.ValueType  # 1
-    """The match is already stored (duplicate MatchRef)."""
+    """The match is already stored: a MATCH_SOURCE_BACKFILL reference of a stored match is skipped
+    without fetching it again.
+    """
     SKIP_REASON_UNSUPPORTED_GAME_MODE: _SkipReason.ValueType  # 2
     """Game mode other than the matchmaking drafts counters are about (OpenDota's "significant"
     rule): e.g. Turbo (23), Ability Draft (18), custom games.
@@ -92,7 +94,9 @@ class SkipReason(_SkipReason, metaclass=_SkipReasonEnumTypeWrapper):
 SKIP_REASON_UNSPECIFIED: SkipReason.ValueType  # 0
 """Not known."""
 SKIP_REASON_ALREADY_LOADED: SkipReason.ValueType  # 1
-"""The match is already stored (duplicate MatchRef)."""
+"""The match is already stored: a MATCH_SOURCE_BACKFILL reference of a stored match is skipped
+without fetching it again.
+"""
 SKIP_REASON_UNSUPPORTED_GAME_MODE: SkipReason.ValueType  # 2
 """Game mode other than the matchmaking drafts counters are about (OpenDota's "significant"
 rule): e.g. Turbo (23), Ability Draft (18), custom games.
@@ -144,6 +148,248 @@ REPROCESS_OUTCOME_REJECTED: ReprocessOutcome.ValueType  # 4
 DeadLetter was published.
 """
 Global___ReprocessOutcome: _TypeAlias = ReprocessOutcome  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """Request of EtlService.ListDeadLetters. Every filter is optional."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MATCH_IDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    reason: _events_pb2.DeadLetterReason.ValueType
+    """Only letters with this reason; DEAD_LETTER_REASON_UNSPECIFIED lists every reason."""
+    limit: _builtins.int
+    """At most this many entries, newest first; 0 means 100. The counts cover every open letter
+    that passes the filters.
+    """
+    @_builtins.property
+    def match_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Only letters of these matches; empty lists every match."""
+
+    def __init__(
+        self,
+        *,
+        reason: _events_pb2.DeadLetterReason.ValueType = ...,
+        match_ids: _abc.Iterable[_builtins.int] | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "match_ids", b"match_ids", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """Response of EtlService.ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Open letters that pass the filters (entries may hold fewer)."""
+    replayed: _builtins.int
+    """Letters in the topic that were replayed already (not listed)."""
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterCount]:
+        """Open letters per reason, one entry per reason with a non-zero count."""
+
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterEntry]:
+        """Open letters that pass the filters, newest first, at most `limit`."""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[Global___DeadLetterCount] | None = ...,
+        entries: _abc.Iterable[Global___DeadLetterEntry] | None = ...,
+        total: _builtins.int = ...,
+        replayed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "entries", b"entries", "replayed", b"replayed", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class DeadLetterCount(_message.Message):
+    """How many open dead letters have one reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    reason: _events_pb2.DeadLetterReason.ValueType
+    """The reason."""
+    count: _builtins.int
+    """Open letters with it."""
+    def __init__(
+        self,
+        *,
+        reason: _events_pb2.DeadLetterReason.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetterCount: _TypeAlias = DeadLetterCount  # noqa: Y015
+
+@_typing.final
+class DeadLetterEntry(_message.Message):
+    """One open dead letter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCH_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    FAILED_AT_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_PARTITION_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_OFFSET_FIELD_NUMBER: _builtins.int
+    ORIGINAL_TOPIC_FIELD_NUMBER: _builtins.int
+    ORIGINAL_PARTITION_FIELD_NUMBER: _builtins.int
+    ORIGINAL_OFFSET_FIELD_NUMBER: _builtins.int
+    match_id: _builtins.int
+    """Match id, when it could be decoded from the record."""
+    reason: _events_pb2.DeadLetterReason.ValueType
+    """Why processing failed."""
+    detail: _builtins.str
+    """Human-readable detail, e.g. "players: hero_id=156 is not a known hero"."""
+    dead_letter_partition: _builtins.int
+    """Partition of the letter in the dead-letter topic."""
+    dead_letter_offset: _builtins.int
+    """Offset of the letter in the dead-letter topic."""
+    original_topic: _builtins.str
+    """Topic, partition and offset the original record was read from."""
+    original_partition: _builtins.int
+    """Partition of the original record."""
+    original_offset: _builtins.int
+    """Offset of the original record."""
+    @_builtins.property
+    def failed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the record was dead-lettered."""
+
+    def __init__(
+        self,
+        *,
+        match_id: _builtins.int | None = ...,
+        reason: _events_pb2.DeadLetterReason.ValueType = ...,
+        detail: _builtins.str = ...,
+        failed_at: _timestamp_pb2.Timestamp | None = ...,
+        dead_letter_partition: _builtins.int = ...,
+        dead_letter_offset: _builtins.int = ...,
+        original_topic: _builtins.str = ...,
+        original_partition: _builtins.int = ...,
+        original_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_match_id", b"_match_id", "failed_at", b"failed_at", "match_id", b"match_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_match_id", b"_match_id", "dead_letter_offset", b"dead_letter_offset", "dead_letter_partition", b"dead_letter_partition", "detail", b"detail", "failed_at", b"failed_at", "match_id", b"match_id", "original_offset", b"original_offset", "original_partition", b"original_partition", "original_topic", b"original_topic", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__match_id: _TypeAlias = _typing.Literal["match_id"]  # noqa: Y015
+    _WhichOneofArgType__match_id: _TypeAlias = _typing.Literal["_match_id", b"_match_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__match_id) -> _WhichOneofReturnType__match_id | None: ...
+
+Global___DeadLetterEntry: _TypeAlias = DeadLetterEntry  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersRequest(_message.Message):
+    """Request of EtlService.ReplayDeadLetters: which open letters to send back. Required."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCH_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    reason: _events_pb2.DeadLetterReason.ValueType
+    """Every open letter with this reason (not DEAD_LETTER_REASON_UNSPECIFIED)."""
+    all: _builtins.bool
+    """Every open letter; must be true."""
+    @_builtins.property
+    def match_ids(self) -> Global___DeadLetterMatchIds:
+        """The open letters of these matches."""
+
+    def __init__(
+        self,
+        *,
+        match_ids: Global___DeadLetterMatchIds | None = ...,
+        reason: _events_pb2.DeadLetterReason.ValueType = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "match_ids", b"match_ids", "reason", b"reason", "selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "match_ids", b"match_ids", "reason", b"reason", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["match_ids", "reason", "all"]  # noqa: Y015
+    _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selection) -> _WhichOneofReturnType_selection | None: ...
+
+Global___ReplayDeadLettersRequest: _TypeAlias = ReplayDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class DeadLetterMatchIds(_message.Message):
+    """A list of 1..10,000 match ids."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCH_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def match_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Valve match ids."""
+
+    def __init__(
+        self,
+        *,
+        match_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_ids", b"match_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetterMatchIds: _TypeAlias = DeadLetterMatchIds  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersResponse(_message.Message):
+    """Response of EtlService.ReplayDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLAYED_COUNT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed_count: _builtins.int
+    """Records published back to `match_ids_raw`."""
+    @_builtins.property
+    def replayed(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterEntry]:
+        """The letters replayed (as they were listed)."""
+
+    def __init__(
+        self,
+        *,
+        replayed_count: _builtins.int = ...,
+        replayed: _abc.Iterable[Global___DeadLetterEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "replayed_count", b"replayed_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015
 
 @_typing.final
 class ReadWarehouseRequest(_message.Message):

@@ -54,6 +54,16 @@ class EtlServiceStub:
                 request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseRequest.SerializeToString,
                 response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/counterpick.etl.v1.EtlService/ListDeadLetters',
+                request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/counterpick.etl.v1.EtlService/ReplayDeadLetters',
+                request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class EtlServiceServicer:
@@ -106,6 +116,35 @@ class EtlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters reads `match_ids_dlq` and reports the open dead letters: counts per reason
+        and the entries, newest first. A letter is open until ReplayDeadLetters sends it back; a
+        match dead-lettered more than once (published twice, or replayed and failed again) is
+        listed once, with its newest letter.
+
+        Errors: UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "kafka") when the
+        topics cannot be read; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """ReplayDeadLetters publishes the original records of the chosen open dead letters back to
+        `match_ids_raw` (after a fix: new hero constants, upstream back), then records them as
+        replayed in `match_ids_dlq_replays` so they leave the listing. A replayed record that fails
+        again becomes a new dead letter. Replaying is at-least-once; the warehouse stores a match
+        once however often it arrives.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no selection is set or the
+        match id list is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+        "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
+        GetEtlStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EtlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +162,16 @@ def add_EtlServiceServicer_to_server(servicer, server):
                     servicer.ReadWarehouse,
                     request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseRequest.FromString,
                     response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -211,6 +260,60 @@ class EtlService:
             '/counterpick.etl.v1.EtlService/ReadWarehouse',
             counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseRequest.SerializeToString,
             counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReadWarehouseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.etl.v1.EtlService/ListDeadLetters',
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ListDeadLettersRequest.SerializeToString,
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.etl.v1.EtlService/ReplayDeadLetters',
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersRequest.SerializeToString,
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

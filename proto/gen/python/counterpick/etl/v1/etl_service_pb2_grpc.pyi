@@ -68,6 +68,27 @@ class EtlServiceStub:
     "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
     GetEtlStatus.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_etl_service_pb2.ListDeadLettersRequest, _etl_service_pb2.ListDeadLettersResponse]
+    """ListDeadLetters reads `match_ids_dlq` and reports the open dead letters: counts per reason
+    and the entries, newest first. A letter is open until ReplayDeadLetters sends it back; a
+    match dead-lettered more than once (published twice, or replayed and failed again) is
+    listed once, with its newest letter.
+
+    Errors: UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "kafka") when the
+    topics cannot be read; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
+    """
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_etl_service_pb2.ReplayDeadLettersRequest, _etl_service_pb2.ReplayDeadLettersResponse]
+    """ReplayDeadLetters publishes the original records of the chosen open dead letters back to
+    `match_ids_raw` (after a fix: new hero constants, upstream back), then records them as
+    replayed in `match_ids_dlq_replays` so they leave the listing. A replayed record that fails
+    again becomes a new dead letter. Replaying is at-least-once; the warehouse stores a match
+    once however often it arrives.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no selection is set or the
+    match id list is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+    "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
+    GetEtlStatus.
+    """
 
 @_typing.type_check_only
 class EtlServiceAsyncStub(EtlServiceStub):
@@ -107,6 +128,27 @@ class EtlServiceAsyncStub(EtlServiceStub):
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
     missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
     "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
+    GetEtlStatus.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_etl_service_pb2.ListDeadLettersRequest, _etl_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """ListDeadLetters reads `match_ids_dlq` and reports the open dead letters: counts per reason
+    and the entries, newest first. A letter is open until ReplayDeadLetters sends it back; a
+    match dead-lettered more than once (published twice, or replayed and failed again) is
+    listed once, with its newest letter.
+
+    Errors: UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "kafka") when the
+    topics cannot be read; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
+    """
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_etl_service_pb2.ReplayDeadLettersRequest, _etl_service_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """ReplayDeadLetters publishes the original records of the chosen open dead letters back to
+    `match_ids_raw` (after a fix: new hero constants, upstream back), then records them as
+    replayed in `match_ids_dlq_replays` so they leave the listing. A replayed record that fails
+    again becomes a new dead letter. Replaying is at-least-once; the warehouse stores a match
+    once however often it arrives.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no selection is set or the
+    match id list is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+    "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
     GetEtlStatus.
     """
 
@@ -163,6 +205,39 @@ class EtlServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
         missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
         "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
+        GetEtlStatus.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _etl_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_etl_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_etl_service_pb2.ListDeadLettersResponse]]:
+        """ListDeadLetters reads `match_ids_dlq` and reports the open dead letters: counts per reason
+        and the entries, newest first. A letter is open until ReplayDeadLetters sends it back; a
+        match dead-lettered more than once (published twice, or replayed and failed again) is
+        listed once, with its newest letter.
+
+        Errors: UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "kafka") when the
+        topics cannot be read; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _etl_service_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_etl_service_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_etl_service_pb2.ReplayDeadLettersResponse]]:
+        """ReplayDeadLetters publishes the original records of the chosen open dead letters back to
+        `match_ids_raw` (after a fix: new hero constants, upstream back), then records them as
+        replayed in `match_ids_dlq_replays` so they leave the listing. A replayed record that fails
+        again becomes a new dead letter. Replaying is at-least-once; the warehouse stores a match
+        once however often it arrives.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no selection is set or the
+        match id list is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+        "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
         GetEtlStatus.
         """
 

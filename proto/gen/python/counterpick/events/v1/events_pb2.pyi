@@ -606,3 +606,50 @@ class DeadLetter(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__match_id) -> _WhichOneofReturnType__match_id | None: ...
 
 Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class DeadLetterReplay(_message.Message):
+    """A dead letter that was sent back to its topic: the message etl publishes to topic
+    `match_ids_dlq_replays` when EtlService.ReplayDeadLetters replays one. A letter with a replay
+    record is no longer open.
+
+    Record key: the key of the dead letter, unchanged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTER_PARTITION_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_OFFSET_FIELD_NUMBER: _builtins.int
+    MATCH_ID_FIELD_NUMBER: _builtins.int
+    REPLAYED_TO_TOPIC_FIELD_NUMBER: _builtins.int
+    REPLAYED_AT_FIELD_NUMBER: _builtins.int
+    dead_letter_partition: _builtins.int
+    """Partition of the dead letter in the dead-letter topic."""
+    dead_letter_offset: _builtins.int
+    """Offset of the dead letter in the dead-letter topic."""
+    match_id: _builtins.int
+    """Match id of the letter, when it had one."""
+    replayed_to_topic: _builtins.str
+    """Topic the original record was published to again, e.g. "match_ids_raw"."""
+    @_builtins.property
+    def replayed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was published again."""
+
+    def __init__(
+        self,
+        *,
+        dead_letter_partition: _builtins.int = ...,
+        dead_letter_offset: _builtins.int = ...,
+        match_id: _builtins.int | None = ...,
+        replayed_to_topic: _builtins.str = ...,
+        replayed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_match_id", b"_match_id", "match_id", b"match_id", "replayed_at", b"replayed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_match_id", b"_match_id", "dead_letter_offset", b"dead_letter_offset", "dead_letter_partition", b"dead_letter_partition", "match_id", b"match_id", "replayed_at", b"replayed_at", "replayed_to_topic", b"replayed_to_topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__match_id: _TypeAlias = _typing.Literal["match_id"]  # noqa: Y015
+    _WhichOneofArgType__match_id: _TypeAlias = _typing.Literal["_match_id", b"_match_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__match_id) -> _WhichOneofReturnType__match_id | None: ...
+
+Global___DeadLetterReplay: _TypeAlias = DeadLetterReplay  # noqa: Y015
