@@ -187,11 +187,14 @@ def _warehouse_read(
     after = (
         request.loaded_after.ToDatetime(tzinfo=UTC) if request.HasField("loaded_after") else None
     )
+    until = (
+        request.loaded_until.ToDatetime(tzinfo=UTC) if request.HasField("loaded_until") else None
+    )
     query = request.query
     if query == pb.WAREHOUSE_QUERY_HERO_COUNTS:
-        return lambda: warehouse.hero_counts(patch, after)
+        return lambda: warehouse.hero_counts(patch, after, until)
     if query == pb.WAREHOUSE_QUERY_PAIR_COUNTS:
-        return lambda: warehouse.pair_counts(patch, after)
+        return lambda: warehouse.pair_counts(patch, after, until)
     if query == pb.WAREHOUSE_QUERY_MATCH_DRAFTS:
         return lambda: warehouse.match_drafts(patch)
     if query == pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS:

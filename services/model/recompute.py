@@ -175,7 +175,8 @@ class Recomputer:
     ) -> RunRecord:
         """One run; full when asked or when there are no counts yet to add to."""
         async with self._lock:
-            return await self._run(full or not self.counts, patch, progress or _quiet)
+            full = full or not self.counts or self.watermark is None
+            return await self._run(full, patch, progress or _quiet)
 
     async def _run(self, full: bool, patch: str | None, progress: Progress) -> RunRecord:
         run = RunRecord(
@@ -190,14 +191,20 @@ class Recomputer:
         await self.publisher.record_run(run)
         try:
             progress("counting in the warehouse", 0.05)
+            # Read once and bound every count of the run by it: matches stored while the run
+            # reads are left to the next run, never counted by one query and not the other.
             watermark = await asyncio.to_thread(self.source.latest_loaded_at)
-            if full:
-                counts = await asyncio.to_thread(read_counts, self.source, self.hero_slots)
+            if watermark is None:
+                counts = {}  # nothing stored yet; _build says so
+            elif full:
+                counts = await asyncio.to_thread(
+                    read_counts, self.source, self.hero_slots, None, None, watermark
+                )
             else:
                 counts = {key: value.copy() for key, value in self.counts.items()}
                 if watermark != self.watermark:
                     delta = await asyncio.to_thread(
-                        read_counts, self.source, self.hero_slots, None, self.watermark
+                        read_counts, self.source, self.hero_slots, None, self.watermark, watermark
                     )
                     for key, value in delta.items():
                         if key in counts:

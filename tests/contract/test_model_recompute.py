@@ -4,10 +4,13 @@ the same counts as a direct read, and personal scores find a planted player's ed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
 
@@ -19,13 +22,15 @@ from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
 from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
 from services.common.warehouse.etl_rpc import EtlReader
+from services.common.warehouse.reader import WarehouseReader
 from services.etl.matches import CleanMatch, MatchSource, PlayerRow
 from services.etl.repo import Warehouse
-from services.model.recompute import Recomputer
+from services.model.recompute import Recomputer, additive_model
 from services.model.repo import SnapshotStore
 from services.model.runtime import ModelRuntime
 from services.model.server import ModelServicer
-from services.model.warehouse_counts import read_counts
+from services.model.statistics import Counts
+from services.model.warehouse_counts import PatchBracket, read_counts
 from tests.contract.test_model_service import draft_table
 from tests.warehouse_drafts import insert_draft_table
 
@@ -110,6 +115,143 @@ async def test_incremental_recompute_equals_a_full_recount(
         runs = await SnapshotStore(redis).runs()
         assert [run.run_id for run in runs[:2]] == [second.run_id, first.run_id]
         assert runs[0].coverage["7.40"]["all"] == 7_000
+    finally:
+        await redis.aclose()
+        warehouse.close()
+
+
+class ArrivingMatches:
+    """A warehouse reader during which matches keep arriving: each hero count first stores a
+    batch (after the run read its watermark) and then, once counted, another (before the pair
+    count), as the etl does while a recompute reads."""
+
+    def __init__(self, reader: WarehouseReader, warehouse: Warehouse, first_id: int) -> None:
+        self._reader = reader
+        self._warehouse = warehouse
+        self.next_id = first_id
+        self.arrived = 0
+
+    def _arrive(self, count: int) -> None:
+        insert_draft_table(self._warehouse, draft_table(count, "7.40", self.next_id, seed=count))
+        self.next_id += count
+        self.arrived += count
+
+    def hero_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        self._arrive(150)
+        counted = self._reader.hero_counts(patch, loaded_after, loaded_until)
+        self._arrive(250)
+        return counted
+
+    def pair_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        return self._reader.pair_counts(patch, loaded_after, loaded_until)
+
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        return self._reader.match_drafts(patch)
+
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        return self._reader.player_hero_records(account_id)
+
+    def player_hero_groups(self) -> pa.Table:
+        return self._reader.player_hero_groups()
+
+    def latest_loaded_at(self) -> datetime | None:
+        return self._reader.latest_loaded_at()
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+@asynccontextmanager
+async def etl_reader(warehouse: Warehouse) -> AsyncIterator[EtlReader]:
+    """An EtlReader on a real etl ReadWarehouse server over `warehouse`."""
+    from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
+    from services.etl.config import EtlSettings
+    from services.etl.server import EtlServicer
+
+    class Runtime:
+        """Only what ReadWarehouse touches: the open warehouse."""
+
+        def __init__(self, store: Warehouse) -> None:
+            self.warehouse = store
+
+    servicer = EtlServicer(EtlSettings(), Runtime(warehouse))  # type: ignore[arg-type]
+    server = GrpcServer(
+        name="etl",
+        settings=ServiceSettings(port=0),
+        services=[
+            registration(
+                servicer, etl_grpc.add_EtlServiceServicer_to_server, "counterpick.etl.v1.EtlService"
+            )
+        ],
+    )
+    port = await server.start()
+    reader = EtlReader(f"127.0.0.1:{port}")
+    try:
+        yield reader
+    finally:
+        await asyncio.to_thread(reader.close)
+        await server.stop(0)
+
+
+def assert_same_counts(kept: dict[PatchBracket, Counts], full: dict[PatchBracket, Counts]) -> None:
+    """Equal counts in every (patch, bracket), heroes and pairs alike."""
+    assert set(kept) == set(full)
+    for key, counts in full.items():
+        mine = kept[key]
+        assert mine.matches == counts.matches, key
+        for name in ("hero_games", "hero_wins", "versus_games", "versus_wins", "with_games"):
+            assert np.array_equal(getattr(mine, name), getattr(counts, name)), (key, name)
+        assert np.array_equal(mine.with_wins, counts.with_wins), key
+
+
+@pytest.mark.parametrize("through", ["direct", "etl"])
+async def test_matches_arriving_during_a_run_count_once_in_the_next(
+    warehouse: Warehouse, redis_url: str, through: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    insert_draft_table(warehouse, draft_table(3_000, "7.40", 1, seed=11))
+    try:
+        async with etl_reader(warehouse) as over_etl:
+            reader: WarehouseReader = warehouse if through == "direct" else over_etl
+            arriving = ArrivingMatches(reader, warehouse, first_id=100_000)
+            recomputer = Recomputer(arriving, SnapshotStore(redis), load_constants())
+            recomputer.fit_model = lambda patch, stats, drafts: additive_model(patch, stats)
+
+            first = await recomputer.run(full=True)
+            # The full recount stops at its watermark: the 400 stored meanwhile are not in it.
+            assert (first.matches_used, arriving.arrived) == (3_000, 400)
+            assert_same_counts(
+                recomputer.counts,
+                read_counts(warehouse, recomputer.hero_slots, None, None, recomputer.watermark),
+            )
+            everything = read_counts(warehouse, recomputer.hero_slots)
+            assert everything[("7.40", SkillBracket.ALL)].matches == 3_400
+
+            second = await recomputer.run()
+            assert second.mode == "incremental"
+            # Exactly the 400 of the previous run; the 400 stored during this one wait.
+            assert (second.matches_used, arriving.arrived) == (3_400, 800)
+            assert recomputer.watermark is not None
+            assert_same_counts(
+                recomputer.counts,
+                read_counts(warehouse, recomputer.hero_slots, None, None, recomputer.watermark),
+            )
+
+            recomputer.source = reader  # no more arrivals
+            third = await recomputer.run()
+            assert third.matches_used == 3_800
+            # Every match once: the incremental counts equal a full recount of everything.
+            assert_same_counts(recomputer.counts, read_counts(warehouse, recomputer.hero_slots))
     finally:
         await redis.aclose()
         warehouse.close()

@@ -72,20 +72,30 @@ class EtlReader:
             return reader.read_all()
 
     def hero_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
         """See ClickHouseReader.hero_counts."""
-        return self._read(_request(pb.WAREHOUSE_QUERY_HERO_COUNTS, patch, loaded_after))
+        return self._read(
+            _request(pb.WAREHOUSE_QUERY_HERO_COUNTS, patch, loaded_after, loaded_until)
+        )
 
     def pair_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
         """See ClickHouseReader.pair_counts."""
-        return self._read(_request(pb.WAREHOUSE_QUERY_PAIR_COUNTS, patch, loaded_after))
+        return self._read(
+            _request(pb.WAREHOUSE_QUERY_PAIR_COUNTS, patch, loaded_after, loaded_until)
+        )
 
     def match_drafts(self, patch: str | None = None) -> pa.Table:
         """See ClickHouseReader.match_drafts."""
-        return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None))
+        return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None, None))
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         """See ClickHouseReader.player_hero_records."""
@@ -109,11 +119,16 @@ class EtlReader:
 
 
 def _request(
-    query: pb.WarehouseQuery.ValueType, patch: str | None, loaded_after: datetime | None
+    query: pb.WarehouseQuery.ValueType,
+    patch: str | None,
+    loaded_after: datetime | None,
+    loaded_until: datetime | None,
 ) -> pb.ReadWarehouseRequest:
     request = pb.ReadWarehouseRequest(query=query)
     if patch is not None:
         request.patch = patch
     if loaded_after is not None:
         request.loaded_after.FromDatetime(loaded_after.astimezone(UTC))
+    if loaded_until is not None:
+        request.loaded_until.FromDatetime(loaded_until.astimezone(UTC))
     return request

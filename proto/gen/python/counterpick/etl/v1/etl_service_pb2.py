@@ -26,37 +26,37 @@ from counterpick.events.v1 import events_pb2 as counterpick_dot_events_dot_v1_do
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$counterpick/etl/v1/etl_service.proto\x12\x12\x63ounterpick.etl.v1\x1a\"counterpick/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x14ReadWarehouseRequest\x12\x31\n\x05query\x18\x01 \x01(\x0e\x32\".counterpick.etl.v1.WarehouseQuery\x12\x12\n\x05patch\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0cloaded_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x04 \x01(\rB\x08\n\x06_patch\"*\n\x15ReadWarehouseResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\"\x15\n\x13GetEtlStatusRequest\"\xe3\x02\n\x14GetEtlStatusResponse\x12\x16\n\x0e\x63onsumer_group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x34\n\npartitions\x18\x03 \x03(\x0b\x32 .counterpick.etl.v1.PartitionLag\x12\x11\n\ttotal_lag\x18\x04 \x01(\x03\x12\x1a\n\x12matches_per_second\x18\x05 \x01(\x01\x12\x16\n\x0ematches_loaded\x18\x06 \x01(\x03\x12.\n\x07skipped\x18\x07 \x03(\x0b\x32\x1d.counterpick.etl.v1.SkipCount\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x08 \x01(\x03\x12\x31\n\nlast_batch\x18\t \x01(\x0b\x32\x1d.counterpick.etl.v1.BatchInfo\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x0cPartitionLag\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x02 \x01(\x03\x12\x12\n\nend_offset\x18\x03 \x01(\x03\x12\x0b\n\x03lag\x18\x04 \x01(\x03\"J\n\tSkipCount\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"]\n\tBatchInfo\x12\x0c\n\x04size\x18\x01 \x01(\r\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\")\n\x15ReprocessMatchRequest\x12\x10\n\x08match_id\x18\x01 \x01(\x04\"\xc9\x02\n\x16ReprocessMatchResponse\x12\x10\n\x08match_id\x18\x01 \x01(\x04\x12\x35\n\x07outcome\x18\x02 \x01(\x0e\x32$.counterpick.etl.v1.ReprocessOutcome\x12\x38\n\x0bskip_reason\x18\x03 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReasonH\x00\x88\x01\x01\x12H\n\x12\x64\x65\x61\x64_letter_reason\x18\x04 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReasonH\x01\x88\x01\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12+\n\x05match\x18\x06 \x01(\x0b\x32\x1c.counterpick.events.v1.MatchB\x0e\n\x0c_skip_reasonB\x15\n\x13_dead_letter_reason*\x8c\x02\n\x0eWarehouseQuery\x12\x1f\n\x1bWAREHOUSE_QUERY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWAREHOUSE_QUERY_HERO_COUNTS\x10\x01\x12\x1f\n\x1bWAREHOUSE_QUERY_PAIR_COUNTS\x10\x02\x12 \n\x1cWAREHOUSE_QUERY_MATCH_DRAFTS\x10\x03\x12\'\n#WAREHOUSE_QUERY_PLAYER_HERO_RECORDS\x10\x04\x12$\n WAREHOUSE_QUERY_LATEST_LOADED_AT\x10\x05\x12&\n\"WAREHOUSE_QUERY_PLAYER_HERO_GROUPS\x10\x06*\xea\x01\n\nSkipReason\x12\x1b\n\x17SKIP_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSKIP_REASON_ALREADY_LOADED\x10\x01\x12%\n!SKIP_REASON_UNSUPPORTED_GAME_MODE\x10\x02\x12&\n\"SKIP_REASON_UNSUPPORTED_LOBBY_TYPE\x10\x03\x12\x19\n\x15SKIP_REASON_ABANDONED\x10\x04\x12\x19\n\x15SKIP_REASON_TOO_SHORT\x10\x05\x12\x1a\n\x16SKIP_REASON_INCOMPLETE\x10\x06*\xb2\x01\n\x10ReprocessOutcome\x12!\n\x1dREPROCESS_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18REPROCESS_OUTCOME_LOADED\x10\x01\x12\x1e\n\x1aREPROCESS_OUTCOME_REPLACED\x10\x02\x12\x1d\n\x19REPROCESS_OUTCOME_SKIPPED\x10\x03\x12\x1e\n\x1aREPROCESS_OUTCOME_REJECTED\x10\x04\x32\xc0\x02\n\nEtlService\x12\x61\n\x0cGetEtlStatus\x12\'.counterpick.etl.v1.GetEtlStatusRequest\x1a(.counterpick.etl.v1.GetEtlStatusResponse\x12g\n\x0eReprocessMatch\x12).counterpick.etl.v1.ReprocessMatchRequest\x1a*.counterpick.etl.v1.ReprocessMatchResponse\x12\x66\n\rReadWarehouse\x12(.counterpick.etl.v1.ReadWarehouseRequest\x1a).counterpick.etl.v1.ReadWarehouseResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$counterpick/etl/v1/etl_service.proto\x12\x12\x63ounterpick.etl.v1\x1a\"counterpick/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n\x14ReadWarehouseRequest\x12\x31\n\x05query\x18\x01 \x01(\x0e\x32\".counterpick.etl.v1.WarehouseQuery\x12\x12\n\x05patch\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0cloaded_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x04 \x01(\r\x12\x30\n\x0cloaded_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_patch\"*\n\x15ReadWarehouseResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\"\x15\n\x13GetEtlStatusRequest\"\xe3\x02\n\x14GetEtlStatusResponse\x12\x16\n\x0e\x63onsumer_group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x34\n\npartitions\x18\x03 \x03(\x0b\x32 .counterpick.etl.v1.PartitionLag\x12\x11\n\ttotal_lag\x18\x04 \x01(\x03\x12\x1a\n\x12matches_per_second\x18\x05 \x01(\x01\x12\x16\n\x0ematches_loaded\x18\x06 \x01(\x03\x12.\n\x07skipped\x18\x07 \x03(\x0b\x32\x1d.counterpick.etl.v1.SkipCount\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x08 \x01(\x03\x12\x31\n\nlast_batch\x18\t \x01(\x0b\x32\x1d.counterpick.etl.v1.BatchInfo\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x0cPartitionLag\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x02 \x01(\x03\x12\x12\n\nend_offset\x18\x03 \x01(\x03\x12\x0b\n\x03lag\x18\x04 \x01(\x03\"J\n\tSkipCount\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"]\n\tBatchInfo\x12\x0c\n\x04size\x18\x01 \x01(\r\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\")\n\x15ReprocessMatchRequest\x12\x10\n\x08match_id\x18\x01 \x01(\x04\"\xc9\x02\n\x16ReprocessMatchResponse\x12\x10\n\x08match_id\x18\x01 \x01(\x04\x12\x35\n\x07outcome\x18\x02 \x01(\x0e\x32$.counterpick.etl.v1.ReprocessOutcome\x12\x38\n\x0bskip_reason\x18\x03 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReasonH\x00\x88\x01\x01\x12H\n\x12\x64\x65\x61\x64_letter_reason\x18\x04 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReasonH\x01\x88\x01\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12+\n\x05match\x18\x06 \x01(\x0b\x32\x1c.counterpick.events.v1.MatchB\x0e\n\x0c_skip_reasonB\x15\n\x13_dead_letter_reason*\x8c\x02\n\x0eWarehouseQuery\x12\x1f\n\x1bWAREHOUSE_QUERY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWAREHOUSE_QUERY_HERO_COUNTS\x10\x01\x12\x1f\n\x1bWAREHOUSE_QUERY_PAIR_COUNTS\x10\x02\x12 \n\x1cWAREHOUSE_QUERY_MATCH_DRAFTS\x10\x03\x12\'\n#WAREHOUSE_QUERY_PLAYER_HERO_RECORDS\x10\x04\x12$\n WAREHOUSE_QUERY_LATEST_LOADED_AT\x10\x05\x12&\n\"WAREHOUSE_QUERY_PLAYER_HERO_GROUPS\x10\x06*\xea\x01\n\nSkipReason\x12\x1b\n\x17SKIP_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSKIP_REASON_ALREADY_LOADED\x10\x01\x12%\n!SKIP_REASON_UNSUPPORTED_GAME_MODE\x10\x02\x12&\n\"SKIP_REASON_UNSUPPORTED_LOBBY_TYPE\x10\x03\x12\x19\n\x15SKIP_REASON_ABANDONED\x10\x04\x12\x19\n\x15SKIP_REASON_TOO_SHORT\x10\x05\x12\x1a\n\x16SKIP_REASON_INCOMPLETE\x10\x06*\xb2\x01\n\x10ReprocessOutcome\x12!\n\x1dREPROCESS_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18REPROCESS_OUTCOME_LOADED\x10\x01\x12\x1e\n\x1aREPROCESS_OUTCOME_REPLACED\x10\x02\x12\x1d\n\x19REPROCESS_OUTCOME_SKIPPED\x10\x03\x12\x1e\n\x1aREPROCESS_OUTCOME_REJECTED\x10\x04\x32\xc0\x02\n\nEtlService\x12\x61\n\x0cGetEtlStatus\x12\'.counterpick.etl.v1.GetEtlStatusRequest\x1a(.counterpick.etl.v1.GetEtlStatusResponse\x12g\n\x0eReprocessMatch\x12).counterpick.etl.v1.ReprocessMatchRequest\x1a*.counterpick.etl.v1.ReprocessMatchResponse\x12\x66\n\rReadWarehouse\x12(.counterpick.etl.v1.ReadWarehouseRequest\x1a).counterpick.etl.v1.ReadWarehouseResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'counterpick.etl.v1.etl_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WAREHOUSEQUERY']._serialized_start=1371
-  _globals['_WAREHOUSEQUERY']._serialized_end=1639
-  _globals['_SKIPREASON']._serialized_start=1642
-  _globals['_SKIPREASON']._serialized_end=1876
-  _globals['_REPROCESSOUTCOME']._serialized_start=1879
-  _globals['_REPROCESSOUTCOME']._serialized_end=2057
+  _globals['_WAREHOUSEQUERY']._serialized_start=1421
+  _globals['_WAREHOUSEQUERY']._serialized_end=1689
+  _globals['_SKIPREASON']._serialized_start=1692
+  _globals['_SKIPREASON']._serialized_end=1926
+  _globals['_REPROCESSOUTCOME']._serialized_start=1929
+  _globals['_REPROCESSOUTCOME']._serialized_end=2107
   _globals['_READWAREHOUSEREQUEST']._serialized_start=130
-  _globals['_READWAREHOUSEREQUEST']._serialized_end=303
-  _globals['_READWAREHOUSERESPONSE']._serialized_start=305
-  _globals['_READWAREHOUSERESPONSE']._serialized_end=347
-  _globals['_GETETLSTATUSREQUEST']._serialized_start=349
-  _globals['_GETETLSTATUSREQUEST']._serialized_end=370
-  _globals['_GETETLSTATUSRESPONSE']._serialized_start=373
-  _globals['_GETETLSTATUSRESPONSE']._serialized_end=728
-  _globals['_PARTITIONLAG']._serialized_start=730
-  _globals['_PARTITIONLAG']._serialized_end=822
-  _globals['_SKIPCOUNT']._serialized_start=824
-  _globals['_SKIPCOUNT']._serialized_end=898
-  _globals['_BATCHINFO']._serialized_start=900
-  _globals['_BATCHINFO']._serialized_end=993
-  _globals['_REPROCESSMATCHREQUEST']._serialized_start=995
-  _globals['_REPROCESSMATCHREQUEST']._serialized_end=1036
-  _globals['_REPROCESSMATCHRESPONSE']._serialized_start=1039
-  _globals['_REPROCESSMATCHRESPONSE']._serialized_end=1368
-  _globals['_ETLSERVICE']._serialized_start=2060
-  _globals['_ETLSERVICE']._serialized_end=2380
+  _globals['_READWAREHOUSEREQUEST']._serialized_end=353
+  _globals['_READWAREHOUSERESPONSE']._serialized_start=355
+  _globals['_READWAREHOUSERESPONSE']._serialized_end=397
+  _globals['_GETETLSTATUSREQUEST']._serialized_start=399
+  _globals['_GETETLSTATUSREQUEST']._serialized_end=420
+  _globals['_GETETLSTATUSRESPONSE']._serialized_start=423
+  _globals['_GETETLSTATUSRESPONSE']._serialized_end=778
+  _globals['_PARTITIONLAG']._serialized_start=780
+  _globals['_PARTITIONLAG']._serialized_end=872
+  _globals['_SKIPCOUNT']._serialized_start=874
+  _globals['_SKIPCOUNT']._serialized_end=948
+  _globals['_BATCHINFO']._serialized_start=950
+  _globals['_BATCHINFO']._serialized_end=1043
+  _globals['_REPROCESSMATCHREQUEST']._serialized_start=1045
+  _globals['_REPROCESSMATCHREQUEST']._serialized_end=1086
+  _globals['_REPROCESSMATCHRESPONSE']._serialized_start=1089
+  _globals['_REPROCESSMATCHRESPONSE']._serialized_end=1418
+  _globals['_ETLSERVICE']._serialized_start=2110
+  _globals['_ETLSERVICE']._serialized_end=2430
 # @@protoc_insertion_point(module_scope)
