@@ -8,7 +8,7 @@ Layout (version v):
     counters:v{v}:patch_{patch}:skill_{b}:hero_{id} -> JSON: one hero's matchups and synergies,
                                                      for consumers that read Redis directly
 A change notice is published on counterpick:snapshot:changed. Keys of a replaced version expire
-after OLD_VERSION_TTL so replicas that are still reading it can finish.
+after OLD_VERSION_TTL_SECONDS so replicas that are still reading it can finish.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ CURRENT_KEY = f"{PREFIX}:current"
 VERSION_COUNTER_KEY = f"{PREFIX}:next_version"
 CHANGED_CHANNEL = f"{PREFIX}:changed"
 RUNS_KEY = "counterpick:model:runs"
-OLD_VERSION_TTL_SECONDS = 3600
+# Replicas swap to a new version within seconds of its notice (or of their next poll, 30 s), so
+# a replaced version is needed only briefly; with a run a minute, a longer life would keep dozens
+# of complete versions in Redis at once.
+OLD_VERSION_TTL_SECONDS = 300
 RUNS_KEPT = 200
 
 

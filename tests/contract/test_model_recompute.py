@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from services.model.recompute import Recomputer, additive_model
 from services.model.repo import SnapshotStore
 from services.model.runtime import ModelRuntime
 from services.model.server import ModelServicer
-from services.model.statistics import Counts
+from services.model.snapshot import ModelSnapshot
+from services.model.statistics import BracketStatistics, Counts
 from services.model.warehouse_counts import PatchBracket, read_counts
+from services.model.winmodel.served import DraftModel
 from tests.contract.test_model_service import draft_table
 from tests.warehouse_drafts import insert_draft_table
 
@@ -363,3 +366,149 @@ async def test_personal_scores_find_the_planted_players_edge(
 
 async def _thread[T](function: Callable[..., T], *args: object) -> T:
     return await asyncio.to_thread(function, *args)
+
+
+class CountingReader:
+    """A warehouse reader that records which reads a run makes."""
+
+    def __init__(self, reader: WarehouseReader) -> None:
+        self._reader = reader
+        self.calls: list[str] = []
+
+    def hero_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        self.calls.append("hero_counts")
+        return self._reader.hero_counts(patch, loaded_after, loaded_until)
+
+    def pair_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        self.calls.append("pair_counts")
+        return self._reader.pair_counts(patch, loaded_after, loaded_until)
+
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        self.calls.append(f"match_drafts {patch}")
+        return self._reader.match_drafts(patch)
+
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        self.calls.append("player_hero_records")
+        return self._reader.player_hero_records(account_id)
+
+    def player_hero_groups(self) -> pa.Table:
+        self.calls.append("player_hero_groups")
+        return self._reader.player_hero_groups()
+
+    def latest_loaded_at(self) -> datetime | None:
+        self.calls.append("latest_loaded_at")
+        return self._reader.latest_loaded_at()
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+async def test_incremental_runs_cost_what_the_new_matches_touch(
+    warehouse: Warehouse, redis_url: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    insert_draft_table(warehouse, draft_table(2_000, "7.39", 1, seed=21))
+    insert_draft_table(warehouse, draft_table(3_000, "7.40", 10_000, seed=22))
+    reader = CountingReader(warehouse)
+    fits: list[str] = []
+
+    def fit(patch: str, statistics: BracketStatistics, drafts: pa.Table) -> DraftModel:
+        fits.append(patch)
+        return replace(additive_model(patch, statistics), version=f"fitted-{patch}-{len(fits)}")
+
+    store = SnapshotStore(redis)
+    recomputer = Recomputer(reader, store, load_constants(), fit_model=fit, min_patch_matches=0)
+    try:
+        first = await recomputer.run(full=True)
+        assert sorted(fits) == ["7.39", "7.40"]
+        assert "player_hero_groups" in reader.calls
+        before = recomputer.snapshot
+        assert before is not None
+
+        # Nothing new: one watermark query, nothing recorded, nothing published.
+        reader.calls.clear()
+        idle = await recomputer.run(skip_unchanged=True)
+        assert (idle.status, idle.mode, idle.snapshot_version) == (
+            "unchanged",
+            "incremental",
+            first.snapshot_version,
+        )
+        assert reader.calls == ["latest_loaded_at"]
+        assert await store.current_version() == first.snapshot_version
+        assert [run.run_id for run in await store.runs()] == [first.run_id]
+
+        # New matches of 7.40 only: counted and published, no refit, 7.39 taken over as it was.
+        insert_draft_table(warehouse, draft_table(500, "7.40", 50_000, seed=23))
+        reader.calls.clear()
+        fresh = await recomputer.run(skip_unchanged=True)
+        assert (fresh.status, fresh.matches_used) == ("succeeded", 5_500)
+        assert reader.calls == ["latest_loaded_at", "hero_counts", "pair_counts"]
+        assert len(fits) == 2
+        after = await store.load()
+        assert after is not None
+        assert after.version == fresh.snapshot_version
+        assert after.matches("7.40") == 3_500
+        assert after.patches["7.40"].model.version == before.patches["7.40"].model.version
+        assert recomputer.snapshot is not None
+        assert recomputer.snapshot.patches["7.39"] is before.patches["7.39"]
+        assert after.pas_prior_weight == pytest.approx(before.pas_prior_weight)
+
+        # A patch first seen by an incremental run gets its model fitted then.
+        insert_draft_table(warehouse, draft_table(300, "7.41", 60_000, seed=24))
+        await recomputer.run(skip_unchanged=True)
+        assert fits[2:] == ["7.41"]
+        assert recomputer.snapshot is not None
+        assert recomputer.snapshot.current_patch == "7.41"
+    finally:
+        await redis.aclose()
+        warehouse.close()
+
+
+async def test_the_schedule_serves_a_stored_match_within_its_interval(
+    warehouse: Warehouse, redis_url: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    insert_draft_table(warehouse, draft_table(2_000, "7.40", 1, seed=31))
+    runtime = ModelRuntime(
+        constants=load_constants(),
+        redis=redis,
+        source=warehouse,
+        recompute_interval_seconds=0.2,
+        full_recompute_seconds=3600,
+    )
+    try:
+        await runtime.start()
+        first = await _served(runtime, 2_000)
+        insert_draft_table(warehouse, draft_table(100, "7.40", 20_000, seed=32))
+        second = await _served(runtime, 2_100)
+        assert second.version > first.version
+        runs = await runtime.store.runs()
+        # One full run, then one incremental for the new matches; idle runs are not recorded.
+        assert [run.mode for run in runs] == ["incremental", "full"]
+        assert all(run.status == "succeeded" for run in runs)
+    finally:
+        await runtime.stop()
+        await redis.aclose()
+
+
+async def _served(runtime: ModelRuntime, matches: int) -> ModelSnapshot:
+    """The snapshot the runtime serves once it counts `matches` in 7.40 (60 s at most: a loaded
+    machine may take a while for the first full run)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        snapshot = runtime.snapshot
+        if snapshot is not None and snapshot.matches("7.40") == matches:
+            return snapshot
+        await asyncio.sleep(0.1)
+    served = runtime.snapshot.matches("7.40") if runtime.snapshot else None
+    raise AssertionError(f"{matches} matches not served within 60 s (serving {served})")
