@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.common.config import ServiceSettings
 from services.common.server import GrpcServer
@@ -14,9 +14,13 @@ from services.common.server import GrpcServer
 
 async def _check(channel: grpc.aio.Channel, service: str) -> grpc.StatusCode:
     """The status of one Health/Check call naming `service`."""
-    stub = health_pb2_grpc.HealthStub(channel)
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
     try:
-        await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        await check(health_pb2.HealthCheckRequest(service=service), timeout=10)
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
@@ -53,7 +57,11 @@ async def test_calls_beyond_the_concurrency_limit_are_refused() -> None:
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            watch = channel.unary_stream(
+                "/grpc.health.v1.Health/Watch",
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )(health_pb2.HealthCheckRequest())
             first = await watch.read()
             assert isinstance(first, health_pb2.HealthCheckResponse)
             # The open stream holds the only slot.
