@@ -46,6 +46,14 @@ class Session:
     family_id: str
 
 
+@dataclass(frozen=True)
+class Grants:
+    """What a user may do now: the roles and tier a new access token carries."""
+
+    roles: tuple[str, ...]
+    tier: str
+
+
 class RefreshTokenStore:
     """Refresh-token families: issue, rotate (single use, reuse = theft), revoke."""
 
@@ -79,9 +87,11 @@ class RefreshTokenStore:
         return secret, expires
 
     async def rotate(
-        self, presented: ParsedRefreshToken, now: datetime
+        self, presented: ParsedRefreshToken, now: datetime, grants: Grants | None
     ) -> tuple[Session, RefreshSecret, datetime]:
-        """Use up the presented token and issue its successor in the same family."""
+        """Use up the presented token and issue its successor in the same family, with the
+        user's current `grants` (the caller looked them up for the token's user; None when the
+        token was not usable then, which it cannot have become since)."""
         reused = False
         async with self._pool.acquire() as connection:
             async with connection.transaction():
@@ -104,7 +114,7 @@ class RefreshTokenStore:
                     )
                     reused = True
                 else:
-                    result = await self._use(connection, row, now)
+                    result = await self._use(connection, row, now, grants)
             if reused:
                 raise TokenReused(
                     "this refresh token was already used; every session of this login is "
@@ -113,11 +123,21 @@ class RefreshTokenStore:
         return result
 
     async def _use(
-        self, connection: asyncpg.Connection, row: asyncpg.Record, now: datetime
+        self,
+        connection: asyncpg.Connection,
+        row: asyncpg.Record,
+        now: datetime,
+        grants: Grants | None,
     ) -> tuple[Session, RefreshSecret, datetime]:
-        """Mark a valid, unused token used and issue its successor (inside the transaction)."""
+        """Mark a valid, unused token used and issue its successor (inside the transaction).
+
+        The successor carries the current grants, not the old token's: a demotion or a tier
+        change takes effect at the next refresh instead of lasting as long as the family.
+        """
         if row["expires_at"] <= now:
             raise TokenExpired("the refresh token has expired; sign in again")
+        if grants is None:
+            raise TokenInvalid("the refresh token is not valid")
         await connection.execute(
             f"UPDATE {TOKENS} SET used_at = $2 WHERE token_id = $1",
             row["token_id"],
@@ -126,8 +146,8 @@ class RefreshTokenStore:
         session = Session(
             user_id=row["user_id"],
             steamid64=row["steamid64"],
-            roles=tuple(row["roles"]),
-            tier=row["tier"],
+            roles=grants.roles,
+            tier=grants.tier,
             family_id=str(row["family_id"]),
         )
         secret, expires = await self._insert(connection, session, now)

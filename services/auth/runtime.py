@@ -19,13 +19,20 @@ from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
 from services.auth import openid
 from services.auth.config import AuthSettings
 from services.auth.keys import KeyRing
-from services.auth.repo import LoginStateStore, RefreshTokenStore, Session, migrate, utc_now
+from services.auth.repo import (
+    Grants,
+    LoginStateStore,
+    RefreshTokenStore,
+    Session,
+    migrate,
+    utc_now,
+)
 from services.auth.tokens import AccessToken, issue_access_token
 from services.common.channels import open_channel
 from services.common.errors import DependencyUnavailable
 from services.common.rate_limit import Quota, RateLimiter
 from services.common.stores import Stores
-from services.common.tokens import KeySet, TokenVerifier
+from services.common.tokens import KeySet, TokenInvalid, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,31 @@ class AuthRuntime:
             await self._http.aclose()
         if self._user_channel is not None:
             await self._user_channel.close()
+
+    def roles_of(self, steamid64: int) -> tuple[str, ...]:
+        """The roles of a Steam account now (admins are configured in AUTH_ADMIN_STEAMIDS)."""
+        admin = steamid64 in self.settings.admin_steamids()
+        return ("user", "admin") if admin else ("user",)
+
+    async def current_grants(self, session: Session) -> Grants:
+        """The roles and tier the session's user holds now: roles from the configuration, the
+        tier from the user service (its subscription may have changed since the last token)."""
+        assert self._user_channel is not None
+        stub = user_grpc.UserServiceStub(self._user_channel)
+        try:
+            response = await stub.GetSubscription(
+                user_pb.GetSubscriptionRequest(user_id=session.user_id),
+                metadata=(("authorization", f"Bearer {self.service_token()}"),),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise TokenInvalid("the account of this refresh token no longer exists") from error
+            raise DependencyUnavailable(
+                "user", f"the user service could not say the current tier: {error.details()}"
+            ) from error
+        tier = _TIERS.get(response.subscription.tier, "free")
+        return Grants(self.roles_of(session.steamid64), tier)
 
     async def limit(self, kind: str, key: str) -> None:
         """Count one call against the per-minute quota of `kind` (login or refresh)."""
