@@ -1,5 +1,6 @@
-"""Storage adapters of the auth service: refresh-token families in PostgreSQL, login states and
-seen nonces in Redis."""
+"""Storage adapters of the auth service: refresh-token families in PostgreSQL (pruned by the
+runtime once unusable), login states and seen nonces in Redis (expiring by TTL, a login state
+also deleted when used)."""
 
 from __future__ import annotations
 
@@ -222,6 +223,25 @@ class RefreshTokenStore:
             str(row["family_id"]),
         )
         return session, row["issued_at"], row["expires_at"]
+
+    async def prune(self, now: datetime, revoked_before: datetime) -> tuple[int, int]:
+        """Delete what can never be used again; returns (refresh tokens, denied access tokens).
+
+        A family goes whole, once every token of it has expired or it was revoked before
+        `revoked_before`: a used token must stay while its family lives, or presenting it again
+        would no longer be recognised as reuse. Denied access tokens go once expired, when
+        their signature check refuses them anyway.
+        """
+        async with self._pool.acquire() as connection:
+            tokens = await connection.execute(
+                f"DELETE FROM {TOKENS} WHERE family_id IN (SELECT family_id FROM {TOKENS} "
+                "GROUP BY family_id HAVING max(expires_at) <= $1 "
+                "OR bool_and(revoked_at IS NOT NULL AND revoked_at < $2))",
+                now,
+                revoked_before,
+            )
+            denied = await connection.execute(f"DELETE FROM {DENIED} WHERE expires_at <= $1", now)
+        return _affected(tokens), _affected(denied)
 
 
 def _affected(status: str) -> int:
