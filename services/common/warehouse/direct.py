@@ -10,7 +10,11 @@ async callers run them in a thread.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Self
 
 import clickhouse_connect
@@ -124,6 +128,32 @@ GROUP BY account_id, hero_id, patch, skill_bracket
 """
 
 
+class ReadKind(StrEnum):
+    """The fixed read queries of the warehouse (the methods of ClickHouseReader by name)."""
+
+    HERO_COUNTS = "hero_counts"
+    PAIR_COUNTS = "pair_counts"
+    MATCH_DRAFTS = "match_drafts"
+    PLAYER_HERO_RECORDS = "player_hero_records"
+    PLAYER_HERO_GROUPS = "player_hero_groups"
+    LATEST_LOADED_AT = "latest_loaded_at"
+
+
+@dataclass(frozen=True)
+class WarehouseRead:
+    """One read query with its arguments, as ClickHouseReader.open_read runs it."""
+
+    kind: ReadKind
+    patch: str | None = None
+    loaded_after: datetime | None = None
+    loaded_until: datetime | None = None
+    account_id: int = 0
+
+
+# Strings as Arrow strings (not binary), as query_arrow asks for them.
+_ARROW_SETTINGS = {"output_format_arrow_string_as_string": 1}
+
+
 class ClickHouseReader:
     """The warehouse reads over one clickhouse-connect client; thread-safe for one process."""
 
@@ -186,6 +216,32 @@ class ClickHouseReader:
         with self._lock:
             return self._client.query_arrow(_PLAYER_GROUPS_SQL)
 
+    @contextmanager
+    def open_read(self, read: WarehouseRead) -> Iterator[pa.RecordBatchReader]:
+        """The result of one read as record batches, decoded as they are read, for a caller
+        that passes them on (ReadWarehouse) without holding the whole result.
+
+        The warehouse is locked until the context exits: consume promptly. A ClickHouse server
+        streams blocks as it computes them; embedded chdb hands over its whole Arrow output at
+        once, which is still decoded batch by batch.
+        """
+        if read.kind is ReadKind.LATEST_LOADED_AT:
+            table = pa.table(
+                {"loaded_at": pa.array([self.latest_loaded_at()], pa.timestamp("ms", "UTC"))}
+            )
+            yield pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+            return
+        sql, parameters = _read_sql(read)
+        with self._lock:
+            raw = self._client.raw_stream(
+                sql, parameters=parameters, settings=_ARROW_SETTINGS, fmt="ArrowStream"
+            )
+            try:
+                with pa.ipc.open_stream(raw) as reader:
+                    yield reader
+            finally:
+                raw.close()
+
     def latest_loaded_at(self) -> datetime | None:
         """When the newest stored match was loaded: the watermark of an incremental count."""
         with self._lock:
@@ -204,6 +260,25 @@ class ClickHouseReader:
         where, parameters = _filters(patch, loaded_after, loaded_until)
         with self._lock:
             return self._client.query_arrow(sql.format(where=where), parameters=parameters)
+
+
+def _read_sql(read: WarehouseRead) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of one read (every kind but LATEST_LOADED_AT)."""
+    if read.kind is ReadKind.PLAYER_HERO_RECORDS:
+        return _PLAYER_RECORDS_SQL, {"account_id": read.account_id}
+    if read.kind is ReadKind.PLAYER_HERO_GROUPS:
+        return _PLAYER_GROUPS_SQL, {}
+    if read.kind is ReadKind.MATCH_DRAFTS:
+        where, parameters = _filters(read.patch, None, None)
+        return _MATCH_DRAFTS_SQL.format(where=where), parameters
+    if read.kind is ReadKind.HERO_COUNTS:
+        sql = _HERO_COUNTS_SQL
+    elif read.kind is ReadKind.PAIR_COUNTS:
+        sql = _PAIR_COUNTS_SQL if read.loaded_after is None else _PAIR_DELTA_SQL
+    else:
+        raise ValueError(f"no SQL for {read.kind}")
+    where, parameters = _filters(read.patch, read.loaded_after, read.loaded_until)
+    return sql.format(where=where), parameters
 
 
 def _filters(
