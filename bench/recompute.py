@@ -127,18 +127,24 @@ class TimedWarehouse:
         self.pair = Timer()
 
     def hero_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
         """Warehouse.hero_counts, timed."""
-        table, spent = timed(self.warehouse.hero_counts, patch, loaded_after)
+        table, spent = timed(self.warehouse.hero_counts, patch, loaded_after, loaded_until)
         self.hero.add(spent)
         return table
 
     def pair_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
         """Warehouse.pair_counts, timed."""
-        table, spent = timed(self.warehouse.pair_counts, patch, loaded_after)
+        table, spent = timed(self.warehouse.pair_counts, patch, loaded_after, loaded_until)
         self.pair.add(spent)
         return table
 

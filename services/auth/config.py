@@ -50,6 +50,11 @@ class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
     # once; repeats are retries or an attacker replaying it.
     auth_refresh_calls_per_minute: int = Field(default=10, ge=1)
 
+    # How often expired refresh-token families and expired access-token denials are deleted.
+    auth_prune_interval_seconds: float = Field(default=3600.0, gt=0)
+    # A revoked family is kept this long after revocation (for audits), then deleted.
+    auth_revoked_retention_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+
     @model_validator(mode="after")
     def _no_generated_keys_in_production(self) -> Self:
         if self.environment == "prod" and self.auth_generate_key:

@@ -1,5 +1,6 @@
-"""Storage adapters of the auth service: refresh-token families in PostgreSQL, login states and
-seen nonces in Redis."""
+"""Storage adapters of the auth service: refresh-token families in PostgreSQL (pruned by the
+runtime once unusable), login states and seen nonces in Redis (expiring by TTL, a login state
+also deleted when used)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ class Session:
     family_id: str
 
 
+@dataclass(frozen=True)
+class Grants:
+    """What a user may do now: the roles and tier a new access token carries."""
+
+    roles: tuple[str, ...]
+    tier: str
+
+
 class RefreshTokenStore:
     """Refresh-token families: issue, rotate (single use, reuse = theft), revoke."""
 
@@ -79,9 +88,11 @@ class RefreshTokenStore:
         return secret, expires
 
     async def rotate(
-        self, presented: ParsedRefreshToken, now: datetime
+        self, presented: ParsedRefreshToken, now: datetime, grants: Grants | None
     ) -> tuple[Session, RefreshSecret, datetime]:
-        """Use up the presented token and issue its successor in the same family."""
+        """Use up the presented token and issue its successor in the same family, with the
+        user's current `grants` (the caller looked them up for the token's user; None when the
+        token was not usable then, which it cannot have become since)."""
         reused = False
         async with self._pool.acquire() as connection:
             async with connection.transaction():
@@ -104,7 +115,7 @@ class RefreshTokenStore:
                     )
                     reused = True
                 else:
-                    result = await self._use(connection, row, now)
+                    result = await self._use(connection, row, now, grants)
             if reused:
                 raise TokenReused(
                     "this refresh token was already used; every session of this login is "
@@ -113,11 +124,21 @@ class RefreshTokenStore:
         return result
 
     async def _use(
-        self, connection: asyncpg.Connection, row: asyncpg.Record, now: datetime
+        self,
+        connection: asyncpg.Connection,
+        row: asyncpg.Record,
+        now: datetime,
+        grants: Grants | None,
     ) -> tuple[Session, RefreshSecret, datetime]:
-        """Mark a valid, unused token used and issue its successor (inside the transaction)."""
+        """Mark a valid, unused token used and issue its successor (inside the transaction).
+
+        The successor carries the current grants, not the old token's: a demotion or a tier
+        change takes effect at the next refresh instead of lasting as long as the family.
+        """
         if row["expires_at"] <= now:
             raise TokenExpired("the refresh token has expired; sign in again")
+        if grants is None:
+            raise TokenInvalid("the refresh token is not valid")
         await connection.execute(
             f"UPDATE {TOKENS} SET used_at = $2 WHERE token_id = $1",
             row["token_id"],
@@ -126,8 +147,8 @@ class RefreshTokenStore:
         session = Session(
             user_id=row["user_id"],
             steamid64=row["steamid64"],
-            roles=tuple(row["roles"]),
-            tier=row["tier"],
+            roles=grants.roles,
+            tier=grants.tier,
             family_id=str(row["family_id"]),
         )
         secret, expires = await self._insert(connection, session, now)
@@ -202,6 +223,25 @@ class RefreshTokenStore:
             str(row["family_id"]),
         )
         return session, row["issued_at"], row["expires_at"]
+
+    async def prune(self, now: datetime, revoked_before: datetime) -> tuple[int, int]:
+        """Delete what can never be used again; returns (refresh tokens, denied access tokens).
+
+        A family goes whole, once every token of it has expired or it was revoked before
+        `revoked_before`: a used token must stay while its family lives, or presenting it again
+        would no longer be recognised as reuse. Denied access tokens go once expired, when
+        their signature check refuses them anyway.
+        """
+        async with self._pool.acquire() as connection:
+            tokens = await connection.execute(
+                f"DELETE FROM {TOKENS} WHERE family_id IN (SELECT family_id FROM {TOKENS} "
+                "GROUP BY family_id HAVING max(expires_at) <= $1 "
+                "OR bool_and(revoked_at IS NOT NULL AND revoked_at < $2))",
+                now,
+                revoked_before,
+            )
+            denied = await connection.execute(f"DELETE FROM {DENIED} WHERE expires_at <= $1", now)
+        return _affected(tokens), _affected(denied)
 
 
 def _affected(status: str) -> int:

@@ -1,4 +1,5 @@
-"""What the auth RPCs run on: signing keys, token and login stores, the Steam and user clients.
+"""What the auth RPCs run on: signing keys, token and login stores, the Steam and user clients,
+and the job that prunes unusable refresh tokens.
 
 Built once per server, started after the shared stores open and stopped before they close.
 """
@@ -6,6 +7,7 @@ Built once per server, started after the shared stores open and stopped before t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,13 +21,20 @@ from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
 from services.auth import openid
 from services.auth.config import AuthSettings
 from services.auth.keys import KeyRing
-from services.auth.repo import LoginStateStore, RefreshTokenStore, Session, migrate, utc_now
+from services.auth.repo import (
+    Grants,
+    LoginStateStore,
+    RefreshTokenStore,
+    Session,
+    migrate,
+    utc_now,
+)
 from services.auth.tokens import AccessToken, issue_access_token
 from services.common.channels import open_channel
 from services.common.errors import DependencyUnavailable
 from services.common.rate_limit import Quota, RateLimiter
 from services.common.stores import Stores
-from services.common.tokens import KeySet, TokenVerifier
+from services.common.tokens import KeySet, TokenInvalid, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,7 @@ class AuthRuntime:
         self._http: httpx.AsyncClient | None = None
         self.limiter: RateLimiter | None = None
         self._user_channel: grpc.aio.Channel | None = None
+        self._prune_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load keys, migrate the token tables, open the clients."""
@@ -90,13 +100,66 @@ class AuthRuntime:
         self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
         self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
         self._user_channel = open_channel(settings.user_addr)
+        self._prune_task = asyncio.create_task(self._prune_periodically(), name="auth-prune")
 
     async def stop(self) -> None:
-        """Close the clients."""
+        """Stop the prune job, close the clients."""
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prune_task
         if self._http is not None:
             await self._http.aclose()
         if self._user_channel is not None:
             await self._user_channel.close()
+
+    async def prune(self, now: datetime) -> tuple[int, int]:
+        """Delete unusable refresh-token families and expired access-token denials now."""
+        assert self.refresh is not None
+        retention = timedelta(seconds=self.settings.auth_revoked_retention_seconds)
+        return await self.refresh.prune(now, now - retention)
+
+    async def _prune_periodically(self) -> None:
+        """Without it every login and refresh adds rows for ever; the first pass runs at start."""
+        while True:
+            try:
+                tokens, denied = await self.prune(utc_now())
+                if tokens or denied:
+                    log.info(
+                        "pruned unusable tokens",
+                        extra={"fields": {"refresh_tokens": tokens, "denied_access": denied}},
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # PostgreSQL briefly away: the next pass catches up.
+                log.warning("pruning tokens failed: %s", error)
+            await asyncio.sleep(self.settings.auth_prune_interval_seconds)
+
+    def roles_of(self, steamid64: int) -> tuple[str, ...]:
+        """The roles of a Steam account now (admins are configured in AUTH_ADMIN_STEAMIDS)."""
+        admin = steamid64 in self.settings.admin_steamids()
+        return ("user", "admin") if admin else ("user",)
+
+    async def current_grants(self, session: Session) -> Grants:
+        """The roles and tier the session's user holds now: roles from the configuration, the
+        tier from the user service (its subscription may have changed since the last token)."""
+        assert self._user_channel is not None
+        stub = user_grpc.UserServiceStub(self._user_channel)
+        try:
+            response = await stub.GetSubscription(
+                user_pb.GetSubscriptionRequest(user_id=session.user_id),
+                metadata=(("authorization", f"Bearer {self.service_token()}"),),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise TokenInvalid("the account of this refresh token no longer exists") from error
+            raise DependencyUnavailable(
+                "user", f"the user service could not say the current tier: {error.details()}"
+            ) from error
+        tier = _TIERS.get(response.subscription.tier, "free")
+        return Grants(self.roles_of(session.steamid64), tier)
 
     async def limit(self, kind: str, key: str) -> None:
         """Count one call against the per-minute quota of `kind` (login or refresh)."""

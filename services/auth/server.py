@@ -89,11 +89,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         if not await runtime.steam_confirms(params):
             raise openid.LoginFailed("Steam did not confirm the assertion")
         user_id, tier, created = await runtime.upsert_user(assertion.steamid64)
-        admin = assertion.steamid64 in runtime.settings.admin_steamids()
         session = Session(
             user_id=user_id,
             steamid64=assertion.steamid64,
-            roles=("user", "admin") if admin else ("user",),
+            roles=runtime.roles_of(assertion.steamid64),
             tier=tier,
             family_id=str(uuid.uuid4()),
         )
@@ -118,7 +117,11 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             raise TokenInvalid("this is not a refresh token")
         await runtime.limit("refresh", f"token:{presented.token_id}")
         now = utc_now()
-        session, secret, expires = await runtime.refresh.rotate(presented, now)
+        # The new access token carries what the user may do now, not what the old one said.
+        # Looked up before the rotation, so a user service outage does not use up the token.
+        usable = await runtime.refresh.refresh_token_state(presented, now)
+        grants = await runtime.current_grants(usable[0]) if usable is not None else None
+        session, secret, expires = await runtime.refresh.rotate(presented, now, grants)
         return pb.RefreshTokenResponse(
             tokens=_token_pair(runtime.issue(session, now, secret.token, expires))
         )

@@ -66,6 +66,14 @@ class ServiceSettings(CommonSettings):
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300)
     # How long start-up waits for a store that is still booting before refusing to start.
     store_wait_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Calls in progress at once, open streams included; more are refused with RESOURCE_EXHAUSTED
+    # instead of queueing without bound. Sized for long-lived streams (WatchDraft, Health/Watch).
+    grpc_max_concurrent_rpcs: int = Field(default=1000, ge=1)
+    # Largest message a call may send us and we send back, in bytes. Requests are small; the
+    # largest responses (ReadWarehouse chunks, 1 MiB) stay well under, and gRPC clients refuse
+    # anything over 4 MiB by default anyway.
+    grpc_max_receive_message_bytes: int = Field(default=4 << 20, ge=1024)
+    grpc_max_send_message_bytes: int = Field(default=4 << 20, ge=1024)
 
 
 class KafkaSettings(BaseSettings):

@@ -1,4 +1,5 @@
-"""The grpc.aio server bootstrap every service runs: health, reflection, tracing, errors, metrics.
+"""The grpc.aio server bootstrap every service runs: health, reflection, tracing, errors, metrics,
+and the limits of what one process takes in (calls in flight, message sizes).
 
 A service hands `GrpcServer` its registrations (the servicer plus the generated `add_*_to_server`)
 and its own start/stop hooks; this module owns the rest of the life cycle: bind, SERVING health
@@ -105,10 +106,17 @@ class GrpcServer:
         if self.verifier is not None:
             # Innermost: its UNAUTHENTICATED is raised inside the handler StatusInterceptor wraps.
             interceptors.append(AuthInterceptor(self.verifier))
+        settings = self.settings
         server = grpc.aio.server(
             # Tracing outermost, so the span covers the status the inner interceptor sets.
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", settings.grpc_max_receive_message_bytes),
+                ("grpc.max_send_message_length", settings.grpc_max_send_message_bytes),
+            ],
+            # Bounded work in flight: past it a call fails fast with RESOURCE_EXHAUSTED.
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

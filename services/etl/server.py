@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Generator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 
-import pyarrow as pa
 from aiokafka.errors import KafkaError
 
 from counterpick.etl.v1 import etl_service_pb2 as pb
@@ -21,6 +21,8 @@ from services.common.errors import CounterpickError, DependencyUnavailable, Inva
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
+from services.common.warehouse.direct import ReadKind, WarehouseRead
+from services.common.warehouse.ipc import ipc_chunks
 from services.etl import dead_letters
 from services.etl.config import EtlSettings
 from services.etl.dead_letter_topic import DeadLetterTopicError, reason_name, reason_number
@@ -125,15 +127,14 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         warehouse = self._runtime.warehouse
         if warehouse is None:
             raise DependencyUnavailable("clickhouse", "the warehouse is not open yet")
-        read = _warehouse_read(warehouse, request)
+        read = _warehouse_read(request)
         try:
-            table = await asyncio.to_thread(read)
+            async for chunk in _in_thread(_read_chunks(warehouse, read)):
+                yield pb.ReadWarehouseResponse(arrow_ipc=chunk)
         except CounterpickError:
             raise
         except Exception as error:
             raise DependencyUnavailable("clickhouse", f"warehouse query failed: {error}") from error
-        for chunk in arrow_chunks(table):
-            yield pb.ReadWarehouseResponse(arrow_ipc=chunk)
 
     async def ReprocessMatch(
         self, request: pb.ReprocessMatchRequest, context: Any
@@ -260,44 +261,65 @@ def _entry(letter: dead_letters.Letter) -> pb.DeadLetterEntry:
     return entry
 
 
-ARROW_CHUNK_BYTES = 1 << 20
+def _read_chunks(warehouse: Warehouse, read: WarehouseRead) -> Generator[bytes]:
+    """The read's result as Arrow IPC chunks, encoded batch by batch as the warehouse yields
+    them, so a large result never sits in memory whole."""
+    with warehouse.open_read(read) as reader:
+        yield from ipc_chunks(reader)
 
 
-def arrow_chunks(table: pa.Table) -> Iterator[bytes]:
-    """The table as one Arrow IPC stream, cut into messages well under gRPC's 4 MB limit."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    data = sink.getvalue().to_pybytes()
-    for start in range(0, len(data), ARROW_CHUNK_BYTES):
-        yield data[start : start + ARROW_CHUNK_BYTES]
+async def _in_thread[T](items: Generator[T]) -> AsyncIterator[T]:
+    """The items of a blocking generator, each produced in one thread of its own while the event
+    loop serves other calls; the next item is produced only when this one was sent, so a slow
+    client holds back the read instead of piling chunks up in memory."""
+    loop = asyncio.get_running_loop()
+    # One thread for every step and the close, so the generator never runs in two at once.
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-warehouse")
+    done = object()
+    try:
+        while True:
+            item = await loop.run_in_executor(thread, next, items, done)
+            if item is done:
+                return
+            yield cast(T, item)
+    finally:
+        # After a step still running (the call was cancelled), not during it: the close releases
+        # the query and the warehouse lock.
+        thread.submit(items.close)
+        thread.shutdown(wait=False)
 
 
-def _warehouse_read(
-    warehouse: Warehouse, request: pb.ReadWarehouseRequest
-) -> Callable[[], pa.Table]:
-    patch = request.patch if request.HasField("patch") else None
-    after = (
-        request.loaded_after.ToDatetime(tzinfo=UTC) if request.HasField("loaded_after") else None
+_READ_KINDS = {
+    pb.WAREHOUSE_QUERY_HERO_COUNTS: ReadKind.HERO_COUNTS,
+    pb.WAREHOUSE_QUERY_PAIR_COUNTS: ReadKind.PAIR_COUNTS,
+    pb.WAREHOUSE_QUERY_MATCH_DRAFTS: ReadKind.MATCH_DRAFTS,
+    pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS: ReadKind.PLAYER_HERO_RECORDS,
+    pb.WAREHOUSE_QUERY_PLAYER_HERO_GROUPS: ReadKind.PLAYER_HERO_GROUPS,
+    pb.WAREHOUSE_QUERY_LATEST_LOADED_AT: ReadKind.LATEST_LOADED_AT,
+}
+
+
+def _warehouse_read(request: pb.ReadWarehouseRequest) -> WarehouseRead:
+    kind = _READ_KINDS.get(request.query)
+    if kind is None:
+        raise InvalidArgument("query must be a known WarehouseQuery", field="query")
+    if kind is ReadKind.PLAYER_HERO_RECORDS and request.account_id == 0:
+        raise InvalidArgument("account_id is required for this query", field="account_id")
+    return WarehouseRead(
+        kind=kind,
+        patch=request.patch if request.HasField("patch") else None,
+        loaded_after=(
+            request.loaded_after.ToDatetime(tzinfo=UTC)
+            if request.HasField("loaded_after")
+            else None
+        ),
+        loaded_until=(
+            request.loaded_until.ToDatetime(tzinfo=UTC)
+            if request.HasField("loaded_until")
+            else None
+        ),
+        account_id=request.account_id,
     )
-    query = request.query
-    if query == pb.WAREHOUSE_QUERY_HERO_COUNTS:
-        return lambda: warehouse.hero_counts(patch, after)
-    if query == pb.WAREHOUSE_QUERY_PAIR_COUNTS:
-        return lambda: warehouse.pair_counts(patch, after)
-    if query == pb.WAREHOUSE_QUERY_MATCH_DRAFTS:
-        return lambda: warehouse.match_drafts(patch)
-    if query == pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS:
-        if request.account_id == 0:
-            raise InvalidArgument("account_id is required for this query", field="account_id")
-        return lambda: warehouse.player_hero_records(request.account_id)
-    if query == pb.WAREHOUSE_QUERY_PLAYER_HERO_GROUPS:
-        return warehouse.player_hero_groups
-    if query == pb.WAREHOUSE_QUERY_LATEST_LOADED_AT:
-        return lambda: pa.table(
-            {"loaded_at": pa.array([warehouse.latest_loaded_at()], pa.timestamp("ms", "UTC"))}
-        )
-    raise InvalidArgument("query must be a known WarehouseQuery", field="query")
 
 
 def build_server(settings: EtlSettings) -> GrpcServer:

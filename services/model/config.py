@@ -23,9 +23,13 @@ class ModelSettings(ServiceSettings, RedisSettings, TokenSettings):
     # read through the etl service, which owns the embedded engine's directory.
     model_warehouse_dsn: str | None = Field(default=None, pattern=r"^(chdb|https?|clickhouse)://")
     # Scheduled recompute period; 0 turns the schedule off (Recompute RPC and CLI still work).
-    model_recompute_interval_seconds: float = Field(default=900.0, ge=0)
-    # Every this many scheduled runs is a full recount instead of an incremental one.
-    model_full_recompute_every: int = Field(default=24, ge=1)
+    # Scheduled runs are incremental: one tiny watermark query when nothing was stored, else
+    # counts of the new matches only, so a stored match is served within about this period.
+    model_recompute_interval_seconds: float = Field(default=60.0, ge=0)
+    # How often a scheduled run is a full recount instead, which also refits the win models
+    # (seconds per patch) and the personal-score prior, and repairs what incremental counting
+    # cannot see (a re-inserted match whose older copy a merge removed).
+    model_full_recompute_seconds: float = Field(default=3600.0, gt=0)
     # How often a replica re-reads the snapshot pointer, in case a change notice was missed.
     model_snapshot_poll_seconds: float = Field(default=30.0, gt=0)
     # How long a player's personal scores are cached in Redis.

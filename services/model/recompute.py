@@ -1,8 +1,10 @@
 """A recompute run: counts from the warehouse -> statistics -> win models -> a published snapshot.
 
-Full runs recount everything; incremental runs count only the matches stored since the previous
-run's watermark and add them to the counts kept in memory, so the cost follows the new matches,
-not the history. Every run is recorded (start, end, matches, coverage, quality, status).
+Full runs recount everything and refit the win models; incremental runs count only the matches
+stored since the previous run's watermark, add them to the counts kept in memory and rebuild the
+statistics of the patches they touch, so the cost follows the new matches, not the history, and
+can run every minute. Every run that reads counts is recorded (start, end, matches, coverage,
+quality, status); a scheduled incremental run that finds no new match records nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 # weigh this many matches: a day-old patch answers from mostly old data and says so.
 MIN_PATCH_MATCHES = 20_000
 CALIBRATION_POINTS = 121
+# Version prefix of the statistics-derived model (additive_model).
+ADDITIVE_PREFIX = "additive-"
 
 ModelFitter = Callable[[str, BracketStatistics, pa.Table], DraftModel]
 Progress = Callable[[str, float], None]
@@ -75,7 +79,7 @@ def additive_model(patch: str, statistics: BracketStatistics) -> DraftModel:
     matchup: FloatArray = (matchup_raw - matchup_raw.T) / 2.0  # exactly antisymmetric
     grid: FloatArray = np.linspace(-6.0, 6.0, CALIBRATION_POINTS)
     return DraftModel(
-        version=f"additive-{patch}-{statistics.matches}",
+        version=f"{ADDITIVE_PREFIX}{patch}-{statistics.matches}",
         bias=0.0,
         hero_weight=hero_weight,
         synergy=synergy,
@@ -154,7 +158,8 @@ def _heroes(column: pa.ChunkedArray) -> np.ndarray:
 
 @dataclass
 class Recomputer:
-    """Owns the counts between runs so incremental runs can add to them."""
+    """Owns the counts and the last published snapshot between runs, so incremental runs add to
+    the counts and rebuild only what the new matches changed."""
 
     source: WarehouseReader
     publisher: Publisher
@@ -163,6 +168,7 @@ class Recomputer:
     min_patch_matches: int = MIN_PATCH_MATCHES
     counts: dict[PatchBracket, Counts] = field(default_factory=dict)
     watermark: datetime | None = None
+    snapshot: ModelSnapshot | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -171,13 +177,48 @@ class Recomputer:
         return self.constants.hero_slots
 
     async def run(
-        self, *, full: bool = False, patch: str | None = None, progress: Progress | None = None
+        self,
+        *,
+        full: bool = False,
+        patch: str | None = None,
+        progress: Progress | None = None,
+        skip_unchanged: bool = False,
     ) -> RunRecord:
-        """One run; full when asked or when there are no counts yet to add to."""
-        async with self._lock:
-            return await self._run(full or not self.counts, patch, progress or _quiet)
+        """One run; full when asked or when there is nothing yet to add to.
 
-    async def _run(self, full: bool, patch: str | None, progress: Progress) -> RunRecord:
+        A full run recounts every match, refits the win models and the personal-score prior.
+        An incremental run adds the matches stored since the previous run to the counts and
+        rebuilds the statistics of the patches they touch, keeping the fitted models and prior
+        (refitting takes seconds per patch; the next full run does it). With `skip_unchanged`,
+        an incremental run that finds no new match ends after the watermark query: it records
+        and publishes nothing and says "unchanged".
+        """
+        async with self._lock:
+            full = full or not self.counts or self.watermark is None or self.snapshot is None
+            progress = progress or _quiet
+            progress("counting in the warehouse", 0.05)
+            # Read once and bound every count of the run by it: matches stored while the run
+            # reads are left to the next run, never counted by one query and not the other.
+            watermark = await asyncio.to_thread(self.source.latest_loaded_at)
+            if not full and skip_unchanged and watermark == self.watermark:
+                progress("done", 1.0)
+                return self._unchanged()
+            return await self._run(full, watermark, progress)
+
+    def _unchanged(self) -> RunRecord:
+        now = time.time()
+        return RunRecord(
+            run_id=uuid.uuid4().hex[:12],
+            started_at=now,
+            finished_at=now,
+            status="unchanged",
+            mode="incremental",
+            matches_used=_matches(self.counts),
+            coverage={},
+            snapshot_version=self.snapshot.version if self.snapshot else None,
+        )
+
+    async def _run(self, full: bool, watermark: datetime | None, progress: Progress) -> RunRecord:
         run = RunRecord(
             run_id=uuid.uuid4().hex[:12],
             started_at=time.time(),
@@ -189,32 +230,41 @@ class Recomputer:
         )
         await self.publisher.record_run(run)
         try:
-            progress("counting in the warehouse", 0.05)
-            watermark = await asyncio.to_thread(self.source.latest_loaded_at)
-            if full:
-                counts = await asyncio.to_thread(read_counts, self.source, self.hero_slots)
+            changed: set[str] | None = None  # None: every patch is rebuilt
+            if watermark is None:
+                counts = {}  # nothing stored yet; _build says so
+            elif full:
+                counts = await asyncio.to_thread(
+                    read_counts, self.source, self.hero_slots, None, None, watermark
+                )
             else:
                 counts = {key: value.copy() for key, value in self.counts.items()}
+                changed = set()
                 if watermark != self.watermark:
                     delta = await asyncio.to_thread(
-                        read_counts, self.source, self.hero_slots, None, self.watermark
+                        read_counts, self.source, self.hero_slots, None, self.watermark, watermark
                     )
                     for key, value in delta.items():
+                        changed.add(key[0])
                         if key in counts:
                             counts[key].merge(value)
                         else:
                             counts[key] = value
-            groups = await asyncio.to_thread(self.source.player_hero_groups)
             progress("statistics", 0.4)
-            snapshot = await asyncio.to_thread(self._build, counts, progress)
-            snapshot = replace(
-                snapshot, pas_prior_weight=pas_prior_weight(groups, snapshot.patches)
-            )
+            previous = None if full else self.snapshot
+            snapshot = await asyncio.to_thread(self._build, counts, progress, previous, changed)
+            if previous is None:
+                groups = await asyncio.to_thread(self.source.player_hero_groups)
+                snapshot = replace(
+                    snapshot, pas_prior_weight=pas_prior_weight(groups, snapshot.patches)
+                )
+            else:
+                snapshot = replace(snapshot, pas_prior_weight=previous.pas_prior_weight)
             version = await self.publisher.next_version()
             snapshot = replace(snapshot, version=version)
             progress("publishing", 0.9)
             await self.publisher.publish(snapshot)
-            self.counts, self.watermark = counts, watermark
+            self.counts, self.watermark, self.snapshot = counts, watermark, snapshot
             coverage = {
                 name: {b.value: s.matches for b, s in entry.statistics.items()}
                 for name, entry in snapshot.patches.items()
@@ -224,9 +274,7 @@ class Recomputer:
                 run,
                 finished_at=time.time(),
                 status="succeeded",
-                matches_used=sum(
-                    c.matches for (_, b), c in counts.items() if b is SkillBracket.ALL
-                ),
+                matches_used=_matches(counts),
                 coverage=coverage,
                 snapshot_version=version,
                 quality=dict(current.__dict__) if current else {},
@@ -239,30 +287,43 @@ class Recomputer:
         await self.publisher.record_run(run)
         return run
 
-    def _build(self, counts: dict[PatchBracket, Counts], progress: Progress) -> ModelSnapshot:
+    def _build(
+        self,
+        counts: dict[PatchBracket, Counts],
+        progress: Progress,
+        previous: ModelSnapshot | None = None,
+        changed: set[str] | None = None,
+    ) -> ModelSnapshot:
+        """The snapshot of `counts`. With a `previous` snapshot (an incremental run) a patch
+        outside `changed`, that borrows from none in it, is taken over as it was, and a rebuilt
+        patch keeps its fitted model; without one every patch is built and fitted."""
         order = self.constants.patch_positions()
         names = sorted({patch for patch, _ in counts}, key=lambda name: order.get(name, -1))
         if not names:
             raise ValueError("the warehouse holds no complete matches to compute statistics from")
         patches: dict[str, PatchModel] = {}
-        previous: str | None = None
+        before: str | None = None
         for index, name in enumerate(names):
             own = {b: c for (p, b), c in counts.items() if p == name}
             shrunk_toward = None
             total = own[SkillBracket.ALL].matches
-            if previous is not None and total < self.min_patch_matches:
+            if before is not None and total < self.min_patch_matches:
                 own = _borrow(
                     own,
-                    {b: c for (p, b), c in counts.items() if p == previous},
+                    {b: c for (p, b), c in counts.items() if p == before},
                     self.min_patch_matches,
                 )
-                shrunk_toward = previous
-            statistics = {b: compute_statistics(name, b, c) for b, c in own.items()}
-            model = self.fit_model(
-                name, statistics[SkillBracket.ALL], self.source.match_drafts(name)
-            )
-            patches[name] = PatchModel(name, statistics, model, shrunk_toward)
-            previous = name
+                shrunk_toward = before
+            kept = previous.patches.get(name) if previous is not None else None
+            touched = changed is None or name in changed or shrunk_toward in changed
+            if kept is not None and not touched and kept.shrunk_toward == shrunk_toward:
+                patches[name] = kept
+            else:
+                statistics = {b: compute_statistics(name, b, c) for b, c in own.items()}
+                patches[name] = PatchModel(
+                    name, statistics, self._model(name, statistics, kept), shrunk_toward
+                )
+            before = name
             progress(f"patch {name}", 0.4 + 0.5 * (index + 1) / len(names))
         playable = np.zeros(self.hero_slots, dtype=bool)
         playable[np.asarray(list(self.constants.heroes), dtype=np.intp)] = True
@@ -274,6 +335,23 @@ class Recomputer:
             playable=playable,
             pas_prior_weight=PAS_PRIOR_WEIGHT,
         )
+
+    def _model(
+        self, name: str, statistics: dict[SkillBracket, BracketStatistics], kept: PatchModel | None
+    ) -> DraftModel:
+        """The win model of a rebuilt patch: a fit on a full run or for a patch new to the
+        snapshot; otherwise the kept one, except that a statistics-derived additive model is
+        derived again (it costs nothing and should follow the new counts)."""
+        overall = statistics[SkillBracket.ALL]
+        if kept is None:
+            return self.fit_model(name, overall, self.source.match_drafts(name))
+        if kept.model.version.startswith(ADDITIVE_PREFIX):
+            return additive_model(name, overall)
+        return kept.model
+
+
+def _matches(counts: dict[PatchBracket, Counts]) -> int:
+    return sum(c.matches for (_, b), c in counts.items() if b is SkillBracket.ALL)
 
 
 # Prior weight of a personal score when no stored match names its player (so no PAS can be

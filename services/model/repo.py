@@ -7,8 +7,13 @@ Layout (version v):
     counterpick:snapshot:v{v}:model:{patch}      -> npz: the patch's decomposed win model
     counters:v{v}:patch_{patch}:skill_{b}:hero_{id} -> JSON: one hero's matchups and synergies,
                                                      for consumers that read Redis directly
-A change notice is published on counterpick:snapshot:changed. Keys of a replaced version expire
-after OLD_VERSION_TTL so replicas that are still reading it can finish.
+    counterpick:snapshot:v{v}:keys               -> set of every key above, for expiring them
+A change notice is published on counterpick:snapshot:changed.
+
+Every key is written with a TTL (PENDING_TTL_SECONDS): a publish that fails or dies half-way
+leaves nothing that lives for ever. The pointer switch persists the keys of the new version and
+gives those of the replaced one OLD_VERSION_TTL_SECONDS, so replicas still reading it can finish,
+all in one transaction. Runs are kept in a list and a hash by id, both capped at RUNS_KEPT.
 """
 
 from __future__ import annotations
@@ -37,8 +42,33 @@ CURRENT_KEY = f"{PREFIX}:current"
 VERSION_COUNTER_KEY = f"{PREFIX}:next_version"
 CHANGED_CHANNEL = f"{PREFIX}:changed"
 RUNS_KEY = "counterpick:model:runs"
-OLD_VERSION_TTL_SECONDS = 3600
+# Replicas swap to a new version within seconds of its notice (or of their next poll, 30 s), so
+# a replaced version is needed only briefly; with a run a minute, a longer life would keep dozens
+# of complete versions in Redis at once.
+OLD_VERSION_TTL_SECONDS = 300
+# A version that is not current yet: a publish writes for seconds, so an hour is ample, and
+# what a failed publish wrote is gone after it.
+PENDING_TTL_SECONDS = 3600
 RUNS_KEPT = 200
+# Adds or updates one run (ARGV: id, JSON, cap) in the newest-first id list (KEYS[1]) and the
+# hash by id (KEYS[2]) and drops what falls off the list from both, atomically; a hash that
+# outgrew the list (written before the cap covered it) is pruned to the list's ids.
+_RECORD_RUN = """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('LPUSH', KEYS[1], ARGV[1])
+local cap = tonumber(ARGV[3])
+local dropped = redis.call('LRANGE', KEYS[1], cap, -1)
+redis.call('LTRIM', KEYS[1], 0, cap - 1)
+for _, id in ipairs(dropped) do redis.call('HDEL', KEYS[2], id) end
+if redis.call('HLEN', KEYS[2]) > cap then
+  local kept = {}
+  for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do kept[id] = true end
+  for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if not kept[id] then redis.call('HDEL', KEYS[2], id) end
+  end
+end
+"""
 
 
 def _key(version: int, *parts: str) -> str:
@@ -186,6 +216,7 @@ class SnapshotStore:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._record_run: Any = redis.register_script(_RECORD_RUN)
 
     async def next_version(self) -> int:
         """A fresh snapshot version number."""
@@ -198,9 +229,14 @@ class SnapshotStore:
 
     async def publish(self, snapshot: ModelSnapshot) -> None:
         """Write every key of the snapshot, then switch the pointer and notify replicas."""
+        keys = await self._write(snapshot)
+        await self._switch(snapshot.version, keys)
+
+    async def _write(self, snapshot: ModelSnapshot) -> list[str]:
+        """Every key of the version, each expiring unless the switch persists it; written one
+        patch per round trip, so the client never buffers the whole snapshot."""
         version = snapshot.version
         keys: list[str] = []
-        pipe = self._redis.pipeline(transaction=False)
         manifest: dict[str, Any] = {
             "version": version,
             "computed_at": snapshot.computed_at,
@@ -215,39 +251,59 @@ class SnapshotStore:
                 "brackets": {b.value: s.matches for b, s in entry.statistics.items()},
                 "shrunk_toward": entry.shrunk_toward,
             }
+            written: list[str] = []
+            pipe = self._redis.pipeline(transaction=False)
             model_key = _key(version, "model", name)
-            pipe.set(model_key, encode_model(entry.model))
-            keys.append(model_key)
+            pipe.set(model_key, encode_model(entry.model), ex=PENDING_TTL_SECONDS)
+            written.append(model_key)
             for bracket, statistics in entry.statistics.items():
                 stats_key = _key(version, "stats", name, bracket.value)
-                pipe.set(stats_key, encode_statistics(statistics))
-                keys.append(stats_key)
+                pipe.set(stats_key, encode_statistics(statistics), ex=PENDING_TTL_SECONDS)
+                written.append(stats_key)
                 for hero in np.flatnonzero(statistics.hero_games):
                     hero_key = counters_key(version, name, bracket, int(hero))
-                    pipe.set(hero_key, _hero_counters(statistics, int(hero)))
-                    keys.append(hero_key)
+                    pipe.set(
+                        hero_key, _hero_counters(statistics, int(hero)), ex=PENDING_TTL_SECONDS
+                    )
+                    written.append(hero_key)
+            # The set of keys first, so whoever expires the version finds what was written.
+            pipe.sadd(_key(version, "keys"), *written)
+            pipe.expire(_key(version, "keys"), PENDING_TTL_SECONDS)
+            await pipe.execute()
+            keys += written
         manifest_key = _key(version, "manifest")
-        pipe.set(manifest_key, json.dumps(manifest))
-        keys.append(manifest_key)
-        pipe.sadd(_key(version, "keys"), *keys)
-        await pipe.execute()
-        previous = await self.current_version()
-        # The pointer moves only now that every key of the version exists.
-        switch = self._redis.pipeline(transaction=True)
-        switch.set(CURRENT_KEY, version)
-        switch.publish(CHANGED_CHANNEL, version)
-        await switch.execute()
-        if previous is not None and previous != version:
-            await self._expire_version(previous)
-
-    async def _expire_version(self, version: int) -> None:
-        keys_key = _key(version, "keys")
-        members = await self._redis.smembers(keys_key)
         pipe = self._redis.pipeline(transaction=False)
-        for member in members:
-            pipe.expire(member, OLD_VERSION_TTL_SECONDS)
-        pipe.expire(keys_key, OLD_VERSION_TTL_SECONDS)
+        pipe.set(manifest_key, json.dumps(manifest), ex=PENDING_TTL_SECONDS)
+        pipe.sadd(_key(version, "keys"), manifest_key)
+        pipe.expire(_key(version, "keys"), PENDING_TTL_SECONDS)
         await pipe.execute()
+        return [*keys, manifest_key]
+
+    async def _switch(self, version: int, keys: list[str]) -> None:
+        """Make `version` current: persist its keys, expire the replaced version's, move the
+        pointer and notify, in one transaction (retried if another publisher switched first)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(CURRENT_KEY)
+                    raw = await pipe.get(CURRENT_KEY)
+                    previous = int(raw) if raw is not None else None
+                    replaced: set[bytes | str] = set()
+                    if previous is not None and previous != version:
+                        replaced = await pipe.smembers(_key(previous, "keys"))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for key in [*keys, _key(version, "keys")]:
+                        pipe.persist(key)
+                    if previous is not None and previous != version:
+                        for member in replaced:
+                            pipe.expire(member, OLD_VERSION_TTL_SECONDS)
+                        pipe.expire(_key(previous, "keys"), OLD_VERSION_TTL_SECONDS)
+                    pipe.set(CURRENT_KEY, version)
+                    pipe.publish(CHANGED_CHANNEL, version)
+                    await pipe.execute()
+                    return
+                except aioredis.WatchError:
+                    continue
 
     async def load(self, version: int | None = None) -> ModelSnapshot | None:
         """The snapshot `version` (default: current), or None when there is none."""
@@ -291,13 +347,10 @@ class SnapshotStore:
         )
 
     async def record_run(self, run: RunRecord) -> None:
-        """Add or update a run in the capped list (newest first)."""
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(f"{RUNS_KEY}:by_id", run.run_id, run_to_json(run))
-        pipe.lrem(RUNS_KEY, 0, run.run_id)
-        pipe.lpush(RUNS_KEY, run.run_id)
-        pipe.ltrim(RUNS_KEY, 0, RUNS_KEPT - 1)
-        await pipe.execute()
+        """Add or update a run; only the newest RUNS_KEPT are kept (list and hash alike)."""
+        await self._record_run(
+            keys=[RUNS_KEY, f"{RUNS_KEY}:by_id"], args=[run.run_id, run_to_json(run), RUNS_KEPT]
+        )
 
     async def runs(self, limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""

@@ -42,8 +42,8 @@ class ModelRuntime:
     constants: DotaConstants
     redis: aioredis.Redis | None = None
     source: WarehouseReader | None = None
-    recompute_interval_seconds: float = 900.0
-    full_recompute_every: int = 24
+    recompute_interval_seconds: float = 60.0
+    full_recompute_seconds: float = 3600.0
     poll_seconds: float = 30.0
     pas_cache_seconds: int = 600
     report_health: HealthReporter = lambda name, ok: None
@@ -154,13 +154,17 @@ class ModelRuntime:
             await self.refresh()
 
     async def _schedule(self) -> None:
-        runs = 0
+        """Incremental runs every interval, a full one first and then every full period; an
+        incremental run without new matches costs one watermark query and publishes nothing."""
+        last_full: float | None = None
         while True:
             delay = self.recompute_interval_seconds
             try:
-                full = runs % self.full_recompute_every == 0
-                await self.recompute(full=full)
-                runs += 1
+                started = time.monotonic()
+                full = last_full is None or started - last_full >= self.full_recompute_seconds
+                await self.recompute(full=full, skip_unchanged=not full)
+                if full:
+                    last_full = started
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -169,12 +173,12 @@ class ModelRuntime:
                 delay = min(delay, RETRY_SECONDS)
             await asyncio.sleep(delay)
 
-    async def recompute(self, *, full: bool = False) -> RunRecord:
-        """Run a recompute now and serve its snapshot."""
+    async def recompute(self, *, full: bool = False, skip_unchanged: bool = False) -> RunRecord:
+        """Run a recompute now and serve its snapshot (see Recomputer.run)."""
         if self.recomputer is None:
             raise DependencyUnavailable("warehouse", "this replica has no warehouse to read")
         try:
-            run = await self.recomputer.run(full=full)
+            run = await self.recomputer.run(full=full, skip_unchanged=skip_unchanged)
         except (OSError, ConnectionError) as error:
             self._mark("warehouse", False)
             raise DependencyUnavailable("warehouse", f"warehouse unreachable: {error}") from error

@@ -532,7 +532,7 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
     runtime = ModelRuntime(
         constants=constants,
         recompute_interval_seconds=settings.model_recompute_interval_seconds,
-        full_recompute_every=settings.model_full_recompute_every,
+        full_recompute_seconds=settings.model_full_recompute_seconds,
         poll_seconds=settings.model_snapshot_poll_seconds,
         pas_cache_seconds=settings.model_pas_cache_seconds,
     )

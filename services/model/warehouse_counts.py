@@ -46,10 +46,15 @@ def read_counts(
     hero_slots: int,
     patch: str | None = None,
     loaded_after: datetime | None = None,
+    loaded_until: datetime | None = None,
 ) -> dict[PatchBracket, Counts]:
-    """Counts of every (patch, bracket) with matches, or only those loaded after a watermark."""
+    """Counts of every (patch, bracket) over the matches first stored in
+    (loaded_after, loaded_until]; an unset bound is open.
+
+    Both queries get the same bounds, so matches stored between them are in neither or both.
+    """
     return counts_from_tables(
-        source.hero_counts(patch, loaded_after),
-        source.pair_counts(patch, loaded_after),
+        source.hero_counts(patch, loaded_after, loaded_until),
+        source.pair_counts(patch, loaded_after, loaded_until),
         hero_slots,
     )

@@ -6,6 +6,7 @@ these tests can say exactly when a user was (not) created.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -36,10 +37,23 @@ STEAMID = 76561198000000077
 
 @dataclass
 class Users(user_grpc.UserServiceServicer):
-    """Stand-in user service: remembers who was upserted and by whom."""
+    """Stand-in user service: remembers who was upserted and by whom, and answers each user's
+    subscription tier from `tiers` (free when unset; NOT_FOUND for a user in `deleted`)."""
 
     created: dict[int, str] = field(default_factory=dict)
     callers: list[frozenset[str]] = field(default_factory=list)
+    tiers: dict[str, common_pb2.SubscriptionTier.ValueType] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+
+    async def GetSubscription(
+        self, request: user_pb.GetSubscriptionRequest, context: Any
+    ) -> user_pb.GetSubscriptionResponse:
+        caller = current_caller()
+        self.callers.append(caller.roles if caller else frozenset())
+        if request.user_id in self.deleted:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such user")
+        tier = self.tiers.get(request.user_id, common_pb2.SUBSCRIPTION_TIER_FREE)
+        return user_pb.GetSubscriptionResponse(subscription=user_pb.Subscription(tier=tier))
 
     async def UpsertSteamUser(
         self, request: user_pb.UpsertSteamUserRequest, context: Any
@@ -63,13 +77,15 @@ class Auth:
     stub: pb_grpc.AuthServiceAsyncStub
     users: Users
     port: int
+    settings: AuthSettings
+    user_server: GrpcServer
 
 
 @pytest.fixture
 async def auth(
     tmp_path: Path, postgres_dsn: str, redis_url: str, provider: OpenIdProvider
 ) -> AsyncIterator[Auth]:
-    users = Users()  # type: ignore[abstract]  # a stand-in: only UpsertSteamUser is needed
+    users = Users()  # type: ignore[abstract]  # a stand-in: only what auth calls
     user_port = free_port()
     settings = AuthSettings.model_validate(
         {
@@ -104,7 +120,7 @@ async def auth(
     )
     await user_server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{auth_port}") as channel:
-        yield Auth(pb_grpc.AuthServiceStub(channel), users, auth_port)
+        yield Auth(pb_grpc.AuthServiceStub(channel), users, auth_port, settings, user_server)
     await user_server.stop(0)
     await auth_server.stop(0)
 
@@ -375,7 +391,7 @@ async def test_login_attempts_are_rate_limited_per_address(
 async def test_an_unreachable_provider_is_unavailable_and_creates_no_user(
     tmp_path: Path, postgres_dsn: str, redis_url: str, provider: OpenIdProvider
 ) -> None:
-    users = Users()  # type: ignore[abstract]  # a stand-in: only UpsertSteamUser is needed
+    users = Users()  # type: ignore[abstract]  # a stand-in: only what auth calls
     settings = AuthSettings.model_validate(
         {
             "port": 0,
@@ -405,3 +421,77 @@ async def test_an_unreachable_provider_is_unavailable_and_creates_no_user(
             assert users.created == {}
     finally:
         await server.stop(0)
+
+
+def verifier_of(auth: Auth, port: int | None = None) -> TokenVerifier:
+    return TokenVerifier(
+        issuer="counterpick-auth",
+        audience="counterpick",
+        fetch_keys=jwks_from_auth(f"127.0.0.1:{port or auth.port}"),
+    )
+
+
+async def test_a_refresh_carries_the_current_roles_and_tier(
+    auth: Auth, provider: OpenIdProvider
+) -> None:
+    admin = await login(auth, provider, steamid=76561198000000099)
+    verifier = verifier_of(auth)
+    first = await verifier.verify(admin.tokens.access_token)
+    assert (first.roles, first.tier) == (frozenset({"user", "admin"}), "free")
+
+    # The tier changed in the user service: the next refresh says so.
+    auth.users.tiers[admin.user_id] = common_pb2.SUBSCRIPTION_TIER_PRO
+    upgraded = await auth.stub.RefreshToken(
+        pb.RefreshTokenRequest(refresh_token=admin.tokens.refresh_token)
+    )
+    assert (await verifier.verify(upgraded.tokens.access_token)).tier == "pro"
+
+    # Demoted: the admin list no longer names the account (a configuration change and restart).
+    demoted_settings = auth.settings.model_copy(update={"auth_admin_steamids": ""})
+    demoted_server = build_server(demoted_settings)
+    port = await demoted_server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.AuthServiceStub(channel)
+            auth.users.tiers[admin.user_id] = common_pb2.SUBSCRIPTION_TIER_FREE
+            refreshed = await stub.RefreshToken(
+                pb.RefreshTokenRequest(refresh_token=upgraded.tokens.refresh_token)
+            )
+            caller = await verifier_of(auth, port).verify(refreshed.tokens.access_token)
+            assert (caller.roles, caller.tier) == (frozenset({"user"}), "free")
+    finally:
+        await demoted_server.stop(0)
+
+
+async def test_a_refresh_fails_safe_when_the_user_service_cannot_answer(
+    auth: Auth, provider: OpenIdProvider
+) -> None:
+    done = await login(auth, provider)
+    await auth.user_server.stop(0)
+    down = await fails(
+        auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=done.tokens.refresh_token))
+    )
+    assert down.code == grpc.StatusCode.UNAVAILABLE
+    assert down.metadata["dependency"] == "user"
+    await auth.user_server.start()
+    # The outage did not use the refresh token up: it works once auth's channel reconnects
+    # (each UNAVAILABLE meanwhile leaves the token as it was).
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            refreshed = await auth.stub.RefreshToken(
+                pb.RefreshTokenRequest(refresh_token=done.tokens.refresh_token)
+            )
+            break
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            assert asyncio.get_running_loop().time() < deadline, "the user service stayed away"
+            await asyncio.sleep(0.2)
+    # A deleted account cannot refresh any more.
+    auth.users.deleted.add(done.user_id)
+    gone = await fails(
+        auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=refreshed.tokens.refresh_token))
+    )
+    assert gone.code == grpc.StatusCode.UNAUTHENTICATED
+    assert gone.reason == "ERROR_REASON_TOKEN_INVALID"

@@ -4,10 +4,14 @@ the same counts as a direct read, and personal scores find a planted player's ed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import redis.asyncio as aioredis
 
@@ -19,13 +23,17 @@ from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
 from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
 from services.common.warehouse.etl_rpc import EtlReader
+from services.common.warehouse.reader import WarehouseReader
 from services.etl.matches import CleanMatch, MatchSource, PlayerRow
 from services.etl.repo import Warehouse
-from services.model.recompute import Recomputer
+from services.model.recompute import Recomputer, additive_model
 from services.model.repo import SnapshotStore
 from services.model.runtime import ModelRuntime
 from services.model.server import ModelServicer
-from services.model.warehouse_counts import read_counts
+from services.model.snapshot import ModelSnapshot
+from services.model.statistics import BracketStatistics, Counts
+from services.model.warehouse_counts import PatchBracket, read_counts
+from services.model.winmodel.served import DraftModel
 from tests.contract.test_model_service import draft_table
 from tests.warehouse_drafts import insert_draft_table
 
@@ -110,6 +118,143 @@ async def test_incremental_recompute_equals_a_full_recount(
         runs = await SnapshotStore(redis).runs()
         assert [run.run_id for run in runs[:2]] == [second.run_id, first.run_id]
         assert runs[0].coverage["7.40"]["all"] == 7_000
+    finally:
+        await redis.aclose()
+        warehouse.close()
+
+
+class ArrivingMatches:
+    """A warehouse reader during which matches keep arriving: each hero count first stores a
+    batch (after the run read its watermark) and then, once counted, another (before the pair
+    count), as the etl does while a recompute reads."""
+
+    def __init__(self, reader: WarehouseReader, warehouse: Warehouse, first_id: int) -> None:
+        self._reader = reader
+        self._warehouse = warehouse
+        self.next_id = first_id
+        self.arrived = 0
+
+    def _arrive(self, count: int) -> None:
+        insert_draft_table(self._warehouse, draft_table(count, "7.40", self.next_id, seed=count))
+        self.next_id += count
+        self.arrived += count
+
+    def hero_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        self._arrive(150)
+        counted = self._reader.hero_counts(patch, loaded_after, loaded_until)
+        self._arrive(250)
+        return counted
+
+    def pair_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        return self._reader.pair_counts(patch, loaded_after, loaded_until)
+
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        return self._reader.match_drafts(patch)
+
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        return self._reader.player_hero_records(account_id)
+
+    def player_hero_groups(self) -> pa.Table:
+        return self._reader.player_hero_groups()
+
+    def latest_loaded_at(self) -> datetime | None:
+        return self._reader.latest_loaded_at()
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+@asynccontextmanager
+async def etl_reader(warehouse: Warehouse) -> AsyncIterator[EtlReader]:
+    """An EtlReader on a real etl ReadWarehouse server over `warehouse`."""
+    from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
+    from services.etl.config import EtlSettings
+    from services.etl.server import EtlServicer
+
+    class Runtime:
+        """Only what ReadWarehouse touches: the open warehouse."""
+
+        def __init__(self, store: Warehouse) -> None:
+            self.warehouse = store
+
+    servicer = EtlServicer(EtlSettings(), Runtime(warehouse))  # type: ignore[arg-type]
+    server = GrpcServer(
+        name="etl",
+        settings=ServiceSettings(port=0),
+        services=[
+            registration(
+                servicer, etl_grpc.add_EtlServiceServicer_to_server, "counterpick.etl.v1.EtlService"
+            )
+        ],
+    )
+    port = await server.start()
+    reader = EtlReader(f"127.0.0.1:{port}")
+    try:
+        yield reader
+    finally:
+        await asyncio.to_thread(reader.close)
+        await server.stop(0)
+
+
+def assert_same_counts(kept: dict[PatchBracket, Counts], full: dict[PatchBracket, Counts]) -> None:
+    """Equal counts in every (patch, bracket), heroes and pairs alike."""
+    assert set(kept) == set(full)
+    for key, counts in full.items():
+        mine = kept[key]
+        assert mine.matches == counts.matches, key
+        for name in ("hero_games", "hero_wins", "versus_games", "versus_wins", "with_games"):
+            assert np.array_equal(getattr(mine, name), getattr(counts, name)), (key, name)
+        assert np.array_equal(mine.with_wins, counts.with_wins), key
+
+
+@pytest.mark.parametrize("through", ["direct", "etl"])
+async def test_matches_arriving_during_a_run_count_once_in_the_next(
+    warehouse: Warehouse, redis_url: str, through: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    insert_draft_table(warehouse, draft_table(3_000, "7.40", 1, seed=11))
+    try:
+        async with etl_reader(warehouse) as over_etl:
+            reader: WarehouseReader = warehouse if through == "direct" else over_etl
+            arriving = ArrivingMatches(reader, warehouse, first_id=100_000)
+            recomputer = Recomputer(arriving, SnapshotStore(redis), load_constants())
+            recomputer.fit_model = lambda patch, stats, drafts: additive_model(patch, stats)
+
+            first = await recomputer.run(full=True)
+            # The full recount stops at its watermark: the 400 stored meanwhile are not in it.
+            assert (first.matches_used, arriving.arrived) == (3_000, 400)
+            assert_same_counts(
+                recomputer.counts,
+                read_counts(warehouse, recomputer.hero_slots, None, None, recomputer.watermark),
+            )
+            everything = read_counts(warehouse, recomputer.hero_slots)
+            assert everything[("7.40", SkillBracket.ALL)].matches == 3_400
+
+            second = await recomputer.run()
+            assert second.mode == "incremental"
+            # Exactly the 400 of the previous run; the 400 stored during this one wait.
+            assert (second.matches_used, arriving.arrived) == (3_400, 800)
+            assert recomputer.watermark is not None
+            assert_same_counts(
+                recomputer.counts,
+                read_counts(warehouse, recomputer.hero_slots, None, None, recomputer.watermark),
+            )
+
+            recomputer.source = reader  # no more arrivals
+            third = await recomputer.run()
+            assert third.matches_used == 3_800
+            # Every match once: the incremental counts equal a full recount of everything.
+            assert_same_counts(recomputer.counts, read_counts(warehouse, recomputer.hero_slots))
     finally:
         await redis.aclose()
         warehouse.close()
@@ -221,3 +366,149 @@ async def test_personal_scores_find_the_planted_players_edge(
 
 async def _thread[T](function: Callable[..., T], *args: object) -> T:
     return await asyncio.to_thread(function, *args)
+
+
+class CountingReader:
+    """A warehouse reader that records which reads a run makes."""
+
+    def __init__(self, reader: WarehouseReader) -> None:
+        self._reader = reader
+        self.calls: list[str] = []
+
+    def hero_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        self.calls.append("hero_counts")
+        return self._reader.hero_counts(patch, loaded_after, loaded_until)
+
+    def pair_counts(
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
+    ) -> pa.Table:
+        self.calls.append("pair_counts")
+        return self._reader.pair_counts(patch, loaded_after, loaded_until)
+
+    def match_drafts(self, patch: str | None = None) -> pa.Table:
+        self.calls.append(f"match_drafts {patch}")
+        return self._reader.match_drafts(patch)
+
+    def player_hero_records(self, account_id: int) -> pa.Table:
+        self.calls.append("player_hero_records")
+        return self._reader.player_hero_records(account_id)
+
+    def player_hero_groups(self) -> pa.Table:
+        self.calls.append("player_hero_groups")
+        return self._reader.player_hero_groups()
+
+    def latest_loaded_at(self) -> datetime | None:
+        self.calls.append("latest_loaded_at")
+        return self._reader.latest_loaded_at()
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+async def test_incremental_runs_cost_what_the_new_matches_touch(
+    warehouse: Warehouse, redis_url: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    insert_draft_table(warehouse, draft_table(2_000, "7.39", 1, seed=21))
+    insert_draft_table(warehouse, draft_table(3_000, "7.40", 10_000, seed=22))
+    reader = CountingReader(warehouse)
+    fits: list[str] = []
+
+    def fit(patch: str, statistics: BracketStatistics, drafts: pa.Table) -> DraftModel:
+        fits.append(patch)
+        return replace(additive_model(patch, statistics), version=f"fitted-{patch}-{len(fits)}")
+
+    store = SnapshotStore(redis)
+    recomputer = Recomputer(reader, store, load_constants(), fit_model=fit, min_patch_matches=0)
+    try:
+        first = await recomputer.run(full=True)
+        assert sorted(fits) == ["7.39", "7.40"]
+        assert "player_hero_groups" in reader.calls
+        before = recomputer.snapshot
+        assert before is not None
+
+        # Nothing new: one watermark query, nothing recorded, nothing published.
+        reader.calls.clear()
+        idle = await recomputer.run(skip_unchanged=True)
+        assert (idle.status, idle.mode, idle.snapshot_version) == (
+            "unchanged",
+            "incremental",
+            first.snapshot_version,
+        )
+        assert reader.calls == ["latest_loaded_at"]
+        assert await store.current_version() == first.snapshot_version
+        assert [run.run_id for run in await store.runs()] == [first.run_id]
+
+        # New matches of 7.40 only: counted and published, no refit, 7.39 taken over as it was.
+        insert_draft_table(warehouse, draft_table(500, "7.40", 50_000, seed=23))
+        reader.calls.clear()
+        fresh = await recomputer.run(skip_unchanged=True)
+        assert (fresh.status, fresh.matches_used) == ("succeeded", 5_500)
+        assert reader.calls == ["latest_loaded_at", "hero_counts", "pair_counts"]
+        assert len(fits) == 2
+        after = await store.load()
+        assert after is not None
+        assert after.version == fresh.snapshot_version
+        assert after.matches("7.40") == 3_500
+        assert after.patches["7.40"].model.version == before.patches["7.40"].model.version
+        assert recomputer.snapshot is not None
+        assert recomputer.snapshot.patches["7.39"] is before.patches["7.39"]
+        assert after.pas_prior_weight == pytest.approx(before.pas_prior_weight)
+
+        # A patch first seen by an incremental run gets its model fitted then.
+        insert_draft_table(warehouse, draft_table(300, "7.41", 60_000, seed=24))
+        await recomputer.run(skip_unchanged=True)
+        assert fits[2:] == ["7.41"]
+        assert recomputer.snapshot is not None
+        assert recomputer.snapshot.current_patch == "7.41"
+    finally:
+        await redis.aclose()
+        warehouse.close()
+
+
+async def test_the_schedule_serves_a_stored_match_within_its_interval(
+    warehouse: Warehouse, redis_url: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    insert_draft_table(warehouse, draft_table(2_000, "7.40", 1, seed=31))
+    runtime = ModelRuntime(
+        constants=load_constants(),
+        redis=redis,
+        source=warehouse,
+        recompute_interval_seconds=0.2,
+        full_recompute_seconds=3600,
+    )
+    try:
+        await runtime.start()
+        first = await _served(runtime, 2_000)
+        insert_draft_table(warehouse, draft_table(100, "7.40", 20_000, seed=32))
+        second = await _served(runtime, 2_100)
+        assert second.version > first.version
+        runs = await runtime.store.runs()
+        # One full run, then one incremental for the new matches; idle runs are not recorded.
+        assert [run.mode for run in runs] == ["incremental", "full"]
+        assert all(run.status == "succeeded" for run in runs)
+    finally:
+        await runtime.stop()
+        await redis.aclose()
+
+
+async def _served(runtime: ModelRuntime, matches: int) -> ModelSnapshot:
+    """The snapshot the runtime serves once it counts `matches` in 7.40 (60 s at most: a loaded
+    machine may take a while for the first full run)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        snapshot = runtime.snapshot
+        if snapshot is not None and snapshot.matches("7.40") == matches:
+            return snapshot
+        await asyncio.sleep(0.1)
+    served = runtime.snapshot.matches("7.40") if runtime.snapshot else None
+    raise AssertionError(f"{matches} matches not served within 60 s (serving {served})")

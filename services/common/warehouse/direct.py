@@ -10,7 +10,11 @@ async callers run them in a thread.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Self
 
 import clickhouse_connect
@@ -124,6 +128,32 @@ GROUP BY account_id, hero_id, patch, skill_bracket
 """
 
 
+class ReadKind(StrEnum):
+    """The fixed read queries of the warehouse (the methods of ClickHouseReader by name)."""
+
+    HERO_COUNTS = "hero_counts"
+    PAIR_COUNTS = "pair_counts"
+    MATCH_DRAFTS = "match_drafts"
+    PLAYER_HERO_RECORDS = "player_hero_records"
+    PLAYER_HERO_GROUPS = "player_hero_groups"
+    LATEST_LOADED_AT = "latest_loaded_at"
+
+
+@dataclass(frozen=True)
+class WarehouseRead:
+    """One read query with its arguments, as ClickHouseReader.open_read runs it."""
+
+    kind: ReadKind
+    patch: str | None = None
+    loaded_after: datetime | None = None
+    loaded_until: datetime | None = None
+    account_id: int = 0
+
+
+# Strings as Arrow strings (not binary), as query_arrow asks for them.
+_ARROW_SETTINGS = {"output_format_arrow_string_as_string": 1}
+
+
 class ClickHouseReader:
     """The warehouse reads over one clickhouse-connect client; thread-safe for one process."""
 
@@ -143,27 +173,35 @@ class ClickHouseReader:
             self._client.close()
 
     def hero_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
-        """Games and wins per (patch, skill_bracket, hero_id) over complete 5v5 drafts."""
-        return self._query_arrow(_HERO_COUNTS_SQL, patch, loaded_after)
+        """Games and wins per (patch, skill_bracket, hero_id) over complete 5v5 drafts of the
+        matches first stored in (loaded_after, loaded_until] (an unset bound is open)."""
+        return self._query_arrow(_HERO_COUNTS_SQL, patch, loaded_after, loaded_until)
 
     def pair_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
-        """Games and wins per (patch, skill_bracket, relation, hero_a, hero_b).
+        """Games and wins per (patch, skill_bracket, relation, hero_a, hero_b), over the same
+        matches as hero_counts with the same bounds.
 
         relation 'vs': a on Radiant against b on Dire, wins = Radiant wins. relation 'with': a and
         b on the same team with a < b, wins = that team's wins. One direction only, half the rows
         of both: readers mirror them (vs (b, a) has games - wins wins; with is symmetric).
         """
         sql = _PAIR_COUNTS_SQL if loaded_after is None else _PAIR_DELTA_SQL
-        return self._query_arrow(sql, patch, loaded_after)
+        return self._query_arrow(sql, patch, loaded_after, loaded_until)
 
     def match_drafts(self, patch: str | None = None) -> pa.Table:
         """One row per complete 5v5 match: match_id, start_time, patch, skill_bracket,
         radiant_win, radiant_heroes, dire_heroes; oldest first (for time-ordered model fits)."""
-        return self._query_arrow(_MATCH_DRAFTS_SQL, patch, None)
+        return self._query_arrow(_MATCH_DRAFTS_SQL, patch, None, None)
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         """The matches of one account: match_id, start_time, patch, skill_bracket, hero_id, win."""
@@ -178,6 +216,32 @@ class ClickHouseReader:
         with self._lock:
             return self._client.query_arrow(_PLAYER_GROUPS_SQL)
 
+    @contextmanager
+    def open_read(self, read: WarehouseRead) -> Iterator[pa.RecordBatchReader]:
+        """The result of one read as record batches, decoded as they are read, for a caller
+        that passes them on (ReadWarehouse) without holding the whole result.
+
+        The warehouse is locked until the context exits: consume promptly. A ClickHouse server
+        streams blocks as it computes them; embedded chdb hands over its whole Arrow output at
+        once, which is still decoded batch by batch.
+        """
+        if read.kind is ReadKind.LATEST_LOADED_AT:
+            table = pa.table(
+                {"loaded_at": pa.array([self.latest_loaded_at()], pa.timestamp("ms", "UTC"))}
+            )
+            yield pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+            return
+        sql, parameters = _read_sql(read)
+        with self._lock:
+            raw = self._client.raw_stream(
+                sql, parameters=parameters, settings=_ARROW_SETTINGS, fmt="ArrowStream"
+            )
+            try:
+                with pa.ipc.open_stream(raw) as reader:
+                    yield reader
+            finally:
+                raw.close()
+
     def latest_loaded_at(self) -> datetime | None:
         """When the newest stored match was loaded: the watermark of an incremental count."""
         with self._lock:
@@ -186,26 +250,85 @@ class ClickHouseReader:
             return None
         return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
-    def _query_arrow(self, sql: str, patch: str | None, loaded_after: datetime | None) -> pa.Table:
-        # A match without a known patch (undated pro drafts) belongs to no patch's statistics.
-        where = ["length(radiant_heroes) = 5", "length(dire_heroes) = 5", "patch != ''"]
-        parameters: dict[str, Any] = {}
-        if patch is not None:
-            where.append("patch = {patch:String}")
-            parameters["patch"] = patch
-        if loaded_after is not None:
-            # Only matches first stored after the watermark: a re-inserted older match has a
-            # newer loaded_at but was counted before, so it is excluded by id.
-            # The NOT IN set is narrowed to ids that also have a newer row, so the primary key
-            # limits the read to the new matches instead of every old id.
-            where.append(
-                "loaded_at > {after:DateTime64(3, 'UTC')} AND match_id NOT IN "
-                "(SELECT match_id FROM matches WHERE loaded_at <= {after:DateTime64(3, 'UTC')} "
-                "AND match_id IN (SELECT match_id FROM matches "
-                "WHERE loaded_at > {after:DateTime64(3, 'UTC')}))"
-            )
-            parameters["after"] = loaded_after.astimezone(UTC).replace(tzinfo=None)
+    def _query_arrow(
+        self,
+        sql: str,
+        patch: str | None,
+        loaded_after: datetime | None,
+        loaded_until: datetime | None,
+    ) -> pa.Table:
+        where, parameters = _filters(patch, loaded_after, loaded_until)
         with self._lock:
-            return self._client.query_arrow(
-                sql.format(where=" AND ".join(where)), parameters=parameters
-            )
+            return self._client.query_arrow(sql.format(where=where), parameters=parameters)
+
+
+def _read_sql(read: WarehouseRead) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of one read (every kind but LATEST_LOADED_AT)."""
+    if read.kind is ReadKind.PLAYER_HERO_RECORDS:
+        return _PLAYER_RECORDS_SQL, {"account_id": read.account_id}
+    if read.kind is ReadKind.PLAYER_HERO_GROUPS:
+        return _PLAYER_GROUPS_SQL, {}
+    if read.kind is ReadKind.MATCH_DRAFTS:
+        where, parameters = _filters(read.patch, None, None)
+        return _MATCH_DRAFTS_SQL.format(where=where), parameters
+    if read.kind is ReadKind.HERO_COUNTS:
+        sql = _HERO_COUNTS_SQL
+    elif read.kind is ReadKind.PAIR_COUNTS:
+        sql = _PAIR_COUNTS_SQL if read.loaded_after is None else _PAIR_DELTA_SQL
+    else:
+        raise ValueError(f"no SQL for {read.kind}")
+    where, parameters = _filters(read.patch, read.loaded_after, read.loaded_until)
+    return sql.format(where=where), parameters
+
+
+def _filters(
+    patch: str | None, loaded_after: datetime | None, loaded_until: datetime | None
+) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (over `matches FINAL`) and its parameters for one read.
+
+    A match belongs to the window its first stored copy falls in: (loaded_after, loaded_until].
+    FINAL keeps a re-inserted match's newest copy, whose loaded_at is not when it was first
+    stored, so the window is tested on every copy by id: an incremental read counts a match only
+    if it has a copy inside the window and none at or before its start, and a bounded full read
+    counts one whose newest copy is after the bound but an older one is not. The id sets of the
+    subqueries hold only the matches stored inside the window or after the bound (a few thousand
+    between two runs), and ids narrow the outer read through the primary key.
+
+    Background merges drop a re-inserted match's older copies; after that its first load time is
+    lost and an incremental read may count it again. Re-insertion is rare (the etl skips stored
+    ids; ReprocessMatch and repeated imports re-insert) and the periodic full recount repairs it.
+    """
+    # A match without a known patch (undated pro drafts) belongs to no patch's statistics.
+    where = ["length(radiant_heroes) = 5", "length(dire_heroes) = 5", "patch != ''"]
+    parameters: dict[str, Any] = {}
+    if patch is not None:
+        where.append("patch = {patch:String}")
+        parameters["patch"] = patch
+    after = "{after:DateTime64(3, 'UTC')}"
+    until = "{until:DateTime64(3, 'UTC')}"
+    if loaded_after is not None:
+        parameters["after"] = _utc_naive(loaded_after)
+    if loaded_until is not None:
+        parameters["until"] = _utc_naive(loaded_until)
+    if loaded_after is not None:
+        window = f"loaded_at > {after}" + (
+            f" AND loaded_at <= {until}" if loaded_until is not None else ""
+        )
+        in_window = f"SELECT match_id FROM matches WHERE {window}"  # noqa: S608 - constants
+        where.append(
+            f"match_id IN ({in_window}) AND match_id NOT IN "  # noqa: S608 - constants
+            f"(SELECT match_id FROM matches WHERE loaded_at <= {after} "
+            f"AND match_id IN ({in_window}))"
+        )
+    elif loaded_until is not None:
+        where.append(
+            f"(loaded_at <= {until} OR match_id IN "  # noqa: S608 - constants
+            f"(SELECT match_id FROM matches WHERE loaded_at <= {until} AND match_id IN "
+            f"(SELECT match_id FROM matches WHERE loaded_at > {until})))"
+        )
+    return " AND ".join(where), parameters
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    """A DateTime64(3, 'UTC') parameter: UTC wall time, without tzinfo."""
+    return moment.astimezone(UTC).replace(tzinfo=None)

@@ -1,12 +1,13 @@
 """Reads the warehouse through the etl service's ReadWarehouse RPC (the embedded engine's
 directory belongs to the etl process). Same methods as the direct reader (`direct.py`), so the
-recompute and personal scores do not care which one they have."""
+recompute and personal scores do not care which one they have. Results are decoded batch by
+batch as their chunks arrive (`ipc.py`), never held as one byte string."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -16,11 +17,13 @@ import pyarrow as pa
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from services.common.channels import open_channel
+from services.common.warehouse.ipc import read_chunks
 
 # Counting 10M matches takes tens of seconds in the warehouse; a read is not a latency path.
 READ_TIMEOUT_SECONDS = 600.0
 
 _T = TypeVar("_T")
+_ReadCall = grpc.aio.UnaryStreamCall[pb.ReadWarehouseRequest, pb.ReadWarehouseResponse]
 
 
 class EtlReader:
@@ -56,36 +59,54 @@ class EtlReader:
         self._thread.join()
         self._loop.close()
 
-    async def _stream(self, request: pb.ReadWarehouseRequest) -> bytes:
-        chunks = [
-            message.arrow_ipc
-            async for message in self._stub.ReadWarehouse(request, timeout=READ_TIMEOUT_SECONDS)
-        ]
-        return b"".join(chunks)
+    async def _start(self, request: pb.ReadWarehouseRequest) -> _ReadCall:
+        return self._stub.ReadWarehouse(request, timeout=READ_TIMEOUT_SECONDS)
+
+    def _chunks(self, request: pb.ReadWarehouseRequest) -> Iterator[bytes]:
+        """The chunks of one ReadWarehouse call, each received only when the decoder asks for
+        more; a call abandoned half-way is cancelled."""
+        call = self._call(self._start(request))
+        try:
+            while True:
+                try:
+                    message = self._call(call.read())
+                except grpc.RpcError as error:
+                    raise ConnectionError(f"etl ReadWarehouse failed: {error}") from error
+                if message is grpc.aio.EOF:
+                    return
+                assert isinstance(message, pb.ReadWarehouseResponse)
+                yield message.arrow_ipc
+        finally:
+            self._loop.call_soon_threadsafe(call.cancel)
 
     def _read(self, request: pb.ReadWarehouseRequest) -> pa.Table:
-        try:
-            data = self._call(self._stream(request))
-        except grpc.RpcError as error:
-            raise ConnectionError(f"etl ReadWarehouse failed: {error}") from error
-        with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
-            return reader.read_all()
+        return read_chunks(self._chunks(request))
 
     def hero_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
         """See ClickHouseReader.hero_counts."""
-        return self._read(_request(pb.WAREHOUSE_QUERY_HERO_COUNTS, patch, loaded_after))
+        return self._read(
+            _request(pb.WAREHOUSE_QUERY_HERO_COUNTS, patch, loaded_after, loaded_until)
+        )
 
     def pair_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table:
         """See ClickHouseReader.pair_counts."""
-        return self._read(_request(pb.WAREHOUSE_QUERY_PAIR_COUNTS, patch, loaded_after))
+        return self._read(
+            _request(pb.WAREHOUSE_QUERY_PAIR_COUNTS, patch, loaded_after, loaded_until)
+        )
 
     def match_drafts(self, patch: str | None = None) -> pa.Table:
         """See ClickHouseReader.match_drafts."""
-        return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None))
+        return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None, None))
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         """See ClickHouseReader.player_hero_records."""
@@ -109,11 +130,16 @@ class EtlReader:
 
 
 def _request(
-    query: pb.WarehouseQuery.ValueType, patch: str | None, loaded_after: datetime | None
+    query: pb.WarehouseQuery.ValueType,
+    patch: str | None,
+    loaded_after: datetime | None,
+    loaded_until: datetime | None,
 ) -> pb.ReadWarehouseRequest:
     request = pb.ReadWarehouseRequest(query=query)
     if patch is not None:
         request.patch = patch
     if loaded_after is not None:
         request.loaded_after.FromDatetime(loaded_after.astimezone(UTC))
+    if loaded_until is not None:
+        request.loaded_until.FromDatetime(loaded_until.astimezone(UTC))
     return request

@@ -18,11 +18,17 @@ class WarehouseReader(Protocol):
     """The reads of the model service and the recompute command (both readers satisfy it)."""
 
     def hero_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table: ...
 
     def pair_counts(
-        self, patch: str | None = None, loaded_after: datetime | None = None
+        self,
+        patch: str | None = None,
+        loaded_after: datetime | None = None,
+        loaded_until: datetime | None = None,
     ) -> pa.Table: ...
 
     def match_drafts(self, patch: str | None = None) -> pa.Table: ...

@@ -123,13 +123,16 @@ class AuthServiceServicer:
     def RefreshToken(self, request, context):
         """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
         used up; presenting it again is treated as theft and revokes its whole family (every token
-        descending from the same login).
+        descending from the same login). The new access token carries the user's roles and tier as
+        they are now (admin from the service's configuration, tier from the user service), not as
+        they were at login.
 
         Errors: UNAUTHENTICATED with ERROR_REASON_TOKEN_EXPIRED (refresh token expired),
-        ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked) or ERROR_REASON_TOKEN_REUSED
-        (already used: the family is now revoked); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT)
-        when refresh_token is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token
-        store is down.
+        ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked, or its user no longer exists) or
+        ERROR_REASON_TOKEN_REUSED (already used: the family is now revoked); INVALID_ARGUMENT
+        (ERROR_REASON_INVALID_ARGUMENT) when refresh_token is empty; UNAVAILABLE
+        (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token store or the user service is down (the
+        refresh token is then not used up).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

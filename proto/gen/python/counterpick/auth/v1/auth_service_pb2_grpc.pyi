@@ -68,13 +68,16 @@ class AuthServiceStub:
     RefreshToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshTokenRequest, _auth_service_pb2.RefreshTokenResponse]
     """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
     used up; presenting it again is treated as theft and revokes its whole family (every token
-    descending from the same login).
+    descending from the same login). The new access token carries the user's roles and tier as
+    they are now (admin from the service's configuration, tier from the user service), not as
+    they were at login.
 
     Errors: UNAUTHENTICATED with ERROR_REASON_TOKEN_EXPIRED (refresh token expired),
-    ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked) or ERROR_REASON_TOKEN_REUSED
-    (already used: the family is now revoked); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT)
-    when refresh_token is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token
-    store is down.
+    ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked, or its user no longer exists) or
+    ERROR_REASON_TOKEN_REUSED (already used: the family is now revoked); INVALID_ARGUMENT
+    (ERROR_REASON_INVALID_ARGUMENT) when refresh_token is empty; UNAVAILABLE
+    (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token store or the user service is down (the
+    refresh token is then not used up).
     """
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeTokenRequest, _auth_service_pb2.RevokeTokenResponse]
     """RevokeToken revokes a refresh token (logout of one session), an access token by its jti, or
@@ -147,13 +150,16 @@ class AuthServiceAsyncStub(AuthServiceStub):
     RefreshToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshTokenRequest, _auth_service_pb2.RefreshTokenResponse]  # type: ignore[assignment]
     """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
     used up; presenting it again is treated as theft and revokes its whole family (every token
-    descending from the same login).
+    descending from the same login). The new access token carries the user's roles and tier as
+    they are now (admin from the service's configuration, tier from the user service), not as
+    they were at login.
 
     Errors: UNAUTHENTICATED with ERROR_REASON_TOKEN_EXPIRED (refresh token expired),
-    ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked) or ERROR_REASON_TOKEN_REUSED
-    (already used: the family is now revoked); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT)
-    when refresh_token is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token
-    store is down.
+    ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked, or its user no longer exists) or
+    ERROR_REASON_TOKEN_REUSED (already used: the family is now revoked); INVALID_ARGUMENT
+    (ERROR_REASON_INVALID_ARGUMENT) when refresh_token is empty; UNAVAILABLE
+    (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token store or the user service is down (the
+    refresh token is then not used up).
     """
     RevokeToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeTokenRequest, _auth_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """RevokeToken revokes a refresh token (logout of one session), an access token by its jti, or
@@ -241,13 +247,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_service_pb2.RefreshTokenResponse, _abc.Awaitable[_auth_service_pb2.RefreshTokenResponse]]:
         """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
         used up; presenting it again is treated as theft and revokes its whole family (every token
-        descending from the same login).
+        descending from the same login). The new access token carries the user's roles and tier as
+        they are now (admin from the service's configuration, tier from the user service), not as
+        they were at login.
 
         Errors: UNAUTHENTICATED with ERROR_REASON_TOKEN_EXPIRED (refresh token expired),
-        ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked) or ERROR_REASON_TOKEN_REUSED
-        (already used: the family is now revoked); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT)
-        when refresh_token is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token
-        store is down.
+        ERROR_REASON_TOKEN_INVALID (unknown, malformed or revoked, or its user no longer exists) or
+        ERROR_REASON_TOKEN_REUSED (already used: the family is now revoked); INVALID_ARGUMENT
+        (ERROR_REASON_INVALID_ARGUMENT) when refresh_token is empty; UNAVAILABLE
+        (ERROR_REASON_DEPENDENCY_UNAVAILABLE) when the token store or the user service is down (the
+        refresh token is then not used up).
         """
 
     @_abc_1.abstractmethod

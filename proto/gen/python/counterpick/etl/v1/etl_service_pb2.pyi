@@ -401,6 +401,7 @@ class ReadWarehouseRequest(_message.Message):
     PATCH_FIELD_NUMBER: _builtins.int
     LOADED_AFTER_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LOADED_UNTIL_FIELD_NUMBER: _builtins.int
     query: Global___WarehouseQuery.ValueType
     """Which query."""
     patch: _builtins.str
@@ -411,6 +412,14 @@ class ReadWarehouseRequest(_message.Message):
     def loaded_after(self) -> _timestamp_pb2.Timestamp:
         """Only matches first stored after this instant (counts); unset means all."""
 
+    @_builtins.property
+    def loaded_until(self) -> _timestamp_pb2.Timestamp:
+        """Only matches first stored at or before this instant (counts); unset means up to now. With
+        loaded_after it bounds one incremental read, (loaded_after, loaded_until]: a reader that
+        takes WAREHOUSE_QUERY_LATEST_LOADED_AT once and bounds every count by it counts matches
+        stored meanwhile neither twice nor never, even across several queries.
+        """
+
     def __init__(
         self,
         *,
@@ -418,10 +427,11 @@ class ReadWarehouseRequest(_message.Message):
         patch: _builtins.str | None = ...,
         loaded_after: _timestamp_pb2.Timestamp | None = ...,
         account_id: _builtins.int = ...,
+        loaded_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_patch", b"_patch", "loaded_after", b"loaded_after", "patch", b"patch"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_patch", b"_patch", "loaded_after", b"loaded_after", "loaded_until", b"loaded_until", "patch", b"patch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_patch", b"_patch", "account_id", b"account_id", "loaded_after", b"loaded_after", "patch", b"patch", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_patch", b"_patch", "account_id", b"account_id", "loaded_after", b"loaded_after", "loaded_until", b"loaded_until", "patch", b"patch", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__patch: _TypeAlias = _typing.Literal["patch"]  # noqa: Y015
     _WhichOneofArgType__patch: _TypeAlias = _typing.Literal["_patch", b"_patch"]  # noqa: Y015

@@ -102,7 +102,9 @@ class EtlServiceServicer:
 
     def ReadWarehouse(self, request, context):
         """ReadWarehouse runs one of the warehouse's fixed read queries and streams its result as Arrow
-        IPC stream chunks (concatenate `arrow_ipc` of every message, then read one Arrow stream). It
+        IPC stream chunks (concatenate `arrow_ipc` of every message, then read one Arrow stream, or
+        decode it as the chunks arrive). Chunks are at most 1 MiB and are encoded as the warehouse
+        yields record batches, so neither side needs to hold the whole encoded result. It
         lets the model service read the embedded warehouse, whose directory only one process (etl)
         may open; against a ClickHouse server the model reads directly. Aggregations run inside the
         warehouse, so only aggregates (or the rows asked for) leave it.
