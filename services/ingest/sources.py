@@ -272,10 +272,14 @@ class MatchIdPagedSource:
             budget -= head.pages
             published = head.published
             clock = head.clock if head.clock is not None else self._source_clock
-            if not head.complete and head.lowest is not None:
-                await self._window.add_gap(name, Gap(stop, head.lowest, clock or 0.0))
             top = await self._cursors.get(name)
-            if sweep is None and clock is not None and top is not None and top > floor:
+            # A new sweep's gap (floor, top) holds whatever the head left unread.
+            begin = sweep is None and clock is not None and top is not None and top > floor
+            if not head.complete and head.lowest is not None and not begin:
+                await self._window.add_gap(name, Gap(stop, head.lowest, clock or 0.0))
+            if begin:
+                assert clock is not None
+                assert top is not None
                 sweep = Sweep(clock, top, None)
                 await self._window.begin_sweep(name, sweep, Gap(floor, top, clock))
             failed = head.failed
@@ -417,13 +421,17 @@ class MatchIdPagedSource:
         fresh = await self._window.unseen(name, sorted(by_id))
         if not fresh:
             return 0
-        refs = []
+        refs, unusable = [], []
         for match_id in fresh:
             ref = self._ref(by_id[match_id])
-            if ref is not None:
+            if ref is None:
+                unusable.append(match_id)
+            else:
                 refs.append(ref)
+        # Skipped rows count as handled at once, so a failed publish does not count them twice.
+        await self._window.mark_seen(name, unusable)
         await self._publisher.publish(refs)
-        await self._window.mark_seen(name, fresh)
+        await self._window.mark_seen(name, [ref.match_id for ref in refs])
         self.health.matches_published += len(refs)
         starts = [s for s in (_row_start(by_id[i]) for i in fresh) if s is not None]
         if starts:
