@@ -147,6 +147,7 @@ async def replay_through_pipeline(
     jumps: Sequence[tuple[float, float]] = (),
     timeout_seconds: float = 300.0,
     ports: tuple[int, int] | None = None,
+    idle_seconds: float = 0.2,
 ) -> ReplayResult:
     """Replay `rows` through ingest and etl processes until etl committed everything ingest
     published; `jumps` are (wall seconds after the clock starts, virtual seconds to jump)."""
@@ -195,7 +196,7 @@ async def replay_through_pipeline(
                 "OPENDOTA_API_KEY": "replay-key",
                 "OPENDOTA_REQUESTS_PER_MINUTE": "60000",
                 "OPENDOTA_TIMEOUT_SECONDS": "1",
-                "INGEST_IDLE_SECONDS": "0.2",
+                "INGEST_IDLE_SECONDS": str(idle_seconds),
                 "INGEST_MAX_BACKOFF_SECONDS": "2",
                 "INGEST_MAX_PAGES_PER_POLL": str(pages_per_poll),
                 "INGEST_LATE_WINDOW_SECONDS": str(late_window_seconds),

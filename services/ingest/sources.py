@@ -326,7 +326,10 @@ class MatchIdPagedSource:
         return head
 
     async def _refresh_status(self) -> None:
+        """The status of a finished poll, all fields at once: a reader never sees the cursor of
+        this poll next to the lag of the previous one."""
         name = self.health.name
+        self.health.cursor = await self._cursors.get(name)
         gaps = await self._window.gaps(name)
         self.health.floor = await self._window.floor(name)
         self.health.open_gaps = len(gaps)
@@ -378,7 +381,6 @@ class MatchIdPagedSource:
             if high is None:
                 # The head: the highest id read is the cursor the next head stops at.
                 await self._cursors.advance(name, max(ids))
-                self.health.cursor = max(self.health.cursor or 0, *ids)
             horizon = None if read.clock is None else read.clock - self._late_window
             if sweep is not None:
                 settled = self._settled(page, sweep.at - self._late_window, below=sweep.top)
