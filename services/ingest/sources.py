@@ -431,7 +431,8 @@ class MatchIdPagedSource:
             else:
                 refs.append(ref)
         # Skipped rows count as handled at once, so a failed publish does not count them twice.
-        await self._window.mark_seen(name, unusable)
+        if unusable:
+            await self._window.mark_seen(name, unusable)
         await self._publisher.publish(refs)
         await self._window.mark_seen(name, [ref.match_id for ref in refs])
         self.health.matches_published += len(refs)
