@@ -32,8 +32,17 @@ class IngestSettings(ServiceSettings, KafkaSettings, RedisSettings):
     steam_api_key: str | None = None
     # Pause between polls when a source is caught up (a short page).
     ingest_idle_seconds: float = Field(default=30.0, gt=0, le=3600)
-    # Pages a source may read back in one poll to close a gap (each page costs one request).
+    # Requests one poll of a listing source may send: the head, then the gaps and the late window
+    # (what is left unread stays a gap for the next polls, never skipped).
     ingest_max_pages_per_poll: int = Field(default=10, ge=1, le=1000)
+    # Listing sources re-read ids of matches that started less than this long ago, since OpenDota
+    # lists a match when it ends (see sources.MatchIdPagedSource). Must exceed the longest game.
+    ingest_late_window_seconds: float = Field(default=3 * 3600, ge=0, le=7 * 86400)
+    # Longest pause of a failing poller before its next restart.
+    ingest_max_backoff_seconds: float = Field(default=600.0, gt=0, le=3600)
+    # OpenDota pacing: the free tier allows 60 a minute; a paid key more.
+    opendota_requests_per_minute: float = Field(default=60.0, gt=5, le=100_000)
+    opendota_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     kafka_enable_idempotence: bool = False
 
     @field_validator("ingest_sources", mode="before")

@@ -18,7 +18,7 @@ from services.common.external.opendota import OpenDotaClient
 from services.common.external.rate_limits import TokenBucket
 from services.common.stores import ensure_kafka_topics
 from services.ingest.publisher import MatchRefPublisher
-from services.ingest.repo import CursorStore
+from services.ingest.repo import CursorStore, WindowStore
 from services.ingest.sources import MatchIdPagedSource, SourceHealth
 from tests.replay_server import (
     SEQUENCE_PATH,
@@ -52,21 +52,19 @@ async def consume_ids(bootstrap: str, topic: str, minimum: int) -> list[int]:
     return ids
 
 
-class CrashAfterPublish:
-    """Cursor store whose first advance dies, as a process killed right after Kafka acked."""
+class CrashAfterPublish(WindowStore):
+    """Window state whose first record of published ids dies, as a process killed right after
+    Kafka acknowledged a page and before its progress reached Redis."""
 
-    def __init__(self, inner: CursorStore) -> None:
-        self.inner = inner
+    def __init__(self, redis: aioredis.Redis) -> None:
+        super().__init__(redis)
         self.crashed = False
 
-    async def get(self, source: str) -> int | None:
-        return await self.inner.get(source)
-
-    async def advance(self, source: str, value: int) -> None:
-        if not self.crashed:
+    async def mark_seen(self, source: str, match_ids: list[int]) -> None:
+        if match_ids and not self.crashed:
             self.crashed = True
-            raise ConnectionError("killed before the cursor moved")
-        await self.inner.advance(source, value)
+            raise ConnectionError("killed before the progress was recorded")
+        await super().mark_seen(source, match_ids)
 
 
 async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
@@ -79,7 +77,8 @@ async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
     redis = aioredis.Redis.from_url(redis_url)
     api = JsonApi(server.opendota_url, bucket=TokenBucket(100, 100), attempts=1)
     client = OpenDotaClient(api=api)
-    cursors = CrashAfterPublish(CursorStore(redis))
+    cursors = CursorStore(redis)
+    window = CrashAfterPublish(redis)
     name = f"opendota_public_{uuid.uuid4().hex[:6]}"
 
     def source() -> MatchIdPagedSource:
@@ -88,6 +87,7 @@ async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
             lambda less_than: client.public_matches(less_than_match_id=less_than),
             publisher,
             cursors,
+            window,
             max_pages_per_poll=3,
             carries_summary=True,
         )
@@ -96,6 +96,7 @@ async def test_poll_publishes_summaries_then_resumes_from_the_redis_cursor(
         with pytest.raises(ConnectionError):
             await source().poll()  # published, then "killed" before the cursor moved
         assert await cursors.get(name) is None
+        assert await window.floor(name) is None
         restarted = source()
         assert await restarted.poll() is True  # re-publishes: harmless, etl dedups
         cursor = await cursors.get(name)
@@ -145,6 +146,7 @@ async def test_ingest_to_etl_to_warehouse_end_to_end(
         lambda less_than: client.public_matches(less_than_match_id=less_than),
         publisher,
         CursorStore(redis),
+        WindowStore(redis),
         max_pages_per_poll=1,
         carries_summary=True,
     )

@@ -21,6 +21,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _BackfillState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BackfillStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BackfillState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BACKFILL_STATE_UNSPECIFIED: _BackfillState.ValueType  # 0
+    """Not known."""
+    BACKFILL_STATE_RUNNING: _BackfillState.ValueType  # 1
+    """Publishing; resumed from its progress after a restart."""
+    BACKFILL_STATE_SUCCEEDED: _BackfillState.ValueType  # 2
+    """Every id was published."""
+    BACKFILL_STATE_FAILED: _BackfillState.ValueType  # 3
+    """Stopped by an error; `error` says which. Ids before `published` were published."""
+
+class BackfillState(_BackfillState, metaclass=_BackfillStateEnumTypeWrapper):
+    """State of a backfill job."""
+
+BACKFILL_STATE_UNSPECIFIED: BackfillState.ValueType  # 0
+"""Not known."""
+BACKFILL_STATE_RUNNING: BackfillState.ValueType  # 1
+"""Publishing; resumed from its progress after a restart."""
+BACKFILL_STATE_SUCCEEDED: BackfillState.ValueType  # 2
+"""Every id was published."""
+BACKFILL_STATE_FAILED: BackfillState.ValueType  # 3
+"""Stopped by an error; `error` says which. Ids before `published` were published."""
+Global___BackfillState: _TypeAlias = BackfillState  # noqa: Y015
+
 class _SourceState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -82,6 +110,7 @@ class GetIngestStatusResponse(_message.Message):
 
     SOURCES_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceStatus]:
         """One entry per configured source, enabled or not."""
@@ -90,25 +119,102 @@ class GetIngestStatusResponse(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When this ingest process started; the counters in SourceStatus count from here."""
 
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackfillJob]:
+        """Backfill jobs, running and recently finished (finished jobs are kept for 24 hours), newest
+        first. Persisted in Redis: a restarted ingest resumes running jobs and still lists them.
+        """
+
     def __init__(
         self,
         *,
         sources: _abc.Iterable[Global___SourceStatus] | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
+        jobs: _abc.Iterable[Global___BackfillJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sources", b"sources", "started_at", b"started_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "sources", b"sources", "started_at", b"started_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetIngestStatusResponse: _TypeAlias = GetIngestStatusResponse  # noqa: Y015
 
 @_typing.final
+class BackfillJob(_message.Message):
+    """One backfill job, as GetIngestStatus lists it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The id Backfill returned."""
+    state: Global___BackfillState.ValueType
+    """Current state."""
+    total: _builtins.int
+    """Ids the job publishes in total."""
+    published: _builtins.int
+    """Ids published so far (the job's persisted progress)."""
+    error: _builtins.str
+    """Why the job failed; empty otherwise."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job was accepted."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the progress or state last changed."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        state: Global___BackfillState.ValueType = ...,
+        total: _builtins.int = ...,
+        published: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "job_id", b"job_id", "published", b"published", "state", b"state", "total", b"total", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillJob: _TypeAlias = BackfillJob  # noqa: Y015
+
+@_typing.final
 class SourceStatus(_message.Message):
     """Status of one match-id source."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ErrorsByKindEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     SOURCE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
@@ -124,6 +230,13 @@ class SourceStatus(_message.Message):
     REQUESTS_MADE_FIELD_NUMBER: _builtins.int
     RATE_LIMITED_RESPONSES_FIELD_NUMBER: _builtins.int
     MATCHES_PUBLISHED_FIELD_NUMBER: _builtins.int
+    ERRORS_TOTAL_FIELD_NUMBER: _builtins.int
+    ERRORS_BY_KIND_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
+    BAD_ROWS_FIELD_NUMBER: _builtins.int
+    OPEN_GAPS_FIELD_NUMBER: _builtins.int
+    OLDEST_GAP_AT_FIELD_NUMBER: _builtins.int
+    FLOOR_MATCH_ID_FIELD_NUMBER: _builtins.int
     source: _events_pb2.MatchSource.ValueType
     """Which source this is."""
     name: _builtins.str
@@ -137,7 +250,12 @@ class SourceStatus(_message.Message):
     last_match_id: _builtins.int
     """Highest match id published so far (OpenDota listing sources)."""
     lag_matches: _builtins.int
-    """Estimated matches the source has that are not published yet; unset when unknown."""
+    """Matches the source lists that are not published yet, counted, not estimated from ids: for a
+    listing source, 0 when the last poll read every page of its late window and left no gap
+    (every listed match in it is published); unset while gaps are open or before the first
+    complete poll, because the number of matches inside an unread id range is not known. For the
+    Steam sequence, 0 when the last page was not full (caught up); unset otherwise.
+    """
     lag_seconds: _builtins.int
     """Estimated seconds between now and the start of the newest published match; unset when
     unknown.
@@ -150,6 +268,26 @@ class SourceStatus(_message.Message):
     """Responses with HTTP 429 (rate limited) since started_at."""
     matches_published: _builtins.int
     """MatchRef records published to Kafka from this source since started_at."""
+    errors_total: _builtins.int
+    """Unexpected errors of the poller since started_at (a Redis or Kafka error, a bug), each
+    followed by a restart of the poller after a capped, jittered backoff. Upstream failures
+    (HTTP 5xx, 429, timeouts) are not counted here; they show in last_error and state.
+    """
+    restarts: _builtins.int
+    """Times the poller was restarted by its supervisor since started_at."""
+    bad_rows: _builtins.int
+    """Listed rows that could not be turned into a reference (e.g. a hero list that is not a list of
+    ids, a negative duration) and were skipped, since started_at.
+    """
+    open_gaps: _builtins.int
+    """Id ranges known to be unread (a page that failed, a poll that ran out of its page budget, a
+    late window not yet swept), persisted in Redis and read by later polls. 0 for sources
+    without gaps (Steam sequence).
+    """
+    floor_match_id: _builtins.int
+    """Listing sources: every listed match with an id at or below this one is published or was
+    never listed; above it the late window is re-read each poll. Unset before the first poll.
+    """
     @_builtins.property
     def last_success_at(self) -> _timestamp_pb2.Timestamp:
         """When the last successful poll finished."""
@@ -157,6 +295,16 @@ class SourceStatus(_message.Message):
     @_builtins.property
     def last_error_at(self) -> _timestamp_pb2.Timestamp:
         """When the most recent failure happened; unset if none."""
+
+    @_builtins.property
+    def errors_by_kind(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """errors_total by kind: the exception's type name, e.g. "ConnectionError", "KafkaError"."""
+
+    @_builtins.property
+    def oldest_gap_at(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest open gap was recorded (the source's clock: the newest match end it listed);
+        unset when no gap is open.
+        """
 
     def __init__(
         self,
@@ -175,17 +323,28 @@ class SourceStatus(_message.Message):
         requests_made: _builtins.int = ...,
         rate_limited_responses: _builtins.int = ...,
         matches_published: _builtins.int = ...,
+        errors_total: _builtins.int = ...,
+        errors_by_kind: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        restarts: _builtins.int = ...,
+        bad_rows: _builtins.int = ...,
+        open_gaps: _builtins.int = ...,
+        oldest_gap_at: _timestamp_pb2.Timestamp | None = ...,
+        floor_match_id: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_lag_matches", b"_lag_matches", "_lag_seconds", b"_lag_seconds", "cursor", b"cursor", "lag_matches", b"lag_matches", "lag_seconds", b"lag_seconds", "last_error_at", b"last_error_at", "last_match_id", b"last_match_id", "last_success_at", b"last_success_at", "next_match_seq_num", b"next_match_seq_num"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_floor_match_id", b"_floor_match_id", "_lag_matches", b"_lag_matches", "_lag_seconds", b"_lag_seconds", "cursor", b"cursor", "floor_match_id", b"floor_match_id", "lag_matches", b"lag_matches", "lag_seconds", b"lag_seconds", "last_error_at", b"last_error_at", "last_match_id", b"last_match_id", "last_success_at", b"last_success_at", "next_match_seq_num", b"next_match_seq_num", "oldest_gap_at", b"oldest_gap_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lag_matches", b"_lag_matches", "_lag_seconds", b"_lag_seconds", "cursor", b"cursor", "enabled", b"enabled", "lag_matches", b"lag_matches", "lag_seconds", b"lag_seconds", "last_error", b"last_error", "last_error_at", b"last_error_at", "last_match_id", b"last_match_id", "last_success_at", b"last_success_at", "matches_published", b"matches_published", "name", b"name", "next_match_seq_num", b"next_match_seq_num", "rate_limited_responses", b"rate_limited_responses", "requests_made", b"requests_made", "source", b"source", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_floor_match_id", b"_floor_match_id", "_lag_matches", b"_lag_matches", "_lag_seconds", b"_lag_seconds", "bad_rows", b"bad_rows", "cursor", b"cursor", "enabled", b"enabled", "errors_by_kind", b"errors_by_kind", "errors_total", b"errors_total", "floor_match_id", b"floor_match_id", "lag_matches", b"lag_matches", "lag_seconds", b"lag_seconds", "last_error", b"last_error", "last_error_at", b"last_error_at", "last_match_id", b"last_match_id", "last_success_at", b"last_success_at", "matches_published", b"matches_published", "name", b"name", "next_match_seq_num", b"next_match_seq_num", "oldest_gap_at", b"oldest_gap_at", "open_gaps", b"open_gaps", "rate_limited_responses", b"rate_limited_responses", "requests_made", b"requests_made", "restarts", b"restarts", "source", b"source", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__floor_match_id: _TypeAlias = _typing.Literal["floor_match_id"]  # noqa: Y015
+    _WhichOneofArgType__floor_match_id: _TypeAlias = _typing.Literal["_floor_match_id", b"_floor_match_id"]  # noqa: Y015
     _WhichOneofReturnType__lag_matches: _TypeAlias = _typing.Literal["lag_matches"]  # noqa: Y015
     _WhichOneofArgType__lag_matches: _TypeAlias = _typing.Literal["_lag_matches", b"_lag_matches"]  # noqa: Y015
     _WhichOneofReturnType__lag_seconds: _TypeAlias = _typing.Literal["lag_seconds"]  # noqa: Y015
     _WhichOneofArgType__lag_seconds: _TypeAlias = _typing.Literal["_lag_seconds", b"_lag_seconds"]  # noqa: Y015
     _WhichOneofReturnType_cursor: _TypeAlias = _typing.Literal["next_match_seq_num", "last_match_id"]  # noqa: Y015
     _WhichOneofArgType_cursor: _TypeAlias = _typing.Literal["cursor", b"cursor"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__floor_match_id) -> _WhichOneofReturnType__floor_match_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lag_matches) -> _WhichOneofReturnType__lag_matches | None: ...
     @_typing.overload
