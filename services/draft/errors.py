@@ -1,0 +1,105 @@
+"""The draft rules' domain errors, each carrying the contract's ErrorReason.
+
+They extend `services.common.errors`, so the gRPC edge maps them to a status and an ErrorInfo
+exactly once, like every other service's errors (`services.common.interceptors`).
+"""
+
+from __future__ import annotations
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+
+
+class UnknownPatch(InvalidArgument):
+    """The patch is unknown to the constants, or no draft rules cover it."""
+
+    def __init__(self, patch: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"unknown patch {patch!r}",
+            field="patch",
+            reason="ERROR_REASON_UNKNOWN_PATCH",
+            metadata={"patch": patch},
+        )
+        self.patch = patch
+
+
+class UnknownHero(InvalidArgument):
+    """The hero id is not a hero of this draft's pool."""
+
+    def __init__(self, hero_id: int) -> None:
+        super().__init__(
+            f"hero {hero_id} is not a known hero",
+            field="action.hero_id",
+            reason="ERROR_REASON_UNKNOWN_HERO",
+            metadata={"hero_id": str(hero_id)},
+        )
+        self.hero_id = hero_id
+
+
+class DuplicateHero(InvalidArgument):
+    """The hero was already picked or banned in this draft."""
+
+    def __init__(self, hero_id: int) -> None:
+        super().__init__(
+            f"hero {hero_id} is already picked or banned in this draft",
+            field="action.hero_id",
+            reason="ERROR_REASON_DUPLICATE_HERO",
+            metadata={"hero_id": str(hero_id)},
+        )
+        self.hero_id = hero_id
+
+
+class IllegalDraftAction(InvalidArgument):
+    """The action is not legal at this point of the draft (INVALID_ARGUMENT per the contract)."""
+
+    def __init__(self, message: str, *, draft_id: str, field: str) -> None:
+        super().__init__(
+            message,
+            field=field,
+            reason="ERROR_REASON_ILLEGAL_DRAFT_ACTION",
+            metadata={"draft_id": draft_id},
+        )
+        self.draft_id = draft_id
+
+
+class OutOfTurn(IllegalDraftAction):
+    """The other side is to act."""
+
+    def __init__(self, message: str, *, draft_id: str) -> None:
+        super().__init__(message, draft_id=draft_id, field="action.side")
+
+
+class WrongKind(IllegalDraftAction):
+    """A pick when a ban is due, or the reverse (or a nominated ban beyond the allowance)."""
+
+    def __init__(self, message: str, *, draft_id: str) -> None:
+        super().__init__(message, draft_id=draft_id, field="action.kind")
+
+
+class DraftCompleted(FailedPrecondition):
+    """The draft already has its last pick (FAILED_PRECONDITION, ILLEGAL_DRAFT_ACTION)."""
+
+    def __init__(self, draft_id: str) -> None:
+        super().__init__(f"draft {draft_id} is complete", metadata={"draft_id": draft_id})
+        self.draft_id = draft_id
+
+
+class VersionMismatch(FailedPrecondition):
+    """expected_sequence is not the draft's sequence: another change won the race."""
+
+    reason = "ERROR_REASON_VERSION_MISMATCH"
+
+    def __init__(self, draft_id: str, *, expected: int, actual: int) -> None:
+        super().__init__(
+            f"draft {draft_id} is at sequence {actual}, not {expected}; re-read and retry",
+            metadata={"draft_id": draft_id, "field": "expected_sequence"},
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class DraftExpired(NotFound):
+    """The draft's last change is over its lifetime ago; the contract answers NOT_FOUND."""
+
+    def __init__(self, draft_id: str) -> None:
+        super().__init__(f"draft {draft_id} has expired", metadata={"draft_id": draft_id})
+        self.draft_id = draft_id
