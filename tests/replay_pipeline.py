@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from aiokafka import AIOKafkaConsumer
@@ -72,6 +72,8 @@ class ReplayResult:
     replayer_answers: Counter[str]
     seconds: float
     end_wall: dict[int, float] = field(default_factory=dict)  # match id -> wall time it ended
+    # match id -> its loaded_at in the warehouse (unix milliseconds, the recompute watermark's unit)
+    loaded_at_ms: dict[int, int] = field(default_factory=dict)
 
     @property
     def published(self) -> Counter[int]:
@@ -133,6 +135,23 @@ class PipelineFailed(AssertionError):
     """A stage did not get there in time; the message carries the logs."""
 
 
+class Companion(Protocol):
+    """Something run beside the pipeline for the whole replay, reading from etl
+    (bench/freshness.py: the model process and its sampler)."""
+
+    async def start(self, etl_port: int) -> None:
+        """Start beside ingest and etl, before the replay clock starts."""
+
+    def failure(self) -> str | None:
+        """Why the replay cannot go on (a process exited: with its log), else None."""
+
+    async def settle(self, etl_port: int) -> None:
+        """Called once etl committed everything, while etl still runs."""
+
+    async def stop(self) -> None:
+        """Stop; called before etl stops."""
+
+
 async def replay_through_pipeline(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -148,9 +167,11 @@ async def replay_through_pipeline(
     timeout_seconds: float = 300.0,
     ports: tuple[int, int] | None = None,
     idle_seconds: float = 0.2,
+    companion: Companion | None = None,
 ) -> ReplayResult:
     """Replay `rows` through ingest and etl processes until etl committed everything ingest
-    published; `jumps` are (wall seconds after the clock starts, virtual seconds to jump)."""
+    published (and the `companion` settled); `jumps` are (wall seconds after the clock starts,
+    virtual seconds to jump)."""
     from tests.conftest import free_port
 
     started = time.monotonic()
@@ -208,6 +229,14 @@ async def replay_through_pipeline(
         def logs() -> str:
             return f"\n--- ingest:\n{tail(ingest_log)}\n--- etl:\n{tail(etl_log)}"
 
+        def check_processes() -> None:
+            for process, name in ((ingest, "ingest"), (etl, "etl")):
+                if process.poll() is not None:
+                    raise PipelineFailed(f"{name} exited{logs()}")
+            problem = companion.failure() if companion is not None else None
+            if problem is not None:
+                raise PipelineFailed(f"{problem}{logs()}")
+
         async def read_topic() -> None:
             consumer = AIOKafkaConsumer(
                 topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
@@ -242,19 +271,17 @@ async def replay_through_pipeline(
         status: ingest_pb.SourceStatus | None = None
         try:
             async with asyncio.timeout(timeout_seconds):
+                if companion is not None:
+                    await companion.start(etl_port)
                 while status is None or not commits:
-                    for process, name in ((ingest, "ingest"), (etl, "etl")):
-                        if process.poll() is not None:
-                            raise PipelineFailed(f"{name} exited{logs()}")
+                    check_processes()
                     status = await ingest_status(ingest_port)
                     await asyncio.sleep(0.1)
                 replayer.start_clock()
                 clock_started = time.monotonic()
                 pending_jumps = sorted(jumps)
                 while True:
-                    for process, name in ((ingest, "ingest"), (etl, "etl")):
-                        if process.poll() is not None:
-                            raise PipelineFailed(f"{name} exited{logs()}")
+                    check_processes()
                     while pending_jumps and time.monotonic() - clock_started >= pending_jumps[0][0]:
                         replayer.jump(pending_jumps.pop(0)[1])
                     if replayer.all_finished:
@@ -273,9 +300,10 @@ async def replay_through_pipeline(
                     last = commits[-1][1] if commits else {}
                     if all(last.get(p, -1) >= end for p, end in ends.items()):
                         break
-                    if etl.poll() is not None:
-                        raise PipelineFailed(f"etl exited{logs()}")
+                    check_processes()
                     await asyncio.sleep(0.2)
+                if companion is not None:
+                    await companion.settle(etl_port)
         except TimeoutError:
             missing = len(set(replayer.listed_ids()) - {r.match_id for r in records})
             raise PipelineFailed(
@@ -285,6 +313,8 @@ async def replay_through_pipeline(
         finally:
             stop_reading.set()
             await asyncio.gather(reader, watcher, return_exceptions=True)
+            if companion is not None:
+                await companion.stop()
             _stop(ingest)
             _stop(etl)
         listed_ids = replayer.listed_ids()
@@ -299,13 +329,18 @@ async def replay_through_pipeline(
     warehouse = Warehouse.connect(f"chdb://{workdir / 'warehouse'}")
     try:
         checksum = warehouse.checksum()
-        stored = {int(row[0]) for row in warehouse.query_rows("SELECT match_id FROM matches FINAL")}
+        loaded_at_ms = {
+            int(match_id): int(loaded)
+            for match_id, loaded in warehouse.query_rows(
+                "SELECT match_id, toUnixTimestamp64Milli(loaded_at) FROM matches FINAL"
+            )
+        }
     finally:
         warehouse.close()
     return ReplayResult(
         listed=listed_ids,
         expected=expected,
-        stored=stored,
+        stored=set(loaded_at_ms),
         stored_checksum=(int(checksum[0]), int(checksum[1])),
         records=records,
         commits=commits,
@@ -313,4 +348,5 @@ async def replay_through_pipeline(
         replayer_answers=answers,
         seconds=time.monotonic() - started,
         end_wall=end_wall,
+        loaded_at_ms=loaded_at_ms,
     )

@@ -227,6 +227,7 @@ class Recomputer:
             mode="full" if full else "incremental",
             matches_used=0,
             coverage={},
+            loaded_until=watermark.timestamp() if watermark is not None else None,
         )
         await self.publisher.record_run(run)
         try:

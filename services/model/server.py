@@ -483,6 +483,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             )
             if run.finished_at is not None:
                 entry.finished_at.CopyFrom(_timestamp(run.finished_at))
+            if run.loaded_until is not None:
+                entry.loaded_until.CopyFrom(_timestamp(run.loaded_until))
             for patch, brackets in sorted(run.coverage.items()):
                 for name, matches in sorted(brackets.items()):
                     # Coverage of stored-only brackets (UNKNOWN) has no API value: left out.

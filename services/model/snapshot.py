@@ -42,6 +42,9 @@ class RunRecord:
     snapshot_version: int | None = None
     error: str = ""
     quality: dict[str, float] = field(default_factory=dict)
+    # The watermark (unix seconds): the run counts the matches loaded up to it; None when the
+    # warehouse held none (and on records written before it was kept).
+    loaded_until: float | None = None
 
 
 @dataclass(frozen=True)

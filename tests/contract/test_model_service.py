@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,9 @@ async def test_recompute_publishes_patches_and_the_young_patch_says_it_borrowed(
     run = info.recent_runs[0]
     assert (run.status, run.mode, run.snapshot_version) == ("succeeded", "full", 1)
     assert run.matches_used == 27_000
+    # The watermark: the fixture's inserts, moments ago.
+    assert run.HasField("loaded_until")
+    assert 0 <= time.time() - run.loaded_until.ToSeconds() < 600
     covered = {(c.patch, c.bracket): c.matches for c in run.coverage}
     assert covered[(OLD_PATCH, c.SKILL_BRACKET_ALL)] == 24_000
     old = await mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT, patch=OLD_PATCH))

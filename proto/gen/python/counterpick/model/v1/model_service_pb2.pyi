@@ -1381,6 +1381,7 @@ class RecomputeRun(_message.Message):
     COVERAGE_FIELD_NUMBER: _builtins.int
     SNAPSHOT_VERSION_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    LOADED_UNTIL_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Opaque run id."""
     status: _builtins.str
@@ -1405,6 +1406,14 @@ class RecomputeRun(_message.Message):
     def coverage(self) -> _containers.RepeatedCompositeFieldContainer[Global___Coverage]:
         """Matches per patch and bracket."""
 
+    @_builtins.property
+    def loaded_until(self) -> _timestamp_pb2.Timestamp:
+        """The run's watermark: it counted exactly the matches loaded into the warehouse up to this
+        moment (the newest load time it saw when it started), so a match is counted by the snapshot
+        of this run iff it was loaded no later. Unset when the warehouse held no match, and on runs
+        recorded before this field existed.
+        """
+
     def __init__(
         self,
         *,
@@ -1417,10 +1426,11 @@ class RecomputeRun(_message.Message):
         coverage: _abc.Iterable[Global___Coverage] | None = ...,
         snapshot_version: _builtins.int = ...,
         error: _builtins.str = ...,
+        loaded_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "loaded_until", b"loaded_until", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage", "error", b"error", "finished_at", b"finished_at", "matches_used", b"matches_used", "mode", b"mode", "run_id", b"run_id", "snapshot_version", b"snapshot_version", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage", "error", b"error", "finished_at", b"finished_at", "loaded_until", b"loaded_until", "matches_used", b"matches_used", "mode", b"mode", "run_id", b"run_id", "snapshot_version", b"snapshot_version", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
