@@ -117,8 +117,10 @@ class ModelBeside:
                 else:
                     for run in info.recent_runs:
                         if run.snapshot_version and run.HasField("loaded_until"):
-                            self.loaded_until_ms[run.snapshot_version] = (
-                                run.loaded_until.ToMilliseconds()
+                            # Rounded, not truncated: the server's Timestamp comes from float
+                            # seconds (….362 arrives as ….361999872).
+                            self.loaded_until_ms[run.snapshot_version] = round(
+                                run.loaded_until.ToNanoseconds() / 1e6
                             )
                     if info.HasField("snapshot"):
                         self.samples.append((time.monotonic(), info.snapshot.version))
