@@ -175,8 +175,8 @@ class ArrivingMatches:
 
 
 @asynccontextmanager
-async def etl_reader(warehouse: Warehouse) -> AsyncIterator[EtlReader]:
-    """An EtlReader on a real etl ReadWarehouse server over `warehouse`."""
+async def etl_read_server(warehouse: Warehouse) -> AsyncIterator[str]:
+    """The address of a real etl ReadWarehouse server over `warehouse`, stopped on exit."""
     from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
     from services.etl.config import EtlSettings
     from services.etl.server import EtlServicer
@@ -198,12 +198,21 @@ async def etl_reader(warehouse: Warehouse) -> AsyncIterator[EtlReader]:
         ],
     )
     port = await server.start()
-    reader = EtlReader(f"127.0.0.1:{port}")
     try:
-        yield reader
+        yield f"127.0.0.1:{port}"
     finally:
-        await asyncio.to_thread(reader.close)
         await server.stop(0)
+
+
+@asynccontextmanager
+async def etl_reader(warehouse: Warehouse) -> AsyncIterator[EtlReader]:
+    """An EtlReader on a real etl ReadWarehouse server over `warehouse`."""
+    async with etl_read_server(warehouse) as address:
+        reader = EtlReader(address)
+        try:
+            yield reader
+        finally:
+            await asyncio.to_thread(reader.close)
 
 
 def assert_same_counts(kept: dict[PatchBracket, Counts], full: dict[PatchBracket, Counts]) -> None:
@@ -261,46 +270,24 @@ async def test_matches_arriving_during_a_run_count_once_in_the_next(
 
 
 async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Warehouse) -> None:
-    from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
-    from services.etl.config import EtlSettings
-    from services.etl.server import EtlServicer
-
     insert_draft_table(warehouse, draft_table(3_000, "7.40", 1, seed=4))
     warehouse.insert_matches(player_matches(300, 90_000, seed=4))
-
-    class Runtime:
-        """Only what ReadWarehouse touches: the open warehouse."""
-
-        def __init__(self, store: Warehouse) -> None:
-            self.warehouse = store
-
-    servicer = EtlServicer(EtlSettings(), Runtime(warehouse))  # type: ignore[arg-type]
-    server = GrpcServer(
-        name="etl",
-        settings=ServiceSettings(port=0),
-        services=[
-            registration(
-                servicer, etl_grpc.add_EtlServiceServicer_to_server, "counterpick.etl.v1.EtlService"
+    async with etl_read_server(warehouse) as address:
+        reader = EtlReader(address)
+        try:
+            assert (await _thread(reader.hero_counts)).equals(warehouse.hero_counts())
+            assert (await _thread(reader.pair_counts, "7.40")).equals(warehouse.pair_counts("7.40"))
+            assert (await _thread(reader.match_drafts)).num_rows == 3_300
+            assert (await _thread(reader.player_hero_groups)).num_rows == (
+                warehouse.player_hero_groups().num_rows
             )
-        ],
-    )
-    port = await server.start()
-    reader = EtlReader(f"127.0.0.1:{port}")
-    try:
-        assert (await _thread(reader.hero_counts)).equals(warehouse.hero_counts())
-        assert (await _thread(reader.pair_counts, "7.40")).equals(warehouse.pair_counts("7.40"))
-        assert (await _thread(reader.match_drafts)).num_rows == 3_300
-        assert (await _thread(reader.player_hero_groups)).num_rows == (
-            warehouse.player_hero_groups().num_rows
-        )
-        records = await _thread(reader.player_hero_records, PLANTED_ACCOUNT)
-        assert records.num_rows == 30
-        assert await _thread(reader.latest_loaded_at) == warehouse.latest_loaded_at()
-    finally:
-        reader.close()
-        await server.stop(0)
-        warehouse.close()
-    dead = EtlReader(f"127.0.0.1:{port}")
+            records = await _thread(reader.player_hero_records, PLANTED_ACCOUNT)
+            assert records.num_rows == 30
+            assert await _thread(reader.latest_loaded_at) == warehouse.latest_loaded_at()
+        finally:
+            reader.close()
+    warehouse.close()
+    dead = EtlReader(address)
     with pytest.raises(ConnectionError):
         dead.hero_counts()
     dead.close()
