@@ -37,6 +37,17 @@ class AuthServiceStub:
 
     Roles: "user" (every signed-in user), "admin" (operators), "service" (other counterpick
     services).
+
+    Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
+    allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
+    the key was created with, space-separated in `scope`, and an RPC that names a required scope
+    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
+    reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
+    SubmitAction), "user:read", "user:write".
+
+    Revocation: a revoked access token is refused by every service within a few seconds (the
+    verifiers consult a short-lived deny list), not only by IntrospectToken.
     """
 
     def __init__(self, channel):
@@ -75,6 +86,26 @@ class AuthServiceStub:
                 request_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/counterpick.auth.v1.AuthService/CreateApiKey',
+                request_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/counterpick.auth.v1.AuthService/ListApiKeys',
+                request_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/counterpick.auth.v1.AuthService/RevokeApiKey',
+                request_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ExchangeApiKey = channel.unary_unary(
+                '/counterpick.auth.v1.AuthService/ExchangeApiKey',
+                request_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeApiKeyRequest.SerializeToString,
+                response_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -89,6 +120,17 @@ class AuthServiceServicer:
 
     Roles: "user" (every signed-in user), "admin" (operators), "service" (other counterpick
     services).
+
+    Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
+    allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
+    the key was created with, space-separated in `scope`, and an RPC that names a required scope
+    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
+    reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
+    SubmitAction), "user:read", "user:write".
+
+    Revocation: a revoked access token is refused by every service within a few seconds (the
+    verifiers consult a short-lived deny list), not only by IntrospectToken.
     """
 
     def BeginSteamLogin(self, request, context):
@@ -141,8 +183,8 @@ class AuthServiceServicer:
     def RevokeToken(self, request, context):
         """RevokeToken revokes a refresh token (logout of one session), an access token by its jti, or
         every session of the caller. Revoking a token that is unknown or already revoked succeeds with
-        revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once,
-        but services that only check the JWT signature accept it until it expires.
+        revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once
+        and by every other service within seconds (see the service comment).
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no target is set;
         UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, _TOKEN_EXPIRED, _TOKEN_INVALID) when revoking by
@@ -175,6 +217,58 @@ class AuthServiceServicer:
         10 minutes.
 
         Errors: none besides the transport's (UNAVAILABLE when the service is down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """CreateApiKey creates an API key for the caller's bots and tools. The secret is returned once,
+        here, and stored only as a hash. The key's tokens carry `scopes` and the owner's tier at the
+        time of each exchange. A user has at most 20 unrevoked keys.
+
+        Errors: UNAUTHENTICATED without a valid access token; PERMISSION_DENIED
+        (ERROR_REASON_PERMISSION_DENIED) when the caller's own token is an API-key token (keys are made
+        by signed-in users, not by bots); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when name is
+        empty or longer than 64 characters, scopes is empty, or a scope is unknown;
+        FAILED_PRECONDITION (ERROR_REASON_QUOTA_EXCEEDED) at 20 unrevoked keys; UNAVAILABLE
+        (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """ListApiKeys lists the caller's API keys (never their secrets), newest first, revoked ones
+        included.
+
+        Errors: UNAUTHENTICATED without a valid access token; UNAVAILABLE (dependency "postgres").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """RevokeApiKey revokes one of the caller's API keys (an admin may revoke anyone's): it can no
+        longer be exchanged, and the access tokens already exchanged for it are refused by every
+        service within seconds. Revoking a revoked key succeeds.
+
+        Errors: UNAUTHENTICATED without a valid access token; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an
+        unknown key or another user's key (for a non-admin); UNAVAILABLE (dependency "postgres").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExchangeApiKey(self, request, context):
+        """ExchangeApiKey trades an API key (a bot's, or a service credential) for a short-lived access
+        token carrying the key's scopes and its owner's roles and current tier. No access token
+        needed; the key is the credential. There is no refresh token: exchange again before expiry.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when api_key is empty;
+        UNAUTHENTICATED (ERROR_REASON_TOKEN_INVALID) when the key is unknown, malformed or revoked;
+        RESOURCE_EXHAUSTED (ERROR_REASON_RATE_LIMITED) when too many exchanges come from the caller;
+        UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,6 +307,26 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.GetJwksRequest.FromString,
                     response_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.GetJwksResponse.SerializeToString,
             ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ExchangeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeApiKey,
+                    request_deserializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeApiKeyRequest.FromString,
+                    response_serializer=counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeApiKeyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'counterpick.auth.v1.AuthService', rpc_method_handlers)
@@ -233,6 +347,17 @@ class AuthService:
 
     Roles: "user" (every signed-in user), "admin" (operators), "service" (other counterpick
     services).
+
+    Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
+    allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
+    the key was created with, space-separated in `scope`, and an RPC that names a required scope
+    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
+    reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
+    SubmitAction), "user:read", "user:write".
+
+    Revocation: a revoked access token is refused by every service within a few seconds (the
+    verifiers consult a short-lived deny list), not only by IntrospectToken.
     """
 
     @staticmethod
@@ -387,6 +512,114 @@ class AuthService:
             '/counterpick.auth.v1.AuthService/GetJwks',
             counterpick_dot_auth_dot_v1_dot_auth__service__pb2.GetJwksRequest.SerializeToString,
             counterpick_dot_auth_dot_v1_dot_auth__service__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.auth.v1.AuthService/CreateApiKey',
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyRequest.SerializeToString,
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.auth.v1.AuthService/ListApiKeys',
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ListApiKeysRequest.SerializeToString,
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.auth.v1.AuthService/RevokeApiKey',
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.RevokeApiKeyRequest.SerializeToString,
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.auth.v1.AuthService/ExchangeApiKey',
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeApiKeyRequest.SerializeToString,
+            counterpick_dot_auth_dot_v1_dot_auth__service__pb2.ExchangeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

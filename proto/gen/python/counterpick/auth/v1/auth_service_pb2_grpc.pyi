@@ -38,6 +38,17 @@ class AuthServiceStub:
 
     Roles: "user" (every signed-in user), "admin" (operators), "service" (other counterpick
     services).
+
+    Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
+    allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
+    the key was created with, space-separated in `scope`, and an RPC that names a required scope
+    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
+    reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
+    SubmitAction), "user:read", "user:write".
+
+    Revocation: a revoked access token is refused by every service within a few seconds (the
+    verifiers consult a short-lived deny list), not only by IntrospectToken.
     """
 
     @_typing.overload
@@ -82,8 +93,8 @@ class AuthServiceStub:
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeTokenRequest, _auth_service_pb2.RevokeTokenResponse]
     """RevokeToken revokes a refresh token (logout of one session), an access token by its jti, or
     every session of the caller. Revoking a token that is unknown or already revoked succeeds with
-    revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once,
-    but services that only check the JWT signature accept it until it expires.
+    revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once
+    and by every other service within seconds (see the service comment).
 
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no target is set;
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, _TOKEN_EXPIRED, _TOKEN_INVALID) when revoking by
@@ -109,6 +120,42 @@ class AuthServiceStub:
 
     Errors: none besides the transport's (UNAVAILABLE when the service is down).
     """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateApiKeyRequest, _auth_service_pb2.CreateApiKeyResponse]
+    """CreateApiKey creates an API key for the caller's bots and tools. The secret is returned once,
+    here, and stored only as a hash. The key's tokens carry `scopes` and the owner's tier at the
+    time of each exchange. A user has at most 20 unrevoked keys.
+
+    Errors: UNAUTHENTICATED without a valid access token; PERMISSION_DENIED
+    (ERROR_REASON_PERMISSION_DENIED) when the caller's own token is an API-key token (keys are made
+    by signed-in users, not by bots); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when name is
+    empty or longer than 64 characters, scopes is empty, or a scope is unknown;
+    FAILED_PRECONDITION (ERROR_REASON_QUOTA_EXCEEDED) at 20 unrevoked keys; UNAVAILABLE
+    (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListApiKeysRequest, _auth_service_pb2.ListApiKeysResponse]
+    """ListApiKeys lists the caller's API keys (never their secrets), newest first, revoked ones
+    included.
+
+    Errors: UNAUTHENTICATED without a valid access token; UNAVAILABLE (dependency "postgres").
+    """
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeApiKeyRequest, _auth_service_pb2.RevokeApiKeyResponse]
+    """RevokeApiKey revokes one of the caller's API keys (an admin may revoke anyone's): it can no
+    longer be exchanged, and the access tokens already exchanged for it are refused by every
+    service within seconds. Revoking a revoked key succeeds.
+
+    Errors: UNAUTHENTICATED without a valid access token; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an
+    unknown key or another user's key (for a non-admin); UNAVAILABLE (dependency "postgres").
+    """
+    ExchangeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ExchangeApiKeyRequest, _auth_service_pb2.ExchangeApiKeyResponse]
+    """ExchangeApiKey trades an API key (a bot's, or a service credential) for a short-lived access
+    token carrying the key's scopes and its owner's roles and current tier. No access token
+    needed; the key is the credential. There is no refresh token: exchange again before expiry.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when api_key is empty;
+    UNAUTHENTICATED (ERROR_REASON_TOKEN_INVALID) when the key is unknown, malformed or revoked;
+    RESOURCE_EXHAUSTED (ERROR_REASON_RATE_LIMITED) when too many exchanges come from the caller;
+    UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -123,6 +170,17 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     Roles: "user" (every signed-in user), "admin" (operators), "service" (other counterpick
     services).
+
+    Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
+    allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
+    the key was created with, space-separated in `scope`, and an RPC that names a required scope
+    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
+    reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
+    SubmitAction), "user:read", "user:write".
+
+    Revocation: a revoked access token is refused by every service within a few seconds (the
+    verifiers consult a short-lived deny list), not only by IntrospectToken.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -164,8 +222,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     RevokeToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeTokenRequest, _auth_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """RevokeToken revokes a refresh token (logout of one session), an access token by its jti, or
     every session of the caller. Revoking a token that is unknown or already revoked succeeds with
-    revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once,
-    but services that only check the JWT signature accept it until it expires.
+    revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once
+    and by every other service within seconds (see the service comment).
 
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no target is set;
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, _TOKEN_EXPIRED, _TOKEN_INVALID) when revoking by
@@ -191,6 +249,42 @@ class AuthServiceAsyncStub(AuthServiceStub):
 
     Errors: none besides the transport's (UNAVAILABLE when the service is down).
     """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateApiKeyRequest, _auth_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """CreateApiKey creates an API key for the caller's bots and tools. The secret is returned once,
+    here, and stored only as a hash. The key's tokens carry `scopes` and the owner's tier at the
+    time of each exchange. A user has at most 20 unrevoked keys.
+
+    Errors: UNAUTHENTICATED without a valid access token; PERMISSION_DENIED
+    (ERROR_REASON_PERMISSION_DENIED) when the caller's own token is an API-key token (keys are made
+    by signed-in users, not by bots); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when name is
+    empty or longer than 64 characters, scopes is empty, or a scope is unknown;
+    FAILED_PRECONDITION (ERROR_REASON_QUOTA_EXCEEDED) at 20 unrevoked keys; UNAVAILABLE
+    (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListApiKeysRequest, _auth_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """ListApiKeys lists the caller's API keys (never their secrets), newest first, revoked ones
+    included.
+
+    Errors: UNAUTHENTICATED without a valid access token; UNAVAILABLE (dependency "postgres").
+    """
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeApiKeyRequest, _auth_service_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """RevokeApiKey revokes one of the caller's API keys (an admin may revoke anyone's): it can no
+    longer be exchanged, and the access tokens already exchanged for it are refused by every
+    service within seconds. Revoking a revoked key succeeds.
+
+    Errors: UNAUTHENTICATED without a valid access token; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an
+    unknown key or another user's key (for a non-admin); UNAVAILABLE (dependency "postgres").
+    """
+    ExchangeApiKey: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ExchangeApiKeyRequest, _auth_service_pb2.ExchangeApiKeyResponse]  # type: ignore[assignment]
+    """ExchangeApiKey trades an API key (a bot's, or a service credential) for a short-lived access
+    token carrying the key's scopes and its owner's roles and current tier. No access token
+    needed; the key is the credential. There is no refresh token: exchange again before expiry.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when api_key is empty;
+    UNAUTHENTICATED (ERROR_REASON_TOKEN_INVALID) when the key is unknown, malformed or revoked;
+    RESOURCE_EXHAUSTED (ERROR_REASON_RATE_LIMITED) when too many exchanges come from the caller;
+    UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService signs users in with Steam OpenID 2.0 and issues, rotates, revokes and inspects the
@@ -204,6 +298,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Roles: "user" (every signed-in user), "admin" (operators), "service" (other counterpick
     services).
+
+    Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
+    allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
+    the key was created with, space-separated in `scope`, and an RPC that names a required scope
+    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
+    reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
+    SubmitAction), "user:read", "user:write".
+
+    Revocation: a revoked access token is refused by every service within a few seconds (the
+    verifiers consult a short-lived deny list), not only by IntrospectToken.
     """
 
     @_abc_1.abstractmethod
@@ -267,8 +372,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_service_pb2.RevokeTokenResponse, _abc.Awaitable[_auth_service_pb2.RevokeTokenResponse]]:
         """RevokeToken revokes a refresh token (logout of one session), an access token by its jti, or
         every session of the caller. Revoking a token that is unknown or already revoked succeeds with
-        revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once,
-        but services that only check the JWT signature accept it until it expires.
+        revoked_count 0 (as RFC 7009). A revoked access token is refused by IntrospectToken at once
+        and by every other service within seconds (see the service comment).
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when no target is set;
         UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, _TOKEN_EXPIRED, _TOKEN_INVALID) when revoking by
@@ -305,6 +410,66 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         10 minutes.
 
         Errors: none besides the transport's (UNAVAILABLE when the service is down).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _auth_service_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_auth_service_pb2.CreateApiKeyResponse]]:
+        """CreateApiKey creates an API key for the caller's bots and tools. The secret is returned once,
+        here, and stored only as a hash. The key's tokens carry `scopes` and the owner's tier at the
+        time of each exchange. A user has at most 20 unrevoked keys.
+
+        Errors: UNAUTHENTICATED without a valid access token; PERMISSION_DENIED
+        (ERROR_REASON_PERMISSION_DENIED) when the caller's own token is an API-key token (keys are made
+        by signed-in users, not by bots); INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when name is
+        empty or longer than 64 characters, scopes is empty, or a scope is unknown;
+        FAILED_PRECONDITION (ERROR_REASON_QUOTA_EXCEEDED) at 20 unrevoked keys; UNAVAILABLE
+        (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _auth_service_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListApiKeysResponse, _abc.Awaitable[_auth_service_pb2.ListApiKeysResponse]]:
+        """ListApiKeys lists the caller's API keys (never their secrets), newest first, revoked ones
+        included.
+
+        Errors: UNAUTHENTICATED without a valid access token; UNAVAILABLE (dependency "postgres").
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _auth_service_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RevokeApiKeyResponse, _abc.Awaitable[_auth_service_pb2.RevokeApiKeyResponse]]:
+        """RevokeApiKey revokes one of the caller's API keys (an admin may revoke anyone's): it can no
+        longer be exchanged, and the access tokens already exchanged for it are refused by every
+        service within seconds. Revoking a revoked key succeeds.
+
+        Errors: UNAUTHENTICATED without a valid access token; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an
+        unknown key or another user's key (for a non-admin); UNAVAILABLE (dependency "postgres").
+        """
+
+    @_abc_1.abstractmethod
+    def ExchangeApiKey(
+        self,
+        request: _auth_service_pb2.ExchangeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ExchangeApiKeyResponse, _abc.Awaitable[_auth_service_pb2.ExchangeApiKeyResponse]]:
+        """ExchangeApiKey trades an API key (a bot's, or a service credential) for a short-lived access
+        token carrying the key's scopes and its owner's roles and current tier. No access token
+        needed; the key is the credential. There is no refresh token: exchange again before expiry.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when api_key is empty;
+        UNAUTHENTICATED (ERROR_REASON_TOKEN_INVALID) when the key is unknown, malformed or revoked;
+        RESOURCE_EXHAUSTED (ERROR_REASON_RATE_LIMITED) when too many exchanges come from the caller;
+        UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "postgres").
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

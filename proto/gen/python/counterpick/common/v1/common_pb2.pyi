@@ -350,6 +350,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: no model snapshot exists yet for the requested patch and bracket (for
     example before the first Recompute on a fresh install). Metadata: "patch".
     """
+    ERROR_REASON_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 20
+    """A per-user limit on stored things was reached (e.g. 20 unrevoked API keys); delete or revoke
+    some first.
+    """
+    ERROR_REASON_SEAT_UNAVAILABLE: _ErrorReason.ValueType  # 21
+    """The draft seat is taken, the invite code is wrong or used, or the caller holds no seat."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reason of a failed call.
@@ -431,6 +437,12 @@ ERROR_REASON_MODEL_NOT_READY: ErrorReason.ValueType  # 19
 """FAILED_PRECONDITION: no model snapshot exists yet for the requested patch and bracket (for
 example before the first Recompute on a fresh install). Metadata: "patch".
 """
+ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 20
+"""A per-user limit on stored things was reached (e.g. 20 unrevoked API keys); delete or revoke
+some first.
+"""
+ERROR_REASON_SEAT_UNAVAILABLE: ErrorReason.ValueType  # 21
+"""The draft seat is taken, the invite code is wrong or used, or the caller holds no seat."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

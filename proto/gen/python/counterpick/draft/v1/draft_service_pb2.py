@@ -22,44 +22,70 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from counterpick.common.v1 import access_pb2 as counterpick_dot_common_dot_v1_dot_access__pb2
 from counterpick.common.v1 import common_pb2 as counterpick_dot_common_dot_v1_dot_common__pb2
 from counterpick.model.v1 import model_service_pb2 as counterpick_dot_model_dot_v1_dot_model__service__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(counterpick/draft/v1/draft_service.proto\x12\x14\x63ounterpick.draft.v1\x1a\"counterpick/common/v1/common.proto\x1a(counterpick/model/v1/model_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x04\n\x05\x44raft\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12.\n\x04mode\x18\x02 \x01(\x0e\x32 .counterpick.common.v1.DraftMode\x12\x30\n\x05state\x18\x03 \x01(\x0b\x32!.counterpick.common.v1.DraftState\x12\x39\n\x0bnext_action\x18\x04 \x01(\x0b\x32$.counterpick.draft.v1.ExpectedAction\x12\x11\n\tcompleted\x18\x05 \x01(\x08\x12\x10\n\x08sequence\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05patch\x18\t \x01(\t\x12\x34\n\x07\x62racket\x18\n \x01(\x0e\x32#.counterpick.common.v1.SkillBracket\x12\x36\n\x08our_side\x18\x0b \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSideH\x00\x88\x01\x01\x12\x17\n\naccount_id\x18\x0c \x01(\rH\x01\x88\x01\x01\x12\x38\n\x0f\x66irst_pick_side\x18\r \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSideB\x0b\n\t_our_sideB\r\n\x0b_account_id\"\x84\x01\n\x0e\x45xpectedAction\x12\r\n\x05order\x18\x01 \x01(\x05\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32&.counterpick.common.v1.DraftActionKind\x12-\n\x04side\x18\x03 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\"\xb0\x02\n\x12\x43reateDraftRequest\x12.\n\x04mode\x18\x01 \x01(\x0e\x32 .counterpick.common.v1.DraftMode\x12\r\n\x05patch\x18\x02 \x01(\t\x12\x34\n\x07\x62racket\x18\x03 \x01(\x0e\x32#.counterpick.common.v1.SkillBracket\x12\x36\n\x08our_side\x18\x04 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSideH\x00\x88\x01\x01\x12\x17\n\naccount_id\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x38\n\x0f\x66irst_pick_side\x18\x06 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSideB\x0b\n\t_our_sideB\r\n\x0b_account_id\"A\n\x13\x43reateDraftResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\"#\n\x0fGetDraftRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\">\n\x10GetDraftResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\"\x91\x01\n\x13SubmitActionRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\".counterpick.common.v1.DraftAction\x12\x1e\n\x11\x65xpected_sequence\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_sequence\"{\n\x14SubmitActionResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\x12\x37\n\x05\x65vent\x18\x02 \x01(\x0b\x32(.counterpick.draft.v1.DraftActionApplied\"c\n\x11WatchDraftRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\"\n\x15resume_after_sequence\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_resume_after_sequence\"\xa8\x02\n\x12WatchDraftResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1b.counterpick.draft.v1.DraftH\x00\x12\x42\n\x0e\x61\x63tion_applied\x18\x03 \x01(\x0b\x32(.counterpick.draft.v1.DraftActionAppliedH\x00\x12G\n\x13suggestions_updated\x18\x04 \x01(\x0b\x32(.counterpick.draft.v1.SuggestionsUpdatedH\x00\x12\x39\n\tcompleted\x18\x05 \x01(\x0b\x32$.counterpick.draft.v1.DraftCompletedH\x00\x42\x07\n\x05\x65vent\"\xc5\x01\n\x12\x44raftActionApplied\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\".counterpick.common.v1.DraftAction\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x39\n\x0bnext_action\x18\x03 \x01(\x0b\x32$.counterpick.draft.v1.ExpectedAction\x12.\n\napplied_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x01\n\x12SuggestionsUpdated\x12-\n\x04side\x18\x01 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12/\n\x05picks\x18\x02 \x03(\x0b\x32 .counterpick.model.v1.Suggestion\x12.\n\x04\x62\x61ns\x18\x03 \x03(\x0b\x32 .counterpick.model.v1.Suggestion\x12\x17\n\x0fwin_probability\x18\x04 \x01(\x01\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x15\n\rfallback_note\x18\x06 \x01(\t\"\x9b\x01\n\x0e\x44raftCompleted\x12$\n\x17radiant_win_probability\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1a\n\x18_radiant_win_probability2\x97\x03\n\x0c\x44raftService\x12\x62\n\x0b\x43reateDraft\x12(.counterpick.draft.v1.CreateDraftRequest\x1a).counterpick.draft.v1.CreateDraftResponse\x12Y\n\x08GetDraft\x12%.counterpick.draft.v1.GetDraftRequest\x1a&.counterpick.draft.v1.GetDraftResponse\x12\x65\n\x0cSubmitAction\x12).counterpick.draft.v1.SubmitActionRequest\x1a*.counterpick.draft.v1.SubmitActionResponse\x12\x61\n\nWatchDraft\x12\'.counterpick.draft.v1.WatchDraftRequest\x1a(.counterpick.draft.v1.WatchDraftResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(counterpick/draft/v1/draft_service.proto\x12\x14\x63ounterpick.draft.v1\x1a\"counterpick/common/v1/access.proto\x1a\"counterpick/common/v1/common.proto\x1a(counterpick/model/v1/model_service.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x06\n\x05\x44raft\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12.\n\x04mode\x18\x02 \x01(\x0e\x32 .counterpick.common.v1.DraftMode\x12\x30\n\x05state\x18\x03 \x01(\x0b\x32!.counterpick.common.v1.DraftState\x12\x39\n\x0bnext_action\x18\x04 \x01(\x0b\x32$.counterpick.draft.v1.ExpectedAction\x12\x11\n\tcompleted\x18\x05 \x01(\x08\x12\x10\n\x08sequence\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05patch\x18\t \x01(\t\x12\x34\n\x07\x62racket\x18\n \x01(\x0e\x32#.counterpick.common.v1.SkillBracket\x12\x36\n\x08our_side\x18\x0b \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSideH\x00\x88\x01\x01\x12\x17\n\naccount_id\x18\x0c \x01(\rH\x01\x88\x01\x01\x12\x38\n\x0f\x66irst_pick_side\x18\r \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12\x36\n\x0fradiant_captain\x18\x0e \x01(\x0b\x32\x1d.counterpick.draft.v1.Captain\x12\x33\n\x0c\x64ire_captain\x18\x0f \x01(\x0b\x32\x1d.counterpick.draft.v1.Captain\x12\x31\n\x06timers\x18\x10 \x01(\x0b\x32!.counterpick.draft.v1.DraftTimers\x12/\n\x05\x63lock\x18\x11 \x01(\x0b\x32 .counterpick.draft.v1.DraftClock\x12.\n\nexpires_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_our_sideB\r\n\x0b_account_id\"B\n\x07\x43\x61ptain\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\naccount_id\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_account_id\"l\n\x0b\x44raftTimers\x12,\n\tstep_time\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0creserve_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x80\x02\n\nDraftClock\x12-\n\x04side\x18\x01 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12\x30\n\x0cstep_ends_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0fradiant_reserve\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x64ire_reserve\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb2\x01\n\x0e\x45xpectedAction\x12\r\n\x05order\x18\x01 \x01(\x05\x12\x34\n\x04kind\x18\x02 \x01(\x0e\x32&.counterpick.common.v1.DraftActionKind\x12-\n\x04side\x18\x03 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x03\n\x12\x43reateDraftRequest\x12.\n\x04mode\x18\x01 \x01(\x0e\x32 .counterpick.common.v1.DraftMode\x12\r\n\x05patch\x18\x02 \x01(\t\x12\x34\n\x07\x62racket\x18\x03 \x01(\x0e\x32#.counterpick.common.v1.SkillBracket\x12\x36\n\x08our_side\x18\x04 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSideH\x00\x88\x01\x01\x12\x17\n\naccount_id\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x38\n\x0f\x66irst_pick_side\x18\x06 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12\x37\n\x0c\x63reator_seat\x18\x07 \x01(\x0e\x32!.counterpick.draft.v1.CreatorSeat\x12\x36\n\x06timers\x18\x08 \x01(\x0b\x32!.counterpick.draft.v1.DraftTimersH\x02\x88\x01\x01\x42\x0b\n\t_our_sideB\r\n\x0b_account_idB\t\n\x07_timers\"V\n\x13\x43reateDraftResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\x12\x13\n\x0binvite_code\x18\x02 \x01(\t\"a\n\x10JoinDraftRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\x13\n\x0binvite_code\x18\x02 \x01(\t\x12\x17\n\naccount_id\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_account_id\"n\n\x11JoinDraftResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\x12-\n\x04side\x18\x02 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\"#\n\x0fGetDraftRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\">\n\x10GetDraftResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\"\x91\x01\n\x13SubmitActionRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\x32\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\".counterpick.common.v1.DraftAction\x12\x1e\n\x11\x65xpected_sequence\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_sequence\"{\n\x14SubmitActionResponse\x12*\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1b.counterpick.draft.v1.Draft\x12\x37\n\x05\x65vent\x18\x02 \x01(\x0b\x32(.counterpick.draft.v1.DraftActionApplied\"c\n\x11WatchDraftRequest\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\"\n\x15resume_after_sequence\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x18\n\x16_resume_after_sequence\"\x9a\x03\n\x12WatchDraftResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x08snapshot\x18\x02 \x01(\x0b\x32\x1b.counterpick.draft.v1.DraftH\x00\x12\x42\n\x0e\x61\x63tion_applied\x18\x03 \x01(\x0b\x32(.counterpick.draft.v1.DraftActionAppliedH\x00\x12G\n\x13suggestions_updated\x18\x04 \x01(\x0b\x32(.counterpick.draft.v1.SuggestionsUpdatedH\x00\x12\x39\n\tcompleted\x18\x05 \x01(\x0b\x32$.counterpick.draft.v1.DraftCompletedH\x00\x12\x37\n\x0b\x62\x61n_skipped\x18\x06 \x01(\x0b\x32 .counterpick.draft.v1.BanSkippedH\x00\x12\x37\n\x0e\x63\x61ptain_joined\x18\x07 \x01(\x0b\x32\x1d.counterpick.draft.v1.CaptainH\x00\x42\x07\n\x05\x65vent\"\xb8\x01\n\nBanSkipped\x12-\n\x04side\x18\x01 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x39\n\x0bnext_action\x18\x03 \x01(\x0b\x32$.counterpick.draft.v1.ExpectedAction\x12.\n\nskipped_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x02\n\x12\x44raftActionApplied\x12\x32\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\".counterpick.common.v1.DraftAction\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x39\n\x0bnext_action\x18\x03 \x01(\x0b\x32$.counterpick.draft.v1.ExpectedAction\x12.\n\napplied_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\x12/\n\x05\x63lock\x18\x06 \x01(\x0b\x32 .counterpick.draft.v1.DraftClock\"\xeb\x01\n\x12SuggestionsUpdated\x12-\n\x04side\x18\x01 \x01(\x0e\x32\x1f.counterpick.common.v1.TeamSide\x12/\n\x05picks\x18\x02 \x03(\x0b\x32 .counterpick.model.v1.Suggestion\x12.\n\x04\x62\x61ns\x18\x03 \x03(\x0b\x32 .counterpick.model.v1.Suggestion\x12\x17\n\x0fwin_probability\x18\x04 \x01(\x01\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x15\n\rfallback_note\x18\x06 \x01(\t\"\x9b\x01\n\x0e\x44raftCompleted\x12$\n\x17radiant_win_probability\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1a\n\x18_radiant_win_probability*]\n\x0b\x43reatorSeat\x12\x1c\n\x18\x43REATOR_SEAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43REATOR_SEAT_BOTH\x10\x01\x12\x19\n\x15\x43REATOR_SEAT_OUR_SIDE\x10\x02\x32\xd2\x04\n\x0c\x44raftService\x12u\n\x0b\x43reateDraft\x12(.counterpick.draft.v1.CreateDraftRequest\x1a).counterpick.draft.v1.CreateDraftResponse\"\x11\xca\xf3\x18\r\x1a\x0b\x64raft:write\x12o\n\tJoinDraft\x12&.counterpick.draft.v1.JoinDraftRequest\x1a\'.counterpick.draft.v1.JoinDraftResponse\"\x11\xca\xf3\x18\r\x1a\x0b\x64raft:write\x12k\n\x08GetDraft\x12%.counterpick.draft.v1.GetDraftRequest\x1a&.counterpick.draft.v1.GetDraftResponse\"\x10\xca\xf3\x18\x0c\x1a\ndraft:read\x12x\n\x0cSubmitAction\x12).counterpick.draft.v1.SubmitActionRequest\x1a*.counterpick.draft.v1.SubmitActionResponse\"\x11\xca\xf3\x18\r\x1a\x0b\x64raft:write\x12s\n\nWatchDraft\x12\'.counterpick.draft.v1.WatchDraftRequest\x1a(.counterpick.draft.v1.WatchDraftResponse\"\x10\xca\xf3\x18\x0c\x1a\ndraft:read0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'counterpick.draft.v1.draft_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRAFT']._serialized_start=178
-  _globals['_DRAFT']._serialized_end=729
-  _globals['_EXPECTEDACTION']._serialized_start=732
-  _globals['_EXPECTEDACTION']._serialized_end=864
-  _globals['_CREATEDRAFTREQUEST']._serialized_start=867
-  _globals['_CREATEDRAFTREQUEST']._serialized_end=1171
-  _globals['_CREATEDRAFTRESPONSE']._serialized_start=1173
-  _globals['_CREATEDRAFTRESPONSE']._serialized_end=1238
-  _globals['_GETDRAFTREQUEST']._serialized_start=1240
-  _globals['_GETDRAFTREQUEST']._serialized_end=1275
-  _globals['_GETDRAFTRESPONSE']._serialized_start=1277
-  _globals['_GETDRAFTRESPONSE']._serialized_end=1339
-  _globals['_SUBMITACTIONREQUEST']._serialized_start=1342
-  _globals['_SUBMITACTIONREQUEST']._serialized_end=1487
-  _globals['_SUBMITACTIONRESPONSE']._serialized_start=1489
-  _globals['_SUBMITACTIONRESPONSE']._serialized_end=1612
-  _globals['_WATCHDRAFTREQUEST']._serialized_start=1614
-  _globals['_WATCHDRAFTREQUEST']._serialized_end=1713
-  _globals['_WATCHDRAFTRESPONSE']._serialized_start=1716
-  _globals['_WATCHDRAFTRESPONSE']._serialized_end=2012
-  _globals['_DRAFTACTIONAPPLIED']._serialized_start=2015
-  _globals['_DRAFTACTIONAPPLIED']._serialized_end=2212
-  _globals['_SUGGESTIONSUPDATED']._serialized_start=2215
-  _globals['_SUGGESTIONSUPDATED']._serialized_end=2450
-  _globals['_DRAFTCOMPLETED']._serialized_start=2453
-  _globals['_DRAFTCOMPLETED']._serialized_end=2608
-  _globals['_DRAFTSERVICE']._serialized_start=2611
-  _globals['_DRAFTSERVICE']._serialized_end=3018
+  _globals['_DRAFTSERVICE'].methods_by_name['CreateDraft']._loaded_options = None
+  _globals['_DRAFTSERVICE'].methods_by_name['CreateDraft']._serialized_options = b'\312\363\030\r\032\013draft:write'
+  _globals['_DRAFTSERVICE'].methods_by_name['JoinDraft']._loaded_options = None
+  _globals['_DRAFTSERVICE'].methods_by_name['JoinDraft']._serialized_options = b'\312\363\030\r\032\013draft:write'
+  _globals['_DRAFTSERVICE'].methods_by_name['GetDraft']._loaded_options = None
+  _globals['_DRAFTSERVICE'].methods_by_name['GetDraft']._serialized_options = b'\312\363\030\014\032\ndraft:read'
+  _globals['_DRAFTSERVICE'].methods_by_name['SubmitAction']._loaded_options = None
+  _globals['_DRAFTSERVICE'].methods_by_name['SubmitAction']._serialized_options = b'\312\363\030\r\032\013draft:write'
+  _globals['_DRAFTSERVICE'].methods_by_name['WatchDraft']._loaded_options = None
+  _globals['_DRAFTSERVICE'].methods_by_name['WatchDraft']._serialized_options = b'\312\363\030\014\032\ndraft:read'
+  _globals['_CREATORSEAT']._serialized_start=4143
+  _globals['_CREATORSEAT']._serialized_end=4236
+  _globals['_DRAFT']._serialized_start=246
+  _globals['_DRAFT']._serialized_end=1054
+  _globals['_CAPTAIN']._serialized_start=1056
+  _globals['_CAPTAIN']._serialized_end=1122
+  _globals['_DRAFTTIMERS']._serialized_start=1124
+  _globals['_DRAFTTIMERS']._serialized_end=1232
+  _globals['_DRAFTCLOCK']._serialized_start=1235
+  _globals['_DRAFTCLOCK']._serialized_end=1491
+  _globals['_EXPECTEDACTION']._serialized_start=1494
+  _globals['_EXPECTEDACTION']._serialized_end=1672
+  _globals['_CREATEDRAFTREQUEST']._serialized_start=1675
+  _globals['_CREATEDRAFTREQUEST']._serialized_end=2103
+  _globals['_CREATEDRAFTRESPONSE']._serialized_start=2105
+  _globals['_CREATEDRAFTRESPONSE']._serialized_end=2191
+  _globals['_JOINDRAFTREQUEST']._serialized_start=2193
+  _globals['_JOINDRAFTREQUEST']._serialized_end=2290
+  _globals['_JOINDRAFTRESPONSE']._serialized_start=2292
+  _globals['_JOINDRAFTRESPONSE']._serialized_end=2402
+  _globals['_GETDRAFTREQUEST']._serialized_start=2404
+  _globals['_GETDRAFTREQUEST']._serialized_end=2439
+  _globals['_GETDRAFTRESPONSE']._serialized_start=2441
+  _globals['_GETDRAFTRESPONSE']._serialized_end=2503
+  _globals['_SUBMITACTIONREQUEST']._serialized_start=2506
+  _globals['_SUBMITACTIONREQUEST']._serialized_end=2651
+  _globals['_SUBMITACTIONRESPONSE']._serialized_start=2653
+  _globals['_SUBMITACTIONRESPONSE']._serialized_end=2776
+  _globals['_WATCHDRAFTREQUEST']._serialized_start=2778
+  _globals['_WATCHDRAFTREQUEST']._serialized_end=2877
+  _globals['_WATCHDRAFTRESPONSE']._serialized_start=2880
+  _globals['_WATCHDRAFTRESPONSE']._serialized_end=3290
+  _globals['_BANSKIPPED']._serialized_start=3293
+  _globals['_BANSKIPPED']._serialized_end=3477
+  _globals['_DRAFTACTIONAPPLIED']._serialized_start=3480
+  _globals['_DRAFTACTIONAPPLIED']._serialized_end=3745
+  _globals['_SUGGESTIONSUPDATED']._serialized_start=3748
+  _globals['_SUGGESTIONSUPDATED']._serialized_end=3983
+  _globals['_DRAFTCOMPLETED']._serialized_start=3986
+  _globals['_DRAFTCOMPLETED']._serialized_end=4141
+  _globals['_DRAFTSERVICE']._serialized_start=4239
+  _globals['_DRAFTSERVICE']._serialized_end=4833
 # @@protoc_insertion_point(module_scope)

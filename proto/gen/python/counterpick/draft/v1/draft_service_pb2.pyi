@@ -7,9 +7,11 @@ from collections import abc as _abc
 from counterpick.common.v1 import common_pb2 as _common_pb2
 from counterpick.model.v1 import model_service_pb2 as _model_service_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +22,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CreatorSeat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreatorSeatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreatorSeat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREATOR_SEAT_UNSPECIFIED: _CreatorSeat.ValueType  # 0
+    """Both seats: a one-person draft (the default)."""
+    CREATOR_SEAT_BOTH: _CreatorSeat.ValueType  # 1
+    """Both seats, explicitly."""
+    CREATOR_SEAT_OUR_SIDE: _CreatorSeat.ValueType  # 2
+    """Only the our_side seat; the other is open for JoinDraft with the invite code."""
+
+class CreatorSeat(_CreatorSeat, metaclass=_CreatorSeatEnumTypeWrapper):
+    """Which captain seats the creator takes."""
+
+CREATOR_SEAT_UNSPECIFIED: CreatorSeat.ValueType  # 0
+"""Both seats: a one-person draft (the default)."""
+CREATOR_SEAT_BOTH: CreatorSeat.ValueType  # 1
+"""Both seats, explicitly."""
+CREATOR_SEAT_OUR_SIDE: CreatorSeat.ValueType  # 2
+"""Only the our_side seat; the other is open for JoinDraft with the invite code."""
+Global___CreatorSeat: _TypeAlias = CreatorSeat  # noqa: Y015
 
 @_typing.final
 class Draft(_message.Message):
@@ -40,6 +66,11 @@ class Draft(_message.Message):
     OUR_SIDE_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     FIRST_PICK_SIDE_FIELD_NUMBER: _builtins.int
+    RADIANT_CAPTAIN_FIELD_NUMBER: _builtins.int
+    DIRE_CAPTAIN_FIELD_NUMBER: _builtins.int
+    TIMERS_FIELD_NUMBER: _builtins.int
+    CLOCK_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
     """Opaque, unguessable draft id assigned by the server."""
     mode: _common_pb2.DraftMode.ValueType
@@ -76,6 +107,26 @@ class Draft(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the last action was applied; equals created_at before the first action."""
 
+    @_builtins.property
+    def radiant_captain(self) -> Global___Captain:
+        """The Radiant captain; unset while the seat is open."""
+
+    @_builtins.property
+    def dire_captain(self) -> Global___Captain:
+        """The Dire captain; unset while the seat is open."""
+
+    @_builtins.property
+    def timers(self) -> Global___DraftTimers:
+        """The timer settings; unset when the draft has no timers."""
+
+    @_builtins.property
+    def clock(self) -> Global___DraftClock:
+        """The running clock; unset without timers and once the draft is complete."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the draft expires (2 hours after its last change)."""
+
     def __init__(
         self,
         *,
@@ -92,10 +143,15 @@ class Draft(_message.Message):
         our_side: _common_pb2.TeamSide.ValueType | None = ...,
         account_id: _builtins.int | None = ...,
         first_pick_side: _common_pb2.TeamSide.ValueType = ...,
+        radiant_captain: Global___Captain | None = ...,
+        dire_captain: Global___Captain | None = ...,
+        timers: Global___DraftTimers | None = ...,
+        clock: Global___DraftClock | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "created_at", b"created_at", "next_action", b"next_action", "our_side", b"our_side", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "clock", b"clock", "created_at", b"created_at", "dire_captain", b"dire_captain", "expires_at", b"expires_at", "next_action", b"next_action", "our_side", b"our_side", "radiant_captain", b"radiant_captain", "state", b"state", "timers", b"timers", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "bracket", b"bracket", "completed", b"completed", "created_at", b"created_at", "draft_id", b"draft_id", "first_pick_side", b"first_pick_side", "mode", b"mode", "next_action", b"next_action", "our_side", b"our_side", "patch", b"patch", "sequence", b"sequence", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "bracket", b"bracket", "clock", b"clock", "completed", b"completed", "created_at", b"created_at", "dire_captain", b"dire_captain", "draft_id", b"draft_id", "expires_at", b"expires_at", "first_pick_side", b"first_pick_side", "mode", b"mode", "next_action", b"next_action", "our_side", b"our_side", "patch", b"patch", "radiant_captain", b"radiant_captain", "sequence", b"sequence", "state", b"state", "timers", b"timers", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__account_id: _TypeAlias = _typing.Literal["account_id"]  # noqa: Y015
     _WhichOneofArgType__account_id: _TypeAlias = _typing.Literal["_account_id", b"_account_id"]  # noqa: Y015
@@ -107,6 +163,112 @@ class Draft(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__our_side) -> _WhichOneofReturnType__our_side | None: ...
 
 Global___Draft: _TypeAlias = Draft  # noqa: Y015
+
+@_typing.final
+class Captain(_message.Message):
+    """A captain's seat holder."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """counterpick user id of the captain."""
+    account_id: _builtins.int
+    """32-bit Steam account id personalising this side's pick suggestions; unset for none."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        account_id: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "account_id", b"account_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "account_id", b"account_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__account_id: _TypeAlias = _typing.Literal["account_id"]  # noqa: Y015
+    _WhichOneofArgType__account_id: _TypeAlias = _typing.Literal["_account_id", b"_account_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__account_id) -> _WhichOneofReturnType__account_id | None: ...
+
+Global___Captain: _TypeAlias = Captain  # noqa: Y015
+
+@_typing.final
+class DraftTimers(_message.Message):
+    """Timer settings of a draft."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_TIME_FIELD_NUMBER: _builtins.int
+    RESERVE_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step_time(self) -> _duration_pb2.Duration:
+        """When set, every step gets this time instead of the mode's per-step times (practice drafts,
+        tests); 1 to 600 seconds.
+        """
+
+    @_builtins.property
+    def reserve_time(self) -> _duration_pb2.Duration:
+        """When set, each side's reserve instead of the mode's; 0 to 600 seconds."""
+
+    def __init__(
+        self,
+        *,
+        step_time: _duration_pb2.Duration | None = ...,
+        reserve_time: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reserve_time", b"reserve_time", "step_time", b"step_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reserve_time", b"reserve_time", "step_time", b"step_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DraftTimers: _TypeAlias = DraftTimers  # noqa: Y015
+
+@_typing.final
+class DraftClock(_message.Message):
+    """The clock of the side to act."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIDE_FIELD_NUMBER: _builtins.int
+    STEP_ENDS_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    RADIANT_RESERVE_FIELD_NUMBER: _builtins.int
+    DIRE_RESERVE_FIELD_NUMBER: _builtins.int
+    side: _common_pb2.TeamSide.ValueType
+    """The side whose time is running."""
+    @_builtins.property
+    def step_ends_at(self) -> _timestamp_pb2.Timestamp:
+        """When the step's own time runs out (then the reserve starts)."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the reserve runs out too and the server applies the timeout."""
+
+    @_builtins.property
+    def radiant_reserve(self) -> _duration_pb2.Duration:
+        """Reserve left for Radiant, not counting the running step."""
+
+    @_builtins.property
+    def dire_reserve(self) -> _duration_pb2.Duration:
+        """Reserve left for Dire, not counting the running step."""
+
+    def __init__(
+        self,
+        *,
+        side: _common_pb2.TeamSide.ValueType = ...,
+        step_ends_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        radiant_reserve: _duration_pb2.Duration | None = ...,
+        dire_reserve: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dire_reserve", b"dire_reserve", "radiant_reserve", b"radiant_reserve", "step_ends_at", b"step_ends_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "dire_reserve", b"dire_reserve", "radiant_reserve", b"radiant_reserve", "side", b"side", "step_ends_at", b"step_ends_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DraftClock: _TypeAlias = DraftClock  # noqa: Y015
 
 @_typing.final
 class ExpectedAction(_message.Message):
@@ -122,22 +284,28 @@ class ExpectedAction(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     SIDE_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
     order: _builtins.int
     """The order the action will get (= the current number of actions)."""
     kind: _common_pb2.DraftActionKind.ValueType
     """Pick or ban."""
     side: _common_pb2.TeamSide.ValueType
     """The side whose turn it is."""
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the server applies the timeout if nobody acts; unset without timers."""
+
     def __init__(
         self,
         *,
         order: _builtins.int = ...,
         kind: _common_pb2.DraftActionKind.ValueType = ...,
         side: _common_pb2.TeamSide.ValueType = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "order", b"order", "side", b"side"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "kind", b"kind", "order", b"order", "side", b"side"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,6 +323,8 @@ class CreateDraftRequest(_message.Message):
     OUR_SIDE_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     FIRST_PICK_SIDE_FIELD_NUMBER: _builtins.int
+    CREATOR_SEAT_FIELD_NUMBER: _builtins.int
+    TIMERS_FIELD_NUMBER: _builtins.int
     mode: _common_pb2.DraftMode.ValueType
     """Draft rules. Required."""
     patch: _builtins.str
@@ -169,6 +339,12 @@ class CreateDraftRequest(_message.Message):
     """32-bit Steam account id to personalise pick suggestions; must be the caller's own account."""
     first_pick_side: _common_pb2.TeamSide.ValueType
     """The side that picks first. Required."""
+    creator_seat: Global___CreatorSeat.ValueType
+    """Which seats the creator takes; CREATOR_SEAT_OUR_SIDE needs our_side."""
+    @_builtins.property
+    def timers(self) -> Global___DraftTimers:
+        """Timers; unset for a draft without timers. Set with no field set: the mode's times."""
+
     def __init__(
         self,
         *,
@@ -178,19 +354,25 @@ class CreateDraftRequest(_message.Message):
         our_side: _common_pb2.TeamSide.ValueType | None = ...,
         account_id: _builtins.int | None = ...,
         first_pick_side: _common_pb2.TeamSide.ValueType = ...,
+        creator_seat: Global___CreatorSeat.ValueType = ...,
+        timers: Global___DraftTimers | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "our_side", b"our_side"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "_timers", b"_timers", "account_id", b"account_id", "our_side", b"our_side", "timers", b"timers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "bracket", b"bracket", "first_pick_side", b"first_pick_side", "mode", b"mode", "our_side", b"our_side", "patch", b"patch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "_timers", b"_timers", "account_id", b"account_id", "bracket", b"bracket", "creator_seat", b"creator_seat", "first_pick_side", b"first_pick_side", "mode", b"mode", "our_side", b"our_side", "patch", b"patch", "timers", b"timers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__account_id: _TypeAlias = _typing.Literal["account_id"]  # noqa: Y015
     _WhichOneofArgType__account_id: _TypeAlias = _typing.Literal["_account_id", b"_account_id"]  # noqa: Y015
     _WhichOneofReturnType__our_side: _TypeAlias = _typing.Literal["our_side"]  # noqa: Y015
     _WhichOneofArgType__our_side: _TypeAlias = _typing.Literal["_our_side", b"_our_side"]  # noqa: Y015
+    _WhichOneofReturnType__timers: _TypeAlias = _typing.Literal["timers"]  # noqa: Y015
+    _WhichOneofArgType__timers: _TypeAlias = _typing.Literal["_timers", b"_timers"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__account_id) -> _WhichOneofReturnType__account_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__our_side) -> _WhichOneofReturnType__our_side | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timers) -> _WhichOneofReturnType__timers | None: ...
 
 Global___CreateDraftRequest: _TypeAlias = CreateDraftRequest  # noqa: Y015
 
@@ -201,6 +383,11 @@ class CreateDraftResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DRAFT_FIELD_NUMBER: _builtins.int
+    INVITE_CODE_FIELD_NUMBER: _builtins.int
+    invite_code: _builtins.str
+    """The code that takes the open seat with JoinDraft; empty when the creator holds both seats.
+    Only the creator gets it; share it with the other captain.
+    """
     @_builtins.property
     def draft(self) -> Global___Draft:
         """The new draft, with sequence 0."""
@@ -209,14 +396,77 @@ class CreateDraftResponse(_message.Message):
         self,
         *,
         draft: Global___Draft | None = ...,
+        invite_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "invite_code", b"invite_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateDraftResponse: _TypeAlias = CreateDraftResponse  # noqa: Y015
+
+@_typing.final
+class JoinDraftRequest(_message.Message):
+    """Request of DraftService.JoinDraft."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAFT_ID_FIELD_NUMBER: _builtins.int
+    INVITE_CODE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    draft_id: _builtins.str
+    """The draft to join."""
+    invite_code: _builtins.str
+    """The invite code from CreateDraftResponse."""
+    account_id: _builtins.int
+    """32-bit Steam account id to personalise this side's pick suggestions; must be the caller's
+    own account.
+    """
+    def __init__(
+        self,
+        *,
+        draft_id: _builtins.str = ...,
+        invite_code: _builtins.str = ...,
+        account_id: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "account_id", b"account_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "account_id", b"account_id", "draft_id", b"draft_id", "invite_code", b"invite_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__account_id: _TypeAlias = _typing.Literal["account_id"]  # noqa: Y015
+    _WhichOneofArgType__account_id: _TypeAlias = _typing.Literal["_account_id", b"_account_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__account_id) -> _WhichOneofReturnType__account_id | None: ...
+
+Global___JoinDraftRequest: _TypeAlias = JoinDraftRequest  # noqa: Y015
+
+@_typing.final
+class JoinDraftResponse(_message.Message):
+    """Response of DraftService.JoinDraft."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAFT_FIELD_NUMBER: _builtins.int
+    SIDE_FIELD_NUMBER: _builtins.int
+    side: _common_pb2.TeamSide.ValueType
+    """The side the caller now captains."""
+    @_builtins.property
+    def draft(self) -> Global___Draft:
+        """The draft, with the caller in the seat."""
+
+    def __init__(
+        self,
+        *,
+        draft: Global___Draft | None = ...,
+        side: _common_pb2.TeamSide.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "side", b"side"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinDraftResponse: _TypeAlias = JoinDraftResponse  # noqa: Y015
 
 @_typing.final
 class GetDraftRequest(_message.Message):
@@ -371,6 +621,8 @@ class WatchDraftResponse(_message.Message):
     ACTION_APPLIED_FIELD_NUMBER: _builtins.int
     SUGGESTIONS_UPDATED_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    BAN_SKIPPED_FIELD_NUMBER: _builtins.int
+    CAPTAIN_JOINED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """The draft sequence this message reflects: the draft's sequence for a snapshot, the action's
     sequence for action_applied, the sequence the suggestions were computed for, or the final
@@ -392,6 +644,16 @@ class WatchDraftResponse(_message.Message):
     def completed(self) -> Global___DraftCompleted:
         """The draft is complete; the last message of the stream."""
 
+    @_builtins.property
+    def ban_skipped(self) -> Global___BanSkipped:
+        """A ban step's time ran out: nothing was banned and the draft moved on."""
+
+    @_builtins.property
+    def captain_joined(self) -> Global___Captain:
+        """A captain took the open seat. Not a sequence step (`sequence` is the draft's current one),
+        so a resumed stream does not replay it: Draft's captains say who holds the seats.
+        """
+
     def __init__(
         self,
         *,
@@ -400,16 +662,56 @@ class WatchDraftResponse(_message.Message):
         action_applied: Global___DraftActionApplied | None = ...,
         suggestions_updated: Global___SuggestionsUpdated | None = ...,
         completed: Global___DraftCompleted | None = ...,
+        ban_skipped: Global___BanSkipped | None = ...,
+        captain_joined: Global___Captain | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action_applied", b"action_applied", "completed", b"completed", "event", b"event", "snapshot", b"snapshot", "suggestions_updated", b"suggestions_updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action_applied", b"action_applied", "ban_skipped", b"ban_skipped", "captain_joined", b"captain_joined", "completed", b"completed", "event", b"event", "snapshot", b"snapshot", "suggestions_updated", b"suggestions_updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_applied", b"action_applied", "completed", b"completed", "event", b"event", "sequence", b"sequence", "snapshot", b"snapshot", "suggestions_updated", b"suggestions_updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_applied", b"action_applied", "ban_skipped", b"ban_skipped", "captain_joined", b"captain_joined", "completed", b"completed", "event", b"event", "sequence", b"sequence", "snapshot", b"snapshot", "suggestions_updated", b"suggestions_updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "action_applied", "suggestions_updated", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "action_applied", "suggestions_updated", "completed", "ban_skipped", "captain_joined"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___WatchDraftResponse: _TypeAlias = WatchDraftResponse  # noqa: Y015
+
+@_typing.final
+class BanSkipped(_message.Message):
+    """A ban step's time ran out and nothing was banned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIDE_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    NEXT_ACTION_FIELD_NUMBER: _builtins.int
+    SKIPPED_AT_FIELD_NUMBER: _builtins.int
+    side: _common_pb2.TeamSide.ValueType
+    """The side whose ban was skipped."""
+    sequence: _builtins.int
+    """The draft's sequence after the skip."""
+    @_builtins.property
+    def next_action(self) -> Global___ExpectedAction:
+        """The action expected next; unset if the draft is now complete."""
+
+    @_builtins.property
+    def skipped_at(self) -> _timestamp_pb2.Timestamp:
+        """When the time ran out."""
+
+    def __init__(
+        self,
+        *,
+        side: _common_pb2.TeamSide.ValueType = ...,
+        sequence: _builtins.int = ...,
+        next_action: Global___ExpectedAction | None = ...,
+        skipped_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "skipped_at", b"skipped_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "sequence", b"sequence", "side", b"side", "skipped_at", b"skipped_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BanSkipped: _TypeAlias = BanSkipped  # noqa: Y015
 
 @_typing.final
 class DraftActionApplied(_message.Message):
@@ -421,8 +723,12 @@ class DraftActionApplied(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     NEXT_ACTION_FIELD_NUMBER: _builtins.int
     APPLIED_AT_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
+    CLOCK_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """The draft's sequence after the action (= action.order + 1)."""
+    """The draft's sequence after the action (= action.order + 1 plus the bans skipped before it)."""
+    timed_out: _builtins.bool
+    """True when the clock made this pick (a random hero after the side's time ran out)."""
     @_builtins.property
     def action(self) -> _common_pb2.DraftAction:
         """The action, with its server-assigned order."""
@@ -435,6 +741,10 @@ class DraftActionApplied(_message.Message):
     def applied_at(self) -> _timestamp_pb2.Timestamp:
         """When the action was applied."""
 
+    @_builtins.property
+    def clock(self) -> Global___DraftClock:
+        """The running clock after the action; unset without timers or once complete."""
+
     def __init__(
         self,
         *,
@@ -442,10 +752,12 @@ class DraftActionApplied(_message.Message):
         sequence: _builtins.int = ...,
         next_action: Global___ExpectedAction | None = ...,
         applied_at: _timestamp_pb2.Timestamp | None = ...,
+        timed_out: _builtins.bool = ...,
+        clock: Global___DraftClock | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_at", b"applied_at", "next_action", b"next_action"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_at", b"applied_at", "clock", b"clock", "next_action", b"next_action"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_at", b"applied_at", "next_action", b"next_action", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "applied_at", b"applied_at", "clock", b"clock", "next_action", b"next_action", "sequence", b"sequence", "timed_out", b"timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

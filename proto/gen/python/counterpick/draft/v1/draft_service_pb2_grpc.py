@@ -29,13 +29,25 @@ class DraftServiceStub:
     """DraftService runs live drafts: it enforces the draft order of the mode, records each pick and
     ban, and streams every change, with fresh suggestions from ModelService, to all watchers.
 
-    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every applied
-    action, so it equals the number of actions. It is the version used by SubmitAction's
-    expected_sequence and the resume point of WatchDraft.
+    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every change:
+    every applied action and every ban the clock skipped (a missed ban bans nothing, as in the
+    game). Without skipped bans it equals the number of actions. It is the version used by
+    SubmitAction's expected_sequence and the resume point of WatchDraft.
 
-    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata. Anyone
-    signed in who knows a draft_id may read and watch the draft; only its creator (or an admin) may
-    submit actions. Drafts expire 2 hours after their last action; afterwards they are NOT_FOUND.
+    Seats: a draft has a Radiant captain and a Dire captain. The creator takes one seat, or both
+    (a one-person "what should we do" draft); an open seat is taken with JoinDraft and the invite
+    code CreateDraft returned to the creator. Only the captain of the side whose turn it is may
+    submit its action (an admin may act for either side).
+
+    Timers: optional, as in the game. Each step has its time, then the side to act spends its
+    reserve, which never refills. When both are spent the server applies the timeout itself, once,
+    whichever replica notices: a missed pick becomes a random available hero (its action has
+    `timed_out` set in DraftActionApplied), a missed ban bans nothing (`ban_skipped`).
+
+    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata
+    (API-key tokens need the scope each RPC names). Anyone signed in who knows a draft_id may read
+    and watch the draft. Drafts expire 2 hours after their last change; afterwards they are
+    NOT_FOUND.
 
     Errors every RPC may return, in addition to those listed on each RPC:
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, ERROR_REASON_TOKEN_EXPIRED or
@@ -55,6 +67,11 @@ class DraftServiceStub:
                 '/counterpick.draft.v1.DraftService/CreateDraft',
                 request_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.CreateDraftRequest.SerializeToString,
                 response_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.CreateDraftResponse.FromString,
+                _registered_method=True)
+        self.JoinDraft = channel.unary_unary(
+                '/counterpick.draft.v1.DraftService/JoinDraft',
+                request_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.JoinDraftRequest.SerializeToString,
+                response_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.JoinDraftResponse.FromString,
                 _registered_method=True)
         self.GetDraft = channel.unary_unary(
                 '/counterpick.draft.v1.DraftService/GetDraft',
@@ -77,13 +94,25 @@ class DraftServiceServicer:
     """DraftService runs live drafts: it enforces the draft order of the mode, records each pick and
     ban, and streams every change, with fresh suggestions from ModelService, to all watchers.
 
-    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every applied
-    action, so it equals the number of actions. It is the version used by SubmitAction's
-    expected_sequence and the resume point of WatchDraft.
+    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every change:
+    every applied action and every ban the clock skipped (a missed ban bans nothing, as in the
+    game). Without skipped bans it equals the number of actions. It is the version used by
+    SubmitAction's expected_sequence and the resume point of WatchDraft.
 
-    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata. Anyone
-    signed in who knows a draft_id may read and watch the draft; only its creator (or an admin) may
-    submit actions. Drafts expire 2 hours after their last action; afterwards they are NOT_FOUND.
+    Seats: a draft has a Radiant captain and a Dire captain. The creator takes one seat, or both
+    (a one-person "what should we do" draft); an open seat is taken with JoinDraft and the invite
+    code CreateDraft returned to the creator. Only the captain of the side whose turn it is may
+    submit its action (an admin may act for either side).
+
+    Timers: optional, as in the game. Each step has its time, then the side to act spends its
+    reserve, which never refills. When both are spent the server applies the timeout itself, once,
+    whichever replica notices: a missed pick becomes a random available hero (its action has
+    `timed_out` set in DraftActionApplied), a missed ban bans nothing (`ban_skipped`).
+
+    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata
+    (API-key tokens need the scope each RPC names). Anyone signed in who knows a draft_id may read
+    and watch the draft. Drafts expire 2 hours after their last change; afterwards they are
+    NOT_FOUND.
 
     Errors every RPC may return, in addition to those listed on each RPC:
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, ERROR_REASON_TOKEN_EXPIRED or
@@ -97,8 +126,22 @@ class DraftServiceServicer:
         """CreateDraft starts an empty draft.
 
         Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_PATCH (unknown patch) or
-        ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified); PERMISSION_DENIED
-        (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own Steam account.
+        ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified, creator_seat set without
+        our_side, timer values out of range); PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when
+        account_id is not the caller's own Steam account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinDraft(self, request, context):
+        """JoinDraft takes the open captain seat of a draft with the invite code its creator shared.
+        Joining again with the same code by the captain who holds the seat returns the draft.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id or invite_code is empty;
+        NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or expired draft; FAILED_PRECONDITION
+        (ERROR_REASON_SEAT_UNAVAILABLE) when the code is wrong or the seat is taken by someone else;
+        PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,7 +167,8 @@ class DraftServiceServicer:
         (not this side's turn, or a pick when a ban is due or the reverse) or
         ERROR_REASON_INVALID_ARGUMENT (kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
         for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when the
-        caller did not create the draft; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
+        caller is not the captain of the side whose turn it is (a spectator, or the other captain) and
+        not an admin; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
         (expected_sequence is not the current sequence: another action won the race; re-read and
         retry) or ERROR_REASON_ILLEGAL_DRAFT_ACTION (the draft is already complete).
         """
@@ -137,13 +181,15 @@ class DraftServiceServicer:
 
         Without resume_after_sequence, the first message is a `snapshot` of the whole draft; then
         every change follows live. With resume_after_sequence = N, the server replays the
-        `action_applied` events with sequence > N, then the latest suggestions, then follows live; if
+        `action_applied` and `ban_skipped` events with sequence > N, then the latest suggestions, then
+        follows live; if
         those events are no longer kept, or N is greater than the current sequence, it sends a fresh
         `snapshot` first instead. After an action, `suggestions_updated` follows when the model
         answers. When the draft completes, the server sends `completed` and ends the stream with OK;
         watching a completed draft yields the snapshot (or replay) and `completed`, then OK.
         Clients that lose the stream reconnect with resume_after_sequence set to the last sequence
-        they saw.
+        they saw. A watcher too slow to keep up gets a fresh `snapshot` and continues from it, so it
+        never delays the others.
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id is empty or
         resume_after_sequence is negative; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or
@@ -160,6 +206,11 @@ def add_DraftServiceServicer_to_server(servicer, server):
                     servicer.CreateDraft,
                     request_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.CreateDraftRequest.FromString,
                     response_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.CreateDraftResponse.SerializeToString,
+            ),
+            'JoinDraft': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinDraft,
+                    request_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.JoinDraftRequest.FromString,
+                    response_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.JoinDraftResponse.SerializeToString,
             ),
             'GetDraft': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDraft,
@@ -188,13 +239,25 @@ class DraftService:
     """DraftService runs live drafts: it enforces the draft order of the mode, records each pick and
     ban, and streams every change, with fresh suggestions from ModelService, to all watchers.
 
-    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every applied
-    action, so it equals the number of actions. It is the version used by SubmitAction's
-    expected_sequence and the resume point of WatchDraft.
+    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every change:
+    every applied action and every ban the clock skipped (a missed ban bans nothing, as in the
+    game). Without skipped bans it equals the number of actions. It is the version used by
+    SubmitAction's expected_sequence and the resume point of WatchDraft.
 
-    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata. Anyone
-    signed in who knows a draft_id may read and watch the draft; only its creator (or an admin) may
-    submit actions. Drafts expire 2 hours after their last action; afterwards they are NOT_FOUND.
+    Seats: a draft has a Radiant captain and a Dire captain. The creator takes one seat, or both
+    (a one-person "what should we do" draft); an open seat is taken with JoinDraft and the invite
+    code CreateDraft returned to the creator. Only the captain of the side whose turn it is may
+    submit its action (an admin may act for either side).
+
+    Timers: optional, as in the game. Each step has its time, then the side to act spends its
+    reserve, which never refills. When both are spent the server applies the timeout itself, once,
+    whichever replica notices: a missed pick becomes a random available hero (its action has
+    `timed_out` set in DraftActionApplied), a missed ban bans nothing (`ban_skipped`).
+
+    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata
+    (API-key tokens need the scope each RPC names). Anyone signed in who knows a draft_id may read
+    and watch the draft. Drafts expire 2 hours after their last change; afterwards they are
+    NOT_FOUND.
 
     Errors every RPC may return, in addition to those listed on each RPC:
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, ERROR_REASON_TOKEN_EXPIRED or
@@ -221,6 +284,33 @@ class DraftService:
             '/counterpick.draft.v1.DraftService/CreateDraft',
             counterpick_dot_draft_dot_v1_dot_draft__service__pb2.CreateDraftRequest.SerializeToString,
             counterpick_dot_draft_dot_v1_dot_draft__service__pb2.CreateDraftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinDraft(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.draft.v1.DraftService/JoinDraft',
+            counterpick_dot_draft_dot_v1_dot_draft__service__pb2.JoinDraftRequest.SerializeToString,
+            counterpick_dot_draft_dot_v1_dot_draft__service__pb2.JoinDraftResponse.FromString,
             options,
             channel_credentials,
             insecure,

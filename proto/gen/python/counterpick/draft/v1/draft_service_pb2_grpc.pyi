@@ -30,13 +30,25 @@ class DraftServiceStub:
     """DraftService runs live drafts: it enforces the draft order of the mode, records each pick and
     ban, and streams every change, with fresh suggestions from ModelService, to all watchers.
 
-    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every applied
-    action, so it equals the number of actions. It is the version used by SubmitAction's
-    expected_sequence and the resume point of WatchDraft.
+    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every change:
+    every applied action and every ban the clock skipped (a missed ban bans nothing, as in the
+    game). Without skipped bans it equals the number of actions. It is the version used by
+    SubmitAction's expected_sequence and the resume point of WatchDraft.
 
-    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata. Anyone
-    signed in who knows a draft_id may read and watch the draft; only its creator (or an admin) may
-    submit actions. Drafts expire 2 hours after their last action; afterwards they are NOT_FOUND.
+    Seats: a draft has a Radiant captain and a Dire captain. The creator takes one seat, or both
+    (a one-person "what should we do" draft); an open seat is taken with JoinDraft and the invite
+    code CreateDraft returned to the creator. Only the captain of the side whose turn it is may
+    submit its action (an admin may act for either side).
+
+    Timers: optional, as in the game. Each step has its time, then the side to act spends its
+    reserve, which never refills. When both are spent the server applies the timeout itself, once,
+    whichever replica notices: a missed pick becomes a random available hero (its action has
+    `timed_out` set in DraftActionApplied), a missed ban bans nothing (`ban_skipped`).
+
+    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata
+    (API-key tokens need the scope each RPC names). Anyone signed in who knows a draft_id may read
+    and watch the draft. Drafts expire 2 hours after their last change; afterwards they are
+    NOT_FOUND.
 
     Errors every RPC may return, in addition to those listed on each RPC:
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, ERROR_REASON_TOKEN_EXPIRED or
@@ -54,8 +66,18 @@ class DraftServiceStub:
     """CreateDraft starts an empty draft.
 
     Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_PATCH (unknown patch) or
-    ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified); PERMISSION_DENIED
-    (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own Steam account.
+    ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified, creator_seat set without
+    our_side, timer values out of range); PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when
+    account_id is not the caller's own Steam account.
+    """
+    JoinDraft: _grpc.UnaryUnaryMultiCallable[_draft_service_pb2.JoinDraftRequest, _draft_service_pb2.JoinDraftResponse]
+    """JoinDraft takes the open captain seat of a draft with the invite code its creator shared.
+    Joining again with the same code by the captain who holds the seat returns the draft.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id or invite_code is empty;
+    NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or expired draft; FAILED_PRECONDITION
+    (ERROR_REASON_SEAT_UNAVAILABLE) when the code is wrong or the seat is taken by someone else;
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own.
     """
     GetDraft: _grpc.UnaryUnaryMultiCallable[_draft_service_pb2.GetDraftRequest, _draft_service_pb2.GetDraftResponse]
     """GetDraft returns the current state of a draft.
@@ -73,7 +95,8 @@ class DraftServiceStub:
     (not this side's turn, or a pick when a ban is due or the reverse) or
     ERROR_REASON_INVALID_ARGUMENT (kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
     for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when the
-    caller did not create the draft; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
+    caller is not the captain of the side whose turn it is (a spectator, or the other captain) and
+    not an admin; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
     (expected_sequence is not the current sequence: another action won the race; re-read and
     retry) or ERROR_REASON_ILLEGAL_DRAFT_ACTION (the draft is already complete).
     """
@@ -82,13 +105,15 @@ class DraftServiceStub:
 
     Without resume_after_sequence, the first message is a `snapshot` of the whole draft; then
     every change follows live. With resume_after_sequence = N, the server replays the
-    `action_applied` events with sequence > N, then the latest suggestions, then follows live; if
+    `action_applied` and `ban_skipped` events with sequence > N, then the latest suggestions, then
+    follows live; if
     those events are no longer kept, or N is greater than the current sequence, it sends a fresh
     `snapshot` first instead. After an action, `suggestions_updated` follows when the model
     answers. When the draft completes, the server sends `completed` and ends the stream with OK;
     watching a completed draft yields the snapshot (or replay) and `completed`, then OK.
     Clients that lose the stream reconnect with resume_after_sequence set to the last sequence
-    they saw.
+    they saw. A watcher too slow to keep up gets a fresh `snapshot` and continues from it, so it
+    never delays the others.
 
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id is empty or
     resume_after_sequence is negative; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or
@@ -100,13 +125,25 @@ class DraftServiceAsyncStub(DraftServiceStub):
     """DraftService runs live drafts: it enforces the draft order of the mode, records each pick and
     ban, and streams every change, with fresh suggestions from ModelService, to all watchers.
 
-    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every applied
-    action, so it equals the number of actions. It is the version used by SubmitAction's
-    expected_sequence and the resume point of WatchDraft.
+    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every change:
+    every applied action and every ban the clock skipped (a missed ban bans nothing, as in the
+    game). Without skipped bans it equals the number of actions. It is the version used by
+    SubmitAction's expected_sequence and the resume point of WatchDraft.
 
-    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata. Anyone
-    signed in who knows a draft_id may read and watch the draft; only its creator (or an admin) may
-    submit actions. Drafts expire 2 hours after their last action; afterwards they are NOT_FOUND.
+    Seats: a draft has a Radiant captain and a Dire captain. The creator takes one seat, or both
+    (a one-person "what should we do" draft); an open seat is taken with JoinDraft and the invite
+    code CreateDraft returned to the creator. Only the captain of the side whose turn it is may
+    submit its action (an admin may act for either side).
+
+    Timers: optional, as in the game. Each step has its time, then the side to act spends its
+    reserve, which never refills. When both are spent the server applies the timeout itself, once,
+    whichever replica notices: a missed pick becomes a random available hero (its action has
+    `timed_out` set in DraftActionApplied), a missed ban bans nothing (`ban_skipped`).
+
+    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata
+    (API-key tokens need the scope each RPC names). Anyone signed in who knows a draft_id may read
+    and watch the draft. Drafts expire 2 hours after their last change; afterwards they are
+    NOT_FOUND.
 
     Errors every RPC may return, in addition to those listed on each RPC:
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, ERROR_REASON_TOKEN_EXPIRED or
@@ -121,8 +158,18 @@ class DraftServiceAsyncStub(DraftServiceStub):
     """CreateDraft starts an empty draft.
 
     Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_PATCH (unknown patch) or
-    ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified); PERMISSION_DENIED
-    (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own Steam account.
+    ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified, creator_seat set without
+    our_side, timer values out of range); PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when
+    account_id is not the caller's own Steam account.
+    """
+    JoinDraft: _aio.UnaryUnaryMultiCallable[_draft_service_pb2.JoinDraftRequest, _draft_service_pb2.JoinDraftResponse]  # type: ignore[assignment]
+    """JoinDraft takes the open captain seat of a draft with the invite code its creator shared.
+    Joining again with the same code by the captain who holds the seat returns the draft.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id or invite_code is empty;
+    NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or expired draft; FAILED_PRECONDITION
+    (ERROR_REASON_SEAT_UNAVAILABLE) when the code is wrong or the seat is taken by someone else;
+    PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own.
     """
     GetDraft: _aio.UnaryUnaryMultiCallable[_draft_service_pb2.GetDraftRequest, _draft_service_pb2.GetDraftResponse]  # type: ignore[assignment]
     """GetDraft returns the current state of a draft.
@@ -140,7 +187,8 @@ class DraftServiceAsyncStub(DraftServiceStub):
     (not this side's turn, or a pick when a ban is due or the reverse) or
     ERROR_REASON_INVALID_ARGUMENT (kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
     for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when the
-    caller did not create the draft; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
+    caller is not the captain of the side whose turn it is (a spectator, or the other captain) and
+    not an admin; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
     (expected_sequence is not the current sequence: another action won the race; re-read and
     retry) or ERROR_REASON_ILLEGAL_DRAFT_ACTION (the draft is already complete).
     """
@@ -149,13 +197,15 @@ class DraftServiceAsyncStub(DraftServiceStub):
 
     Without resume_after_sequence, the first message is a `snapshot` of the whole draft; then
     every change follows live. With resume_after_sequence = N, the server replays the
-    `action_applied` events with sequence > N, then the latest suggestions, then follows live; if
+    `action_applied` and `ban_skipped` events with sequence > N, then the latest suggestions, then
+    follows live; if
     those events are no longer kept, or N is greater than the current sequence, it sends a fresh
     `snapshot` first instead. After an action, `suggestions_updated` follows when the model
     answers. When the draft completes, the server sends `completed` and ends the stream with OK;
     watching a completed draft yields the snapshot (or replay) and `completed`, then OK.
     Clients that lose the stream reconnect with resume_after_sequence set to the last sequence
-    they saw.
+    they saw. A watcher too slow to keep up gets a fresh `snapshot` and continues from it, so it
+    never delays the others.
 
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id is empty or
     resume_after_sequence is negative; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or
@@ -166,13 +216,25 @@ class DraftServiceServicer(metaclass=_abc_1.ABCMeta):
     """DraftService runs live drafts: it enforces the draft order of the mode, records each pick and
     ban, and streams every change, with fresh suggestions from ModelService, to all watchers.
 
-    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every applied
-    action, so it equals the number of actions. It is the version used by SubmitAction's
-    expected_sequence and the resume point of WatchDraft.
+    Sequence numbers: a draft's `sequence` is 0 when created and increases by 1 with every change:
+    every applied action and every ban the clock skipped (a missed ban bans nothing, as in the
+    game). Without skipped bans it equals the number of actions. It is the version used by
+    SubmitAction's expected_sequence and the resume point of WatchDraft.
 
-    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata. Anyone
-    signed in who knows a draft_id may read and watch the draft; only its creator (or an admin) may
-    submit actions. Drafts expire 2 hours after their last action; afterwards they are NOT_FOUND.
+    Seats: a draft has a Radiant captain and a Dire captain. The creator takes one seat, or both
+    (a one-person "what should we do" draft); an open seat is taken with JoinDraft and the invite
+    code CreateDraft returned to the creator. Only the captain of the side whose turn it is may
+    submit its action (an admin may act for either side).
+
+    Timers: optional, as in the game. Each step has its time, then the side to act spends its
+    reserve, which never refills. When both are spent the server applies the timeout itself, once,
+    whichever replica notices: a missed pick becomes a random available hero (its action has
+    `timed_out` set in DraftActionApplied), a missed ban bans nothing (`ban_skipped`).
+
+    Access: every RPC needs an access token in the `authorization: Bearer <token>` metadata
+    (API-key tokens need the scope each RPC names). Anyone signed in who knows a draft_id may read
+    and watch the draft. Drafts expire 2 hours after their last change; afterwards they are
+    NOT_FOUND.
 
     Errors every RPC may return, in addition to those listed on each RPC:
     UNAUTHENTICATED (ERROR_REASON_UNAUTHENTICATED, ERROR_REASON_TOKEN_EXPIRED or
@@ -191,8 +253,24 @@ class DraftServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateDraft starts an empty draft.
 
         Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_PATCH (unknown patch) or
-        ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified); PERMISSION_DENIED
-        (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own Steam account.
+        ERROR_REASON_INVALID_ARGUMENT (mode or first_pick_side unspecified, creator_seat set without
+        our_side, timer values out of range); PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when
+        account_id is not the caller's own Steam account.
+        """
+
+    @_abc_1.abstractmethod
+    def JoinDraft(
+        self,
+        request: _draft_service_pb2.JoinDraftRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_draft_service_pb2.JoinDraftResponse, _abc.Awaitable[_draft_service_pb2.JoinDraftResponse]]:
+        """JoinDraft takes the open captain seat of a draft with the invite code its creator shared.
+        Joining again with the same code by the captain who holds the seat returns the draft.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id or invite_code is empty;
+        NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or expired draft; FAILED_PRECONDITION
+        (ERROR_REASON_SEAT_UNAVAILABLE) when the code is wrong or the seat is taken by someone else;
+        PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when account_id is not the caller's own.
         """
 
     @_abc_1.abstractmethod
@@ -222,7 +300,8 @@ class DraftServiceServicer(metaclass=_abc_1.ABCMeta):
         (not this side's turn, or a pick when a ban is due or the reverse) or
         ERROR_REASON_INVALID_ARGUMENT (kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
         for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when the
-        caller did not create the draft; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
+        caller is not the captain of the side whose turn it is (a spectator, or the other captain) and
+        not an admin; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
         (expected_sequence is not the current sequence: another action won the race; re-read and
         retry) or ERROR_REASON_ILLEGAL_DRAFT_ACTION (the draft is already complete).
         """
@@ -237,13 +316,15 @@ class DraftServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Without resume_after_sequence, the first message is a `snapshot` of the whole draft; then
         every change follows live. With resume_after_sequence = N, the server replays the
-        `action_applied` events with sequence > N, then the latest suggestions, then follows live; if
+        `action_applied` and `ban_skipped` events with sequence > N, then the latest suggestions, then
+        follows live; if
         those events are no longer kept, or N is greater than the current sequence, it sends a fresh
         `snapshot` first instead. After an action, `suggestions_updated` follows when the model
         answers. When the draft completes, the server sends `completed` and ends the stream with OK;
         watching a completed draft yields the snapshot (or replay) and `completed`, then OK.
         Clients that lose the stream reconnect with resume_after_sequence set to the last sequence
-        they saw.
+        they saw. A watcher too slow to keep up gets a fresh `snapshot` and continues from it, so it
+        never delays the others.
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id is empty or
         resume_after_sequence is negative; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or
