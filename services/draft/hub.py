@@ -219,13 +219,12 @@ class DraftHub:
                     log.exception("draft hub task failed")
         self._task = self._unblocker = None
         await self._disconnect()
-        for stream in self._streams.values():
-            for subscriber in stream.subscribers:
-                subscriber._end()
-        for subscriber in self._pending:
-            subscriber._end()
-        self._streams.clear()
-        self._pending.clear()
+        self._end_all()
+
+    @property
+    def running(self) -> bool:
+        """Whether the reader task is alive (False before start, after stop or after a bug)."""
+        return self._task is not None and not self._task.done()
 
     def subscribe(self, draft_id: str, after_event_id: str) -> Subscription:
         """Every event of the draft with an id above `after_event_id` ("0-0" for all), live,
@@ -233,6 +232,15 @@ class DraftHub:
         return Subscription(
             self, draft_id, self.store.events_key(draft_id), parse_event_id(after_event_id)
         )
+
+    def _end_all(self) -> None:
+        for stream in self._streams.values():
+            for subscriber in stream.subscribers:
+                subscriber._end()
+        for subscriber in self._pending:
+            subscriber._end()
+        self._streams.clear()
+        self._pending.clear()
 
     # Called by Subscription.
 
@@ -287,6 +295,12 @@ class DraftHub:
                 await self._disconnect()
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, self._max_backoff)
+            except Exception:
+                # A bug: fail loudly, and end every watch so that clients reconnect (possibly to
+                # another replica) instead of waiting for events that will never come.
+                log.exception("draft hub reader failed; ending every subscription")
+                self._end_all()
+                raise
 
     async def _step(self) -> None:
         if self._pending:
@@ -396,9 +410,20 @@ class DraftHub:
             if stream is None or not entries:
                 continue  # everyone left during the read
             for raw_id, fields in entries:
-                event = decode_entry(raw_id, fields)
-                event_id = parse_event_id(event.event_id)
+                event_id = parse_event_id(text(raw_id))
                 stream.cursor = event_id
+                try:
+                    event = decode_entry(raw_id, fields)
+                except ValueError as error:  # orjson.JSONDecodeError is a ValueError
+                    # Only the store writes these streams, so this is a bug; but crashing would
+                    # make the entry a poison pill for every watcher of this replica.
+                    log.error(
+                        "draft hub: skipping malformed entry %s of %s: %s",
+                        text(raw_id),
+                        stream.draft_id,
+                        error,
+                    )
+                    continue
                 for subscriber in stream.subscribers:
                     subscriber._deliver(event, event_id)
 

@@ -314,6 +314,21 @@ async def test_a_trimmed_backlog_starts_with_overflowed(
         assert ids(await collect(subscription, 3)) == stream[-3:]
 
 
+async def test_a_malformed_entry_is_skipped_not_fatal(
+    clients: Callable[[], aioredis.Redis], hubs: list[DraftHub]
+) -> None:
+    store = DraftStore(clients(), prefix=PREFIX)
+    hub = await start(hubs, store)
+    writer = Writer(store, "bad")
+    await writer.create()
+    async with hub.subscribe("bad", "0-0") as subscription:
+        await store.redis.xadd(store.events_key("bad"), {"p": b"not json"}, id="0-*")
+        await store.redis.xadd(store.events_key("bad"), {"other": b"{}"}, id="0-*")
+        await writer.commit()
+        assert ids(await collect(subscription, 1)) == writer.ids[-1:]
+    assert hub.running
+
+
 async def proxy(port: int, target: int) -> tuple[asyncio.Server, Callable[[], Awaitable[None]]]:
     """A TCP forwarder to Redis that can be cut (server closed, connections dropped)."""
     writers: list[asyncio.StreamWriter] = []
