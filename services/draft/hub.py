@@ -185,7 +185,8 @@ class DraftHub:
         self._gone_check = gone_check_seconds
         self._max_backoff = max_backoff_seconds
         self._streams: dict[str, _Stream] = {}
-        self._pending: list[Subscription] = []
+        # Joined but not taken in by the reader yet; a dict for O(1) leaves, ordered by join.
+        self._pending: dict[Subscription, None] = {}
         self._work = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connection: AbstractConnection | None = None
@@ -245,13 +246,13 @@ class DraftHub:
     # Called by Subscription.
 
     def _join(self, subscriber: Subscription) -> None:
-        self._pending.append(subscriber)
+        self._pending[subscriber] = None
         self._work.set()
         self._interrupt()
 
     def _leave(self, subscriber: Subscription) -> None:
         if subscriber in self._pending:
-            self._pending.remove(subscriber)
+            del self._pending[subscriber]
             return
         stream = self._streams.get(subscriber.key)
         if stream is not None:
@@ -318,7 +319,7 @@ class DraftHub:
         if reply:
             self._dispatch(reply)
 
-    async def _take_in(self, pending: list[Subscription]) -> None:
+    async def _take_in(self, pending: dict[Subscription, None]) -> None:
         """Join pending subscriptions: end those whose draft is gone, warn those whose backlog
         was trimmed, and lower stream cursors to the newcomers' cursors."""
         joining = list(pending)
@@ -334,7 +335,7 @@ class DraftHub:
         for subscriber in joining:
             if subscriber not in pending:
                 continue  # left while we awaited
-            pending.remove(subscriber)
+            del pending[subscriber]
             info = state[subscriber.key]
             if isinstance(info, Exception):  # "no such key": the draft is gone (or never was)
                 subscriber._end()
