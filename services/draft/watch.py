@@ -122,7 +122,9 @@ class Watch:
                     if event.payload["type"] == "completed":
                         return
             if not overflowed:
-                # The hub ends subscriptions only when this replica shuts down.
+                # The hub ends a subscription when the draft's stream is gone (expired: this
+                # raises NotFound) or when this replica shuts down.
+                await self._drafts.get(draft_id)
                 raise DependencyUnavailable(
                     "draft", "this replica is shutting down; reconnect and resume"
                 )

@@ -23,6 +23,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
+from google.protobuf.duration_pb2 import Duration
 
 from counterpick.common.v1 import common_pb2 as c
 from counterpick.draft.v1 import draft_service_pb2 as pb
@@ -32,6 +33,7 @@ from counterpick.user.v1 import user_service_pb2 as user_pb
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer
 from services.draft.config import DraftSettings
+from services.draft.repo import decode_entry, text
 from services.draft.server import build_server
 from services.etl.repo import Warehouse
 from services.model.config import ModelSettings
@@ -322,6 +324,9 @@ async def test_a_full_captains_mode_draft_streams_the_same_to_every_watcher(
     spectator = mesh.user("carol")
     watchers = [Watcher(mesh.stubs[0], watch, spectator), Watcher(mesh.stubs[1], watch, spectator)]
     cut = Watcher(mesh.stubs[0], watch, spectator)
+    for watcher in watchers:
+        # Watching from before the join, so the join arrives live (a later snapshot shows it).
+        await watcher.until(lambda m: m.HasField("snapshot"))
     joined = await mesh.stubs[1].JoinDraft(
         pb.JoinDraftRequest(
             draft_id=draft_id, invite_code=created.invite_code, account_id=BOB_ACCOUNT
@@ -355,6 +360,9 @@ async def test_a_full_captains_mode_draft_streams_the_same_to_every_watcher(
         if step == 8:
             await cut.until(lambda m: m.sequence >= 5 and m.HasField("action_applied"))
             cut.call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cut.task
+            # What the client saw before the cut is where it resumes.
             resume_after = max(s for s, _ in cut.steps())
         if step == 14:
             resumed = Watcher(
@@ -611,18 +619,16 @@ async def test_of_twenty_racing_submitters_exactly_one_wins(mesh: Replicas) -> N
 # -- timers ------------------------------------------------------------------------------------
 
 
-async def log_entries(redis_url: str, mesh: Replicas, draft_id: str) -> list[dict[str, Any]]:
-    """The draft's event log as stored (each replica's server shares one store)."""
-    import orjson
-
+async def log_entries(redis_url: str, draft_id: str) -> list[dict[str, Any]]:
+    """The draft's event log as stored (both replicas share one store)."""
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [k.decode() for k in await redis.keys(f"*{draft_id}:events")]
+        keys = [text(key) for key in await redis.keys(f"*{draft_id}:events")]
         assert len(keys) == 1
         entries = await redis.xrange(keys[0])
     finally:
         await redis.aclose()
-    return [orjson.loads(fields[b"p"]) for _, fields in entries]
+    return [decode_entry(entry_id, fields).payload for entry_id, fields in entries or []]
 
 
 async def test_timers_run_the_reserve_down_and_each_timeout_happens_once(
@@ -633,8 +639,8 @@ async def test_timers_run_the_reserve_down_and_each_timeout_happens_once(
         mesh,
         seat=pb.CREATOR_SEAT_BOTH,
         timers=pb.DraftTimers(
-            step_time={"seconds": 1},
-            reserve_time={"nanos": 500_000_000},
+            step_time=Duration(seconds=1),
+            reserve_time=Duration(nanos=500_000_000),
         ),
     )
     draft = created.draft
@@ -689,7 +695,7 @@ async def test_timers_run_the_reserve_down_and_each_timeout_happens_once(
     assert timed.sequence == picking + 1
     assert timed.action.hero_id in HEROES
     await asyncio.sleep(0.3)  # both sweepers had their chances to apply it again
-    entries = await log_entries(redis_url, mesh, draft_id)
+    entries = await log_entries(redis_url, draft_id)
     steps = [e for e in entries if e["type"] in ("action_applied", "ban_skipped")]
     assert [e["sequence"] for e in steps] == list(range(1, len(steps) + 1))
     assert sum(1 for e in steps if e["type"] == "ban_skipped") == 1
@@ -703,7 +709,7 @@ async def test_a_draft_without_timers_never_times_out(mesh: Replicas) -> None:
     assert not created.draft.HasField("timers")
     assert not created.draft.next_action.HasField("deadline")
     out_of_range = await fails(
-        create(mesh, timers=pb.DraftTimers(step_time={"nanos": 300_000_000}))
+        create(mesh, timers=pb.DraftTimers(step_time=Duration(nanos=300_000_000)))
     )
     assert out_of_range.code == grpc.StatusCode.INVALID_ARGUMENT
 
