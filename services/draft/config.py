@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
     PeerAddress,
     Port,
     RedisSettings,
     ServiceSettings,
+    TokenSettings,
 )
 
 
-class DraftSettings(ServiceSettings, RedisSettings):
+class DraftSettings(ServiceSettings, RedisSettings, TokenSettings):
     """Everything the draft service reads from its environment."""
 
     port: Port = DEFAULT_GRPC_PORTS["draft"]
     model_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['model']}"
+    user_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['user']}"
+    # Namespace of the draft keys in Redis, so two deployments on one Redis never meet.
+    draft_key_prefix: str = Field(default="draft", min_length=1)
+    # How often each replica looks for drafts whose clock ran out. A timeout is applied at its
+    # own deadline whatever the lag; this only bounds how late watchers hear of it.
+    draft_sweep_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    # Events a watcher may fall behind before it is resynchronised with a fresh snapshot.
+    draft_watch_queue_size: int = Field(default=256, ge=8)
+    # Log entries kept per draft for resuming watchers (a whole draft is ~60 entries).
+    draft_max_events: int = Field(default=1000, ge=100)
+    # Time limit of each call to ModelService and UserService.
+    draft_peer_timeout_seconds: float = Field(default=3.0, gt=0, le=60)

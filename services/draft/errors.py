@@ -6,7 +6,12 @@ exactly once, like every other service's errors (`services.common.interceptors`)
 
 from __future__ import annotations
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 
 
 class UnknownPatch(InvalidArgument):
@@ -103,3 +108,31 @@ class DraftExpired(NotFound):
     def __init__(self, draft_id: str) -> None:
         super().__init__(f"draft {draft_id} has expired", metadata={"draft_id": draft_id})
         self.draft_id = draft_id
+
+
+class SeatUnavailable(FailedPrecondition):
+    """The invite code is wrong, or the seat it opens is held by someone else."""
+
+    reason = "ERROR_REASON_SEAT_UNAVAILABLE"
+
+    def __init__(self, draft_id: str, message: str) -> None:
+        super().__init__(message, metadata={"draft_id": draft_id})
+        self.draft_id = draft_id
+
+
+class NotYourTurn(PermissionDenied):
+    """The caller is not the captain of the side to act (a spectator, or the other captain)."""
+
+    def __init__(self, draft_id: str, message: str) -> None:
+        super().__init__(message, metadata={"draft_id": draft_id})
+        self.draft_id = draft_id
+
+
+class NotYourAccount(PermissionDenied):
+    """account_id is not the caller's own Steam account."""
+
+    def __init__(self, account_id: int) -> None:
+        super().__init__(
+            f"account_id {account_id} is not the caller's own Steam account",
+            metadata={"field": "account_id"},
+        )

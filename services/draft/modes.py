@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import cache
 from pathlib import Path
@@ -49,7 +49,8 @@ class Step:
 
     seat: Seat
     kind: ActionKind
-    seconds: int
+    # Fractions allowed: a draft's DraftTimers may set sub-second times (practice drafts, tests).
+    seconds: float
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form."""
@@ -58,7 +59,7 @@ class Step:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Self:
         """Inverse of `to_dict`."""
-        return cls(Seat(raw["seat"]), ActionKind(raw["kind"]), int(raw["seconds"]))
+        return cls(Seat(raw["seat"]), ActionKind(raw["kind"]), float(raw["seconds"]))
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Rules:
     id: str
     mode: DraftMode
     steps: tuple[Step, ...]
-    reserve_seconds: int
+    reserve_seconds: float
     nominated_bans: int = 0
     nomination_seconds: int = 0
 
@@ -88,6 +89,15 @@ class Rules:
             "nomination_seconds": self.nomination_seconds,
         }
 
+    def with_times(self, *, step_seconds: float | None, reserve_seconds: float | None) -> Rules:
+        """These rules with every step's time and/or the reserve replaced (a draft's
+        DraftTimers); None keeps the mode's own value."""
+        steps = self.steps
+        if step_seconds is not None:
+            steps = tuple(replace(step, seconds=step_seconds) for step in steps)
+        reserve = self.reserve_seconds if reserve_seconds is None else reserve_seconds
+        return replace(self, steps=steps, reserve_seconds=reserve)
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Self:
         """Inverse of `to_dict`."""
@@ -95,7 +105,7 @@ class Rules:
             id=str(raw["id"]),
             mode=DraftMode(raw["mode"]),
             steps=tuple(Step.from_dict(step) for step in raw["steps"]),
-            reserve_seconds=int(raw["reserve_seconds"]),
+            reserve_seconds=float(raw["reserve_seconds"]),
             nominated_bans=int(raw["nominated_bans"]),
             nomination_seconds=int(raw["nomination_seconds"]),
         )

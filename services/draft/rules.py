@@ -104,6 +104,29 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class Timers:
+    """A draft's timer settings: None keeps the mode's time (step, reserve)."""
+
+    step_seconds: float | None = None
+    reserve_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form."""
+        return {"step_seconds": self.step_seconds, "reserve_seconds": self.reserve_seconds}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Self:
+        """Inverse of `to_dict`."""
+        step, reserve = raw.get("step_seconds"), raw.get("reserve_seconds")
+        return cls(
+            None if step is None else float(step), None if reserve is None else float(reserve)
+        )
+
+
+MODE_TIMES = Timers()
+
+
+@dataclass(frozen=True)
 class Clock:
     """The running clock of the side to act, at one moment."""
 
@@ -139,6 +162,13 @@ class DraftState:
     reserve_used_ms: Mapping[Side, int] = field(
         default_factory=lambda: {Side.RADIANT: 0, Side.DIRE: 0}
     )
+    # False: a draft without timers; nothing ever times out and no clock runs.
+    timed: bool = True
+
+    @property
+    def reserve_ms(self) -> int:
+        """Each side's whole reserve, in milliseconds."""
+        return round(self.rules.reserve_seconds * 1000)
 
     @property
     def completed(self) -> bool:
@@ -210,6 +240,7 @@ class DraftState:
             "actions": [action.to_dict() for action in self.actions],
             "skipped": list(self.skipped),
             "reserve_used_ms": {side.value: ms for side, ms in self.reserve_used_ms.items()},
+            "timed": self.timed,
         }
 
     @classmethod
@@ -230,6 +261,7 @@ class DraftState:
             actions=tuple(AppliedAction.from_dict(a) for a in raw["actions"]),
             skipped=tuple(int(step) for step in raw["skipped"]),
             reserve_used_ms={Side(side): int(ms) for side, ms in raw["reserve_used_ms"].items()},
+            timed=bool(raw.get("timed", True)),
         )
 
 
@@ -308,9 +340,11 @@ def new_draft(
     hero_pool: frozenset[int],
     created_at: datetime,
     seed: int,
+    timed: bool = True,
 ) -> DraftState:
     """An empty draft at sequence 0. Ranked All Pick's first pick waits out the nomination."""
     return DraftState(
+        timed=timed,
         draft_id=draft_id,
         patch=patch,
         rules=rules,
@@ -332,14 +366,23 @@ def create_draft(
     created_at: datetime,
     seed: int,
     constants: DotaConstants,
+    timers: Timers | None = MODE_TIMES,
 ) -> DraftState:
     """A new draft for `patch` with the mode's rules for it and every hero the constants know.
 
+    `timers` None: a draft without timers; else its overrides replace the mode's times (the
+    default, MODE_TIMES, keeps them).
     Raises UnknownPatch when the patch is unknown or no rules cover it.
     """
+    rules = rules_for(mode, patch, constants.patch_positions())
+    if timers is not None:
+        rules = rules.with_times(
+            step_seconds=timers.step_seconds, reserve_seconds=timers.reserve_seconds
+        )
     return new_draft(
+        timed=timers is not None,
         draft_id=draft_id,
-        rules=rules_for(mode, patch, constants.patch_positions()),
+        rules=rules,
         patch=patch,
         first_pick=first_pick,
         hero_pool=frozenset(constants.heroes),
@@ -349,9 +392,9 @@ def create_draft(
 
 
 def clock(state: DraftState, now: datetime) -> Clock | None:
-    """The clock of the side to act at `now`, or None once complete."""
+    """The clock of the side to act at `now`, or None once complete or without timers."""
     step = state.current_step()
-    if step is None:
+    if step is None or not state.timed:
         return None
     side = state.side_of(step.seat)
     step_time = timedelta(seconds=step.seconds)
@@ -404,7 +447,7 @@ def _catch_up(
     events: list[DraftEvent] = []
     while (timeout := due_timeout(state, now, rng)) is not None:
         used = dict(state.reserve_used_ms)
-        used[timeout.side] = state.rules.reserve_seconds * 1000
+        used[timeout.side] = state.reserve_ms
         state = replace(state, reserve_used_ms=used)
         if timeout.hero_id is None:
             state = replace(
@@ -514,9 +557,10 @@ def apply(
             draft_id=state.draft_id,
         )
     _check_hero(state, action.hero_id)
-    over = now - state.turn_started_at - timedelta(seconds=step.seconds)
     used = dict(state.reserve_used_ms)
-    used[side] = min(used[side] + max(_ms(over), 0), state.rules.reserve_seconds * 1000)
+    if state.timed:
+        over = now - state.turn_started_at - timedelta(seconds=step.seconds)
+        used[side] = min(used[side] + max(_ms(over), 0), state.reserve_ms)
     applied = AppliedAction(len(state.actions), action.kind, side, action.hero_id, now)
     state = replace(
         _advance(state, now),

@@ -1,30 +1,173 @@
-"""gRPC wiring of the draft service: the servicer and the server it runs in."""
+"""gRPC wiring of the draft service: the servicer (protobuf <-> domain) and its server."""
 
 from __future__ import annotations
 
-from counterpick.draft.v1 import draft_service_pb2, draft_service_pb2_grpc
-from services.common.server import GrpcServer, service_server
+from collections.abc import AsyncIterator
+from typing import Any
+
+from counterpick.common.v1 import common_pb2
+from counterpick.draft.v1 import draft_service_pb2 as pb
+from counterpick.draft.v1 import draft_service_pb2_grpc as pb_grpc
+from services.common.dota_constants import DotaConstants, load_constants
+from services.common.dota_proto import bracket_from_proto, side_from_proto, side_to_proto
+from services.common.errors import InvalidArgument
+from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
+from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
 from services.draft.config import DraftSettings
+from services.draft.convert import action_applied_to_proto as _applied
+from services.draft.convert import (
+    action_from_proto,
+    creator_seat_from_proto,
+    draft_to_proto,
+    mode_from_proto,
+    required_side,
+    snapshot_message,
+    timers_from_proto,
+    watch_message,
+)
+from services.draft.drafts import NewDraft, utcnow
+from services.draft.rooms import Actor
+from services.draft.runtime import DraftRuntime, service_metadata
+from services.draft.suggestions import MetadataProvider
+from services.draft.watch import Snapshot
 
-SERVICE_NAME = draft_service_pb2.DESCRIPTOR.services_by_name["DraftService"].full_name
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DraftService"].full_name
 
 
-class DraftServicer(draft_service_pb2_grpc.DraftServiceServicer):
-    """counterpick.draft.v1.DraftService; RPCs not overridden here answer UNIMPLEMENTED."""
-
-    def __init__(self, stores: Stores) -> None:
-        self._stores = stores
+def _actor() -> Actor:
+    caller = require_caller()
+    return Actor(caller.user_id, caller.account_id, admin=caller.has_any_role("admin"))
 
 
-def build_server(settings: DraftSettings) -> GrpcServer:
-    """The draft server with its store connections opened on start and closed on stop."""
-    return service_server(
-        "draft",
-        settings,
-        # Abstract until every RPC is built: the generated base methods raise
-        # NotImplementedError, which the runtime answers as UNIMPLEMENTED.
-        DraftServicer,
-        draft_service_pb2_grpc.add_DraftServiceServicer_to_server,
-        SERVICE_NAME,
+def _draft_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("draft_id is required", field="draft_id")
+    return value
+
+
+def _account(message: Any) -> int | None:
+    return int(message.account_id) if message.HasField("account_id") else None
+
+
+class DraftServicer(pb_grpc.DraftServiceServicer):
+    """counterpick.draft.v1.DraftService."""
+
+    def __init__(self, runtime: DraftRuntime, constants: DotaConstants) -> None:
+        self._runtime = runtime
+        self._constants = constants
+
+    async def CreateDraft(
+        self, request: pb.CreateDraftRequest, context: Any
+    ) -> pb.CreateDraftResponse:
+        actor = _actor()
+        our_side = side_from_proto(request.our_side) if request.HasField("our_side") else None
+        if request.HasField("our_side") and our_side is None:
+            raise InvalidArgument("our_side must be RADIANT or DIRE when set", field="our_side")
+        if request.bracket != common_pb2.SKILL_BRACKET_UNSPECIFIED:
+            bracket = bracket_from_proto(request.bracket)
+            if bracket is None:
+                raise InvalidArgument("bracket is not a known skill bracket", field="bracket")
+        else:
+            bracket = None
+        new = NewDraft(
+            mode=mode_from_proto(request.mode),
+            patch=request.patch,
+            bracket=bracket,
+            our_side=our_side,
+            account_id=_account(request),
+            first_pick=required_side(request.first_pick_side, "first_pick_side"),
+            seat=creator_seat_from_proto(request.creator_seat, our_side),
+            timers=timers_from_proto(request),
+        )
+        document, code = await self._runtime.drafts.create(actor, new)
+        return pb.CreateDraftResponse(
+            draft=draft_to_proto(document, utcnow()), invite_code=code or ""
+        )
+
+    async def JoinDraft(self, request: pb.JoinDraftRequest, context: Any) -> pb.JoinDraftResponse:
+        actor = _actor()
+        draft_id = _draft_id(request.draft_id)
+        if not request.invite_code:
+            raise InvalidArgument("invite_code is required", field="invite_code")
+        document, side = await self._runtime.drafts.join(
+            actor, draft_id, request.invite_code, _account(request)
+        )
+        return pb.JoinDraftResponse(
+            draft=draft_to_proto(document, utcnow()), side=side_to_proto(side)
+        )
+
+    async def GetDraft(self, request: pb.GetDraftRequest, context: Any) -> pb.GetDraftResponse:
+        require_caller()
+        document, _ = await self._runtime.drafts.get(_draft_id(request.draft_id))
+        return pb.GetDraftResponse(draft=draft_to_proto(document, utcnow()))
+
+    async def SubmitAction(
+        self, request: pb.SubmitActionRequest, context: Any
+    ) -> pb.SubmitActionResponse:
+        actor = _actor()
+        draft_id = _draft_id(request.draft_id)
+        action = action_from_proto(request.action)
+        expected = request.expected_sequence if request.HasField("expected_sequence") else None
+        submitted = await self._runtime.drafts.submit(
+            actor, draft_id, action, expected_sequence=expected
+        )
+        return pb.SubmitActionResponse(
+            draft=draft_to_proto(submitted.document, utcnow()), event=_applied(submitted.event)
+        )
+
+    async def WatchDraft(
+        self, request: pb.WatchDraftRequest, context: Any
+    ) -> AsyncIterator[pb.WatchDraftResponse]:
+        require_caller()
+        draft_id = _draft_id(request.draft_id)
+        resume = None
+        if request.HasField("resume_after_sequence"):
+            resume = request.resume_after_sequence
+            if resume < 0:
+                raise InvalidArgument(
+                    "resume_after_sequence must not be negative", field="resume_after_sequence"
+                )
+        async for item in self._runtime.watch().stream(draft_id, resume):
+            if isinstance(item, Snapshot):
+                yield snapshot_message(item.document, utcnow())
+            else:
+                yield watch_message(item.payload)
+
+
+def build_server(
+    settings: DraftSettings,
+    key_source: KeySource | None = None,
+    metadata: MetadataProvider | None = None,
+) -> GrpcServer:
+    """The draft server: Redis opens, then the store, hub and sweeper start. Tokens are verified
+    against the auth service's JWKS (or `key_source`, for tests); peer calls carry `metadata`
+    (a service token; tests pass one)."""
+    stores = Stores(settings)
+    constants = load_constants()
+    runtime = DraftRuntime(settings, constants, metadata or service_metadata(settings))
+
+    async def start() -> None:
+        assert stores.redis is not None
+        await runtime.start(stores.redis)
+
+    return GrpcServer(
+        name="draft",
+        settings=settings,
+        services=[
+            registration(
+                DraftServicer(runtime, constants),
+                pb_grpc.add_DraftServiceServicer_to_server,
+                SERVICE_NAME,
+            )
+        ],
+        on_start=[stores.open, start],
+        on_stop=[runtime.stop, stores.close],
+        # RATE LIMIT: the shared rate-limit interceptor is wired here at merge (GrpcServer's
+        # interceptors), like every other service's.
+        verifier=TokenVerifier(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
+        ),
     )

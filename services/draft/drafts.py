@@ -1,0 +1,374 @@
+"""The draft service's application layer: create, join, act and time out, atomically over the
+draft store, producing the events every watcher sees.
+
+Every change is load -> check (seat and rules) -> commit with compare-and-set on the stored
+revision. A lost race re-loads and re-checks, so of N racing submitters exactly one wins and each
+other one gets the error the draft as it now stands gives its action (VERSION_MISMATCH when it
+sent expected_sequence, else DUPLICATE_HERO, ILLEGAL_DRAFT_ACTION ...). Timeouts go through the
+same loop; the rules make them deterministic, so two replicas applying the same timeout compute
+the same change and only one commit lands.
+
+No gRPC or protobuf here. The store is anything shaped like `services.draft.repo.DraftStore`
+(`DraftStorage`); event payloads are plain dicts tagged with "type".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from services.common.dota import Side, SkillBracket
+from services.common.dota_constants import DotaConstants
+from services.common.errors import NotFound
+from services.draft.errors import DraftExpired
+from services.draft.modes import DraftMode
+from services.draft.rooms import (
+    Actor,
+    CreatorSeat,
+    DraftDocument,
+    check_may_act,
+    join,
+    open_room,
+)
+from services.draft.rules import (
+    Action,
+    ActionApplied,
+    BanSkipped,
+    DraftEvent,
+    DraftFinished,
+    DraftState,
+    Timers,
+    Turn,
+    apply,
+    apply_timeout,
+    clock,
+    create_draft,
+)
+
+log = logging.getLogger(__name__)
+
+# A lost compare-and-set means someone else changed the draft; a handful of re-checks settles
+# any realistic race (each retry sees a newer draft, and the rules reject most repeats).
+MAX_ATTEMPTS = 50
+
+
+class StoredDocument(Protocol):
+    """A stored draft: its document and the revision compare-and-set checks."""
+
+    @property
+    def document(self) -> dict[str, Any]: ...
+
+    @property
+    def revision(self) -> int: ...
+
+
+class DraftStorage(Protocol):
+    """What this layer needs of `services.draft.repo.DraftStore`."""
+
+    async def create(
+        self,
+        draft_id: str,
+        document: dict[str, Any],
+        *,
+        expires_at: datetime,
+        deadline: datetime | None,
+        events: Sequence[tuple[int, dict[str, Any]]] = (),
+    ) -> None: ...
+
+    async def load(self, draft_id: str) -> Any: ...
+
+    async def commit(
+        self,
+        draft_id: str,
+        *,
+        expected_revision: int,
+        document: dict[str, Any],
+        events: Sequence[tuple[int, dict[str, Any]]],
+        expires_at: datetime,
+        deadline: datetime | None,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class FinalPrediction:
+    """The model's word on a finished draft."""
+
+    radiant_win_probability: float
+    model_version: str
+
+
+# Asked before a finishing change commits, so `completed` carries the probability atomically
+# with the last action; None when the model is unavailable.
+FinalPredictor = Callable[[DraftDocument], Awaitable[FinalPrediction | None]]
+ChangeListener = Callable[[DraftDocument], None]
+PreferenceReader = Callable[[str], Awaitable[SkillBracket | None]]
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewDraft:
+    """A CreateDraft request in domain terms."""
+
+    mode: DraftMode
+    patch: str
+    bracket: SkillBracket | None
+    our_side: Side | None
+    account_id: int | None
+    first_pick: Side
+    seat: CreatorSeat
+    timers: Timers | None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of an accepted action: the draft after it, and its action_applied event."""
+
+    document: DraftDocument
+    event: dict[str, Any]
+
+
+# -- event payloads --------------------------------------------------------------------------
+
+
+def clock_payload(state: DraftState, now: datetime) -> dict[str, Any] | None:
+    """The running clock at `now` (None without timers or once complete)."""
+    running = clock(state, now)
+    if running is None:
+        return None
+    reserves = {side: state.reserve_left(side) for side in Side}
+    return {
+        "side": running.side.value,
+        "step_ends_at": (running.deadline - reserves[running.side]).isoformat(),
+        "deadline": running.deadline.isoformat(),
+        "radiant_reserve_ms": reserves[Side.RADIANT] // timedelta(milliseconds=1),
+        "dire_reserve_ms": reserves[Side.DIRE] // timedelta(milliseconds=1),
+    }
+
+
+def _turn(turn: Turn | None, clock_now: dict[str, Any] | None) -> dict[str, Any] | None:
+    if turn is None:
+        return None
+    payload = turn.to_dict()
+    payload["deadline"] = None if clock_now is None else clock_now["deadline"]
+    return payload
+
+
+def event_payloads(
+    events: Sequence[DraftEvent], state: DraftState, prediction: FinalPrediction | None
+) -> list[tuple[int, dict[str, Any]]]:
+    """The log entries of the rules' events: the last one carries the clock of `state` (the
+    state after all of them); earlier ones (timeouts caught up on the way) have none."""
+    entries: list[tuple[int, dict[str, Any]]] = []
+    last = max((i for i, e in enumerate(events) if not isinstance(e, DraftFinished)), default=-1)
+    for index, event in enumerate(events):
+        running = clock_payload(state, event.at if isinstance(event, DraftFinished) else _at(event))
+        running = running if index == last else None
+        if isinstance(event, ActionApplied):
+            payload = event.to_dict()
+            payload["next_turn"] = _turn(event.next_turn, running)
+            payload["clock"] = running
+        elif isinstance(event, BanSkipped):
+            payload = event.to_dict()
+            payload["next_turn"] = _turn(event.next_turn, running)
+        else:
+            payload = event.to_dict()
+            if prediction is not None:
+                payload["radiant_win_probability"] = prediction.radiant_win_probability
+                payload["model_version"] = prediction.model_version
+        entries.append((event.sequence, payload))
+    return entries
+
+
+def _at(event: ActionApplied | BanSkipped) -> datetime:
+    return event.action.at if isinstance(event, ActionApplied) else event.at
+
+
+def _deadline(state: DraftState, now: datetime) -> datetime | None:
+    running = clock(state, now)
+    return None if running is None else running.deadline
+
+
+# -- the application layer -------------------------------------------------------------------
+
+
+class Drafts:
+    """Create, join, act, time out: each one atomic over the store."""
+
+    def __init__(
+        self,
+        store: DraftStorage,
+        constants: DotaConstants,
+        *,
+        predict_final: FinalPredictor | None = None,
+        on_change: ChangeListener | None = None,
+        default_bracket: PreferenceReader | None = None,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._constants = constants
+        self._predict_final = predict_final
+        self._on_change = on_change
+        self._default_bracket = default_bracket
+        self._now = now
+
+    def current_patch(self) -> str:
+        """The patch a draft without one uses: the one live now, by the constants."""
+        patch = self._constants.patch_at(int(self._now().timestamp()))
+        return patch.name if patch is not None else self._constants.patches[-1].name
+
+    async def create(self, actor: Actor, request: NewDraft) -> tuple[DraftDocument, str | None]:
+        """A new draft at sequence 0 and the invite code of its open seat (None if none)."""
+        now = self._now()
+        bracket = request.bracket
+        if bracket is None and self._default_bracket is not None:
+            bracket = await self._default_bracket(actor.user_id)
+        room, code = open_room(
+            creator=actor,
+            bracket=bracket or SkillBracket.ALL,
+            our_side=request.our_side,
+            account_id=request.account_id,
+            seat=request.seat,
+            timers=request.timers,
+        )
+        state = create_draft(
+            # 128 bits: draft ids are the only thing standing between a stranger and a draft.
+            draft_id=secrets.token_urlsafe(16),
+            mode=request.mode,
+            patch=request.patch or self.current_patch(),
+            first_pick=request.first_pick,
+            created_at=now,
+            seed=random.SystemRandom().getrandbits(63),
+            constants=self._constants,
+            timers=request.timers,
+        )
+        document = DraftDocument(state, room)
+        await self._store.create(
+            state.draft_id,
+            document.to_dict(),
+            expires_at=state.expires_at,
+            deadline=_deadline(state, now),
+        )
+        self._changed(document)
+        return document, code
+
+    async def get(self, draft_id: str) -> tuple[DraftDocument, int]:
+        """The stored draft and its revision; NotFound for an unknown or expired draft."""
+        stored = await self._store.load(draft_id)
+        if stored is None:
+            raise NotFound(f"draft {draft_id} does not exist or has expired")
+        document = DraftDocument.from_dict(stored.document)
+        if self._now() >= document.state.expires_at:
+            raise DraftExpired(draft_id)
+        return document, int(stored.revision)
+
+    async def join(
+        self, actor: Actor, draft_id: str, code: str, account_id: int | None
+    ) -> tuple[DraftDocument, Side]:
+        """Take the seat `code` opens; joining again by its holder returns the draft."""
+        for _ in range(MAX_ATTEMPTS):
+            document, revision = await self.get(draft_id)
+            joined, side, changed = join(document, actor, code, account_id)
+            if not changed:
+                return joined, side
+            captain = joined.room.captains[side]
+            event = {
+                "type": "captain_joined",
+                "side": side.value,
+                "sequence": joined.state.sequence,
+                **captain.to_dict(),
+            }
+            state = joined.state
+            if await self._store.commit(
+                draft_id,
+                expected_revision=revision,
+                document=joined.to_dict(),
+                events=[(state.sequence, event)],
+                expires_at=state.expires_at,
+                deadline=_deadline(state, self._now()),
+            ):
+                return joined, side
+        raise RuntimeError(f"draft {draft_id}: join lost {MAX_ATTEMPTS} races in a row")
+
+    async def submit(
+        self,
+        actor: Actor,
+        draft_id: str,
+        action: Action,
+        *,
+        expected_sequence: int | None = None,
+    ) -> Submitted:
+        """Apply `action` for `actor`; raises the seat's or the rules' error, re-checking after a
+        lost race."""
+        for _ in range(MAX_ATTEMPTS):
+            document, revision = await self.get(draft_id)
+            now = max(self._now(), document.state.updated_at)
+            caught_up, _ = apply_timeout(document.state, now)
+            check_may_act(document, caught_up, actor, action)
+            state, events = apply(document.state, action, now, expected_sequence=expected_sequence)
+            committed = await self._commit(document, revision, state, events, now)
+            if committed is not None:
+                applied = [
+                    payload
+                    for _, payload in event_payloads(events, state, None)
+                    if payload["type"] == "action_applied" and not payload["action"]["timed_out"]
+                ]
+                return Submitted(committed, applied[-1])
+        raise RuntimeError(f"draft {draft_id}: action lost {MAX_ATTEMPTS} races in a row")
+
+    async def timeout(self, draft_id: str) -> bool:
+        """Apply the timeouts due now, if any; True if this call committed them.
+
+        Replicas racing on the same timeout compute the same change (the rules are
+        deterministic), and compare-and-set lets exactly one commit land.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                document, revision = await self.get(draft_id)
+            except NotFound:
+                return False
+            now = self._now()
+            state, events = apply_timeout(document.state, now)
+            if not events:
+                return False
+            if await self._commit(document, revision, state, events, now) is not None:
+                return True
+        return False
+
+    async def _commit(
+        self,
+        document: DraftDocument,
+        revision: int,
+        state: DraftState,
+        events: Sequence[DraftEvent],
+        now: datetime,
+    ) -> DraftDocument | None:
+        """Compare-and-set the new state with its events; None when another change won."""
+        after = replace(document, state=state)
+        prediction = None
+        if state.completed and self._predict_final is not None:
+            prediction = await self._predict_final(after)
+        ok = await self._store.commit(
+            state.draft_id,
+            expected_revision=revision,
+            document=after.to_dict(),
+            events=event_payloads(events, state, prediction),
+            expires_at=state.expires_at,
+            deadline=_deadline(state, now),
+        )
+        if not ok:
+            return None
+        self._changed(after)
+        return after
+
+    def _changed(self, document: DraftDocument) -> None:
+        if self._on_change is not None:
+            self._on_change(document)
