@@ -11,6 +11,7 @@ from counterpick.draft.v1 import draft_service_pb2_grpc as pb_grpc
 from services.common.dota_constants import DotaConstants, load_constants
 from services.common.dota_proto import bracket_from_proto, side_from_proto, side_to_proto
 from services.common.errors import InvalidArgument
+from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
@@ -163,8 +164,7 @@ def build_server(
         ],
         on_start=[stores.open, start],
         on_stop=[runtime.stop, stores.close],
-        # RATE LIMIT: the shared rate-limit interceptor is wired here at merge (GrpcServer's
-        # interceptors), like every other service's.
+        rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "draft"),
         verifier=TokenVerifier(
             issuer=settings.token_issuer,
             audience=settings.token_audience,
