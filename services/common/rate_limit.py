@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from services.common.config import RateLimitSettings
 from services.common.errors import RateLimited
+from services.common.stores import redis_client
 from services.common.tokens import Caller, current_caller
 
 log = logging.getLogger(__name__)
@@ -304,10 +305,10 @@ def rate_limiter_from_settings(
     if isinstance(redis, str):
         # Short socket timeouts: the limiter gives up after its own timeout anyway, and a
         # black-holed Redis must not hold connections long after.
-        redis = aioredis.Redis.from_url(
+        redis = redis_client(
             redis,
-            socket_connect_timeout=_STORE_TIMEOUT_SECONDS,
-            socket_timeout=_STORE_TIMEOUT_SECONDS,
+            connect_timeout_seconds=_STORE_TIMEOUT_SECONDS,
+            socket_timeout_seconds=_STORE_TIMEOUT_SECONDS,
         )
         on_close = redis.aclose
     limiter = RateLimiter(

@@ -57,11 +57,38 @@ async def connect_postgres(dsn: str, *, timeout_seconds: float = 30.0) -> asyncp
     return await wait_for("postgresql", attempt, timeout_seconds=timeout_seconds)
 
 
+# Connections one process keeps to Redis, and how long a call waits for a free one. redis-py's
+# own pool raises "Too many connections" at its default of 100 busy connections: a burst of a
+# thousand WatchDraft starts or rate-limit checks then failed calls instead of queueing them for
+# a few milliseconds. A blocking pool queues them; the wait is bounded so a stuck Redis still
+# surfaces as an error.
+REDIS_MAX_CONNECTIONS = 128
+REDIS_POOL_WAIT_SECONDS = 5.0
+
+
+def redis_client(
+    url: str,
+    *,
+    connect_timeout_seconds: float = 3.0,
+    socket_timeout_seconds: float | None = None,
+) -> aioredis.Redis:
+    """A redis.asyncio client to `url` whose calls wait for a pooled connection when all are busy,
+    rather than fail (see REDIS_MAX_CONNECTIONS). Connects lazily; closing it closes the pool."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
+        socket_connect_timeout=connect_timeout_seconds,
+        socket_timeout=socket_timeout_seconds,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 async def connect_redis(url: str, *, timeout_seconds: float = 30.0) -> aioredis.Redis:
-    """A redis.asyncio client to `url`, after a successful PING."""
+    """A redis.asyncio client to `url` (see `redis_client`), after a successful PING."""
 
     async def attempt() -> aioredis.Redis:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=3)
+        client = redis_client(url)
         try:
             await client.ping()
         except Exception:
