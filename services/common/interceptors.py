@@ -8,21 +8,30 @@ stable `ErrorReason` name, so clients can branch on it without parsing messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import descriptor_pool, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from services.common.errors import CounterpickError, RateLimited
-from services.common.tokens import TokenVerifier, bearer_token, set_current_caller
+from counterpick.common.v1 import access_pb2  # registers the `access` method option
+from services.common.errors import CounterpickError, PermissionDenied, RateLimited
+from services.common.tokens import (
+    Caller,
+    MissingToken,
+    TokenVerifier,
+    bearer_token,
+    set_current_caller,
+)
 
 ERROR_DOMAIN = "counterpick.dev"
 log = logging.getLogger(__name__)
@@ -195,14 +204,61 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
         return call
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Verifies the bearer token of every call (when one is sent) and binds the caller.
+@dataclass(frozen=True)
+class AccessRule:
+    """What an RPC asks of a token: its `(counterpick.common.v1.access)` method option."""
 
-    A call without a token runs anonymously (`current_caller()` is None) and the RPC decides
-    whether that is enough (`require_caller`). A token that is sent but invalid fails the call
-    with UNAUTHENTICATED whatever the RPC, so a client never silently runs as anonymous. Health
-    and reflection are exempt. Errors are raised inside the handler, so StatusInterceptor (outside
-    this one) maps them like any other.
+    anonymous: bool = True
+    roles: tuple[str, ...] = ()
+    scope: str = ""
+
+    def admit(self, caller: Caller | None) -> None:
+        """Raise MissingToken or PermissionDenied unless `caller` may make the call."""
+        if caller is None:
+            if not self.anonymous:
+                raise MissingToken("this call needs an access token: authorization: Bearer <token>")
+            return
+        if self.roles and not caller.has_any_role(*self.roles):
+            raise PermissionDenied(f"this call needs one of the roles {', '.join(self.roles)}")
+        # A token without a scope claim (a Steam login) may do whatever its roles allow; only
+        # tokens narrowed to scopes (API keys, service credentials) are checked against them.
+        if self.scope and caller.scopes and self.scope not in caller.scopes:
+            raise PermissionDenied(
+                f"this call needs the scope {self.scope!r}, which the token does not carry",
+                metadata={"scope": self.scope},
+            )
+
+
+# RPCs without the option: any valid token or none, as before the option existed.
+OPEN_ACCESS = AccessRule()
+
+
+@functools.cache
+def access_rule(method: str) -> AccessRule:
+    """The access rule of a full method name ("/pkg.Service/Method"), from the option on its
+    descriptor in the default pool (where every imported *_pb2 module registers itself)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    try:
+        descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except KeyError:
+        return OPEN_ACCESS
+    options = descriptor.GetOptions()
+    if not options.HasExtension(access_pb2.access):
+        return OPEN_ACCESS
+    access = options.Extensions[access_pb2.access]
+    return AccessRule(anonymous=access.anonymous, roles=tuple(access.roles), scope=access.scope)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the bearer token of every call (when one is sent), binds the caller, and
+    enforces the RPC's access rule (the `access` method option of the contract).
+
+    A token that is sent but invalid fails the call with UNAUTHENTICATED whatever the RPC, so a
+    client never silently runs as anonymous. Then the rule decides: no token where the RPC is not
+    anonymous is UNAUTHENTICATED, a missing role or scope is PERMISSION_DENIED. RPCs without the
+    option run anonymously too and decide themselves (`require_caller`). Health and reflection
+    are exempt. Errors are raised inside the handler, so StatusInterceptor (outside this one)
+    maps them like any other.
     """
 
     EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -223,10 +279,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         metadata = tuple(handler_call_details.invocation_metadata or ())
         verifier = self._verifier
+        rule = access_rule(method)
 
         async def authenticate() -> None:
             token = bearer_token(metadata)
-            set_current_caller(await verifier.verify(token) if token is not None else None)
+            caller = await verifier.verify(token) if token is not None else None
+            set_current_caller(caller)
+            rule.admit(caller)
 
         if handler.response_streaming:
             stream = cast(StreamBehavior, handler.unary_stream)

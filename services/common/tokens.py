@@ -11,14 +11,18 @@ Refresh tokens are opaque strings, never JWTs, so one can never pass as an acces
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import redis.asyncio as aioredis
 from jwt import PyJWK
 
 from services.common.errors import DependencyUnavailable, PermissionDenied, Unauthenticated
@@ -30,6 +34,13 @@ LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
 # Algorithms a published key may declare; anything else in a JWKS is ignored.
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+# The Redis sorted set of revoked access tokens and API keys: member "jti:<jti>" or
+# "key:<api key id>", score = unix time after which the entry is moot (the tokens it denies have
+# expired). Auth writes it; every verifier reads it.
+DENY_LIST_KEY = "counterpick:auth:denied"
+# How stale a verifier's copy of the deny list may be: the "within seconds" of revocation.
+DENY_LIST_REFRESH_SECONDS = 2.0
+log = logging.getLogger(__name__)
 
 
 class TokenExpired(Unauthenticated):
@@ -61,6 +72,8 @@ class Caller:
     steamid64: int = 0
     tier: str = "free"
     scopes: tuple[str, ...] = ()
+    # The API key (or "service:<name>" credential) the token was exchanged for; "" for logins.
+    api_key_id: str = ""
 
     @property
     def account_id(self) -> int | None:
@@ -94,6 +107,69 @@ class KeySet:
 KeySource = Callable[[], Awaitable[KeySet]]
 
 
+class DenyList:
+    """A local copy of the revoked jtis and API key ids, refreshed from Redis at most every
+    `refresh_seconds` (one ZRANGEBYSCORE per interval and process, never one per call).
+
+    The first check awaits a load; later refreshes run in the background while calls use the
+    copy they have. When Redis is unreachable the last copy stays in force (logged): refusing
+    every token because the deny list is away would turn a Redis outage into a full outage.
+    """
+
+    def __init__(self, redis_url: str, *, refresh_seconds: float = DENY_LIST_REFRESH_SECONDS):
+        self._url = redis_url
+        self._refresh_seconds = refresh_seconds
+        self._denied: frozenset[str] = frozenset()
+        self._loaded_at = float("-inf")
+        self._client: aioredis.Redis | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_environment(cls) -> DenyList:
+        """The deny list at REDIS_URL, the same variable a service's RedisSettings read (for
+        verifiers built without an explicit one)."""
+        return cls(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+
+    def _redis(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        # A client's connections belong to the loop that opened them.
+        if self._client is None or self._client_loop is not loop:
+            self._client = aioredis.Redis.from_url(
+                self._url, socket_connect_timeout=1, socket_timeout=1
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def refresh(self) -> None:
+        """Reload the copy now (entries whose tokens have expired are left out)."""
+        try:
+            members = await self._redis().zrangebyscore(DENY_LIST_KEY, time.time(), "+inf")
+        except Exception as error:
+            log.warning("the token deny list could not be read; keeping the last copy: %s", error)
+            self._loaded_at = time.monotonic()  # retry after the interval, not on every call
+            return
+        self._denied = frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        self._loaded_at = time.monotonic()
+
+    async def _current(self) -> frozenset[str]:
+        if self._loaded_at == float("-inf"):
+            await self.refresh()
+        elif time.monotonic() - self._loaded_at > self._refresh_seconds and (
+            self._task is None or self._task.done()
+        ):
+            self._task = asyncio.get_running_loop().create_task(self.refresh())
+        return self._denied
+
+    async def check(self, caller: Caller) -> None:
+        """Raise TokenInvalid when the caller's token or its API key was revoked."""
+        denied = await self._current()
+        if f"jti:{caller.jti}" in denied or (
+            caller.api_key_id and f"key:{caller.api_key_id}" in denied
+        ):
+            raise TokenInvalid("the access token has been revoked")
+
+
 class TokenVerifier:
     """Verifies access tokens against a cached key set, refreshing it for an unknown kid."""
 
@@ -105,7 +181,10 @@ class TokenVerifier:
         fetch_keys: KeySource,
         cache_seconds: float = 600.0,
         min_refresh_seconds: float = 30.0,
+        deny_list: DenyList | None = None,
     ) -> None:
+        """`deny_list` None: the one at REDIS_URL (see DenyList.from_environment), so every
+        verifier of the mesh refuses revoked tokens without each service wiring it."""
         self.issuer = issuer
         self.audience = audience
         self._fetch = fetch_keys
@@ -113,6 +192,7 @@ class TokenVerifier:
         self._min_refresh_seconds = min_refresh_seconds
         self._keys = KeySet()
         self._fetched_at = float("-inf")
+        self._deny_list = deny_list if deny_list is not None else DenyList.from_environment()
 
     async def _key(self, kid: str) -> PyJWK | None:
         now = time.monotonic()
@@ -164,7 +244,9 @@ class TokenVerifier:
             raise TokenInvalid("the access token is not valid yet") from None
         except jwt.PyJWTError as error:
             raise TokenInvalid(f"the access token is not valid: {error}") from None
-        return _caller(claims)
+        caller = _caller(claims)
+        await self._deny_list.check(caller)
+        return caller
 
 
 def _caller(claims: Mapping[str, Any]) -> Caller:
@@ -185,6 +267,7 @@ def _caller(claims: Mapping[str, Any]) -> Caller:
         steamid64=steamid64,
         tier=str(claims.get("tier", "free")),
         scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+        api_key_id=str(claims.get("api_key", "")),
     )
 
 
