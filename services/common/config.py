@@ -140,3 +140,14 @@ def load_settings[S: BaseSettings](settings_class: type[S]) -> S:
                 lines.append(f"  {problem['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+class ServiceCredentialSettings(BaseSettings):
+    """The secret a service exchanges at auth (ExchangeApiKey) for short-lived service tokens
+    (services/common/service_tokens.py): SERVICE_CREDENTIAL, or a file holding it,
+    SERVICE_CREDENTIAL_FILE (preferred: it keeps the secret out of the process environment)."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    service_credential: str = Field(default="", repr=False)
+    service_credential_file: str = ""
