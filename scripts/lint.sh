@@ -5,12 +5,15 @@ cd "$(dirname "$0")/.."
 
 echo "== buf lint"
 npx --no-install buf lint
-echo "== buf breaking (against main)"
-if git rev-parse --verify --quiet main >/dev/null &&
-   git ls-tree -r --name-only main -- proto | grep -q '\.proto$'; then
-  npx --no-install buf breaking --against '.git#branch=main'
+echo "== buf breaking (against the released contract)"
+# proto/BREAKING_BASELINE names the commit whose contract clients already use. Comparing with
+# `main` compared main with itself on CI's clean clone; bump the baseline when a release ships.
+baseline="$(tr -d '[:space:]' < proto/BREAKING_BASELINE)"
+if git cat-file -e "${baseline}^{commit}" 2>/dev/null; then
+  npx --no-install buf breaking --against ".git#ref=${baseline}"
 else
-  echo "main has no protos yet: nothing to compare against"
+  echo "baseline ${baseline} is not in this clone (shallow?): fetch it to check breaking changes" >&2
+  exit 1
 fi
 echo "== generated code is up to date"
 bash scripts/generate.sh >/dev/null

@@ -31,7 +31,9 @@ class SigningKeys:
 
         return fetch
 
-    def token(self, *roles: str, account_id: int = 0, user_id: str = "u-test") -> str:
+    def token(
+        self, *roles: str, account_id: int = 0, user_id: str = "u-test", tier: str = "free"
+    ) -> str:
         return issue_access_token(
             self.ring,
             issuer=ISSUER,
@@ -40,6 +42,7 @@ class SigningKeys:
             roles=list(roles) or ["user"],
             now=int(time.time()),
             steamid64=STEAM_ID64_BASE + account_id if account_id else 0,
+            tier=tier,
         ).token
 
     def metadata(self, *roles: str, account_id: int = 0) -> tuple[tuple[str, str], ...]:

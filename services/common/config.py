@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, FilePath, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOST_PORT = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -54,9 +54,35 @@ class CommonSettings(BaseSettings):
     otel_service_name: str | None = None
     otel_traces_exporter: Literal["otlp", "console", "none"] | None = None
     otel_exporter_otlp_endpoint: str | None = None
+    # PEM file of the certificate authority that signed the TLS certificates of the peers this
+    # process calls (`open_channel`); unset, peers are called over plaintext, as inside a
+    # private network.
+    tls_root_cert_file: FilePath | None = None
 
 
-class ServiceSettings(CommonSettings):
+class RateLimitSettings(BaseSettings):
+    """Per-caller call quotas of a service's RPCs (services.common.rate_limit), kept in Redis.
+
+    A draft room makes a handful of calls per pick or ban (suggestions, bans, a win estimate), a
+    few picks a minute, and a WatchDraft stream counts once when it opens. 120 calls a minute
+    is several times what a free user's busiest draft needs; plus and pro (overlays and bots
+    that refresh on their own) get more. Anonymous calls are counted per address, which may be a
+    whole LAN behind one NAT, so that quota is not tiny, only below a signed-in user's. Callers
+    with the "service" role are not limited (see rate_limit.SERVICE_ROLE).
+    """
+
+    # The quotas count calls in a sliding window of this length. It is a minute in every
+    # deployment, which is what the *_PER_MINUTE names say; tests shorten it to see it pass.
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    rate_limit_anonymous_per_minute: int = Field(default=60, ge=1)
+    rate_limit_free_per_minute: int = Field(default=120, ge=1)
+    rate_limit_plus_per_minute: int = Field(default=300, ge=1)
+    rate_limit_pro_per_minute: int = Field(default=600, ge=1)
+    # Redis key prefix; the service's name is appended, so each service keeps its own counts.
+    rate_limit_key_prefix: str = Field(default="counterpick:rate", min_length=1)
+
+
+class ServiceSettings(CommonSettings, RateLimitSettings):
     """Where a gRPC service listens and how it stops."""
 
     host: str = "127.0.0.1"
@@ -74,6 +100,21 @@ class ServiceSettings(CommonSettings):
     # anything over 4 MiB by default anyway.
     grpc_max_receive_message_bytes: int = Field(default=4 << 20, ge=1024)
     grpc_max_send_message_bytes: int = Field(default=4 << 20, ge=1024)
+    # TLS on the gRPC port: the PEM certificate chain and its private key. Unset, the port is
+    # plaintext (the mesh's private network, tests). With TLS_CLIENT_CA_FILE as well, every
+    # client must present a certificate that CA signed (mutual TLS).
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
+    tls_client_ca_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_come_together(self) -> ServiceSettings:
+        # Half a TLS configuration would silently serve plaintext; refuse to start instead.
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")
+        return self
 
 
 class KafkaSettings(BaseSettings):

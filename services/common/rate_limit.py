@@ -11,26 +11,48 @@ are not logged, so a client that keeps retrying too early still gets in once the
 Callers are keyed by the verified token's user id, or by the peer's address when anonymous (see
 `caller_key`). If Redis is unreachable the limiter lets calls through and logs it: losing rate
 limiting for a while is better than losing the service.
+
+`RateLimitInterceptor` applies one limiter to every RPC of a server, with a quota per
+subscription tier (`TierQuotas`); a service gets it from its settings with
+`rate_limiter_from_settings` and hands it to `GrpcServer(rate_limiter=...)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
+import grpc
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
+from services.common.config import RateLimitSettings
 from services.common.errors import RateLimited
-from services.common.tokens import Caller
+from services.common.tokens import Caller, current_caller
 
 log = logging.getLogger(__name__)
+
+# The role of the mesh's own services (auth signing users in, draft asking the model). They are
+# not limited: one service token carries the calls of every user it serves, so any per-token
+# quota would either cap the whole product or be too large to protect anything, and those users
+# are already counted where they entered the mesh.
+SERVICE_ROLE = "service"
+# How long a quota check may wait on Redis before the call is let through unchecked.
+_STORE_TIMEOUT_SECONDS = 0.5
+
+# TypeVar rather than PEP 695 syntax: mypy only matches the stub's method-level TypeVars this way.
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+_UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+_StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 RATE_LIMITED = Counter(
     "counterpick_rate_limited",
@@ -140,3 +162,158 @@ class RateLimiter:
                 f"retry in {retry_after:.3f}s",
                 retry_after_seconds=retry_after,
             )
+
+
+@dataclass(frozen=True)
+class TierQuotas:
+    """The quota each kind of caller is counted against: anonymous (per address) or a signed-in
+    caller's subscription tier (per user). Callers holding `exempt_role` are not counted at all.
+    """
+
+    anonymous: Quota
+    tiers: Mapping[str, Quota]
+    # The tier used for a token whose tier this deployment does not know (an older or newer
+    # auth service): the lowest, so an unexpected claim never buys a larger quota.
+    fallback_tier: str = "free"
+    exempt_role: str | None = SERVICE_ROLE
+
+    def __post_init__(self) -> None:
+        if self.fallback_tier not in self.tiers:
+            raise ValueError(f"the fallback tier {self.fallback_tier!r} has no quota")
+
+    def for_caller(self, caller: Caller | None) -> Quota | None:
+        """The quota `caller` uses, or None when its calls are not limited."""
+        if caller is None:
+            return self.anonymous
+        if self.exempt_role is not None and caller.has_any_role(self.exempt_role):
+            return None
+        return self.tiers.get(caller.tier, self.tiers[self.fallback_tier])
+
+
+class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every call against its caller's quota before the handler runs.
+
+    It must sit inside AuthInterceptor (GrpcServer installs it there): it reads the caller that
+    interceptor binds, so a token is verified before it decides which quota applies, and the
+    RateLimited it raises happens inside the handler StatusInterceptor wraps, which maps it to
+    RESOURCE_EXHAUSTED with ErrorInfo and RetryInfo. A server-streaming call (WatchDraft) counts
+    once, when it starts: a stream is one thing a client asked for, however long it stays open.
+    Health and reflection are exempt, so probes and grpcurl never spend anyone's quota.
+    """
+
+    EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        quotas: TierQuotas,
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._limiter = limiter
+        self._quotas = quotas
+        self._on_close = on_close
+
+    async def admit(self, peer: str) -> None:
+        """Count one call of the current caller (anonymous: of `peer`), or raise RateLimited."""
+        caller = current_caller()
+        quota = self._quotas.for_caller(caller)
+        if quota is not None:
+            await self._limiter.hit(caller_key(caller, peer), quota)
+
+    async def close(self) -> None:
+        """Release the Redis connection this interceptor owns, if it owns one."""
+        if self._on_close is not None:
+            await self._on_close()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.request_streaming or method.startswith(self.EXEMPT_PREFIXES):
+            # The mesh has no client-streaming RPCs of its own (reflection is one, and exempt).
+            return handler
+        admit = self.admit
+        if handler.response_streaming:
+            stream = cast(_StreamBehavior, handler.unary_stream)
+            if not inspect.isasyncgenfunction(stream):
+                # Write-style streaming (`await context.write(...)`) is a plain coroutine, and
+                # grpc.aio needs the wrapper to keep that shape.
+                return grpc.unary_stream_rpc_method_handler(
+                    self._wrap_unary(cast(_UnaryBehavior, stream)),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+
+            async def call_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                await admit(context.peer())
+                async for response in stream(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                call_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap_unary(cast(_UnaryBehavior, handler.unary_unary)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_unary(self, behavior: _UnaryBehavior) -> _UnaryBehavior:
+        admit = self.admit
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await admit(context.peer())
+            return await behavior(request, context)
+
+        return call
+
+
+def rate_limiter_from_settings(
+    settings: RateLimitSettings,
+    redis: aioredis.Redis | str,
+    service: str,
+) -> RateLimitInterceptor:
+    """The rate limit a service configures, ready for `GrpcServer(rate_limiter=...)`.
+
+    Quotas come from the RATE_LIMIT_* settings and are counted under
+    `<RATE_LIMIT_KEY_PREFIX>:<service>`, so a caller's calls to one service do not use up its quota
+    on another. `redis` is a client the caller keeps and closes, or a URL (REDIS_URL): then the
+    interceptor connects on its first call, so a Redis down at start-up only means calls pass
+    unchecked, and closes the client when the server stops.
+    """
+    window = settings.rate_limit_window_seconds
+    quotas = TierQuotas(
+        anonymous=Quota("anonymous", settings.rate_limit_anonymous_per_minute, window),
+        tiers={
+            "free": Quota("free", settings.rate_limit_free_per_minute, window),
+            "plus": Quota("plus", settings.rate_limit_plus_per_minute, window),
+            "pro": Quota("pro", settings.rate_limit_pro_per_minute, window),
+        },
+    )
+    on_close: Callable[[], Awaitable[None]] | None = None
+    if isinstance(redis, str):
+        # Short socket timeouts: the limiter gives up after its own timeout anyway, and a
+        # black-holed Redis must not hold connections long after.
+        redis = aioredis.Redis.from_url(
+            redis,
+            socket_connect_timeout=_STORE_TIMEOUT_SECONDS,
+            socket_timeout=_STORE_TIMEOUT_SECONDS,
+        )
+        on_close = redis.aclose
+    limiter = RateLimiter(
+        redis,
+        prefix=f"{settings.rate_limit_key_prefix}:{service}",
+        name=service,
+        timeout_seconds=_STORE_TIMEOUT_SECONDS,
+    )
+    return RateLimitInterceptor(limiter, quotas, on_close=on_close)

@@ -1,5 +1,6 @@
 """The grpc.aio server bootstrap every service runs: health, reflection, tracing, errors, metrics,
-and the limits of what one process takes in (calls in flight, message sizes).
+the limits of what one process takes in (calls in flight, message sizes, per-caller quotas), and TLS
+on the port when the settings name a certificate.
 
 A service hands `GrpcServer` its registrations (the servicer plus the generated `add_*_to_server`)
 and its own start/stop hooks; this module owns the rest of the life cycle: bind, SERVING health
@@ -26,6 +27,7 @@ from prometheus_client import start_http_server
 from services.common.config import ServiceSettings
 from services.common.errors import CounterpickError
 from services.common.interceptors import AuthInterceptor, StatusInterceptor
+from services.common.rate_limit import RateLimitInterceptor
 from services.common.stores import Stores
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
 from services.common.tokens import TokenVerifier
@@ -46,6 +48,23 @@ def _tracing_interceptor() -> grpc.aio.ServerInterceptor:
         filter_=negate(full_method_name(_HEALTH_WATCH))
     )
     return interceptor
+
+
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials for the gRPC port from TLS_CERT_FILE / TLS_KEY_FILE (None: plaintext).
+
+    With TLS_CLIENT_CA_FILE, clients must present a certificate that CA signed.
+    """
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    chain = settings.tls_cert_file.read_bytes()
+    key = settings.tls_key_file.read_bytes()
+    client_ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+        require_client_auth=client_ca is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,9 @@ class GrpcServer:
     on_stop: Sequence[Hook] = ()
     # When set, every call's bearer token is verified (see AuthInterceptor).
     verifier: TokenVerifier | None = None
+    # When set, every call but health and reflection is counted against its caller's quota
+    # (build one with services.common.rate_limit.rate_limiter_from_settings); closed on stop.
+    rate_limiter: RateLimitInterceptor | None = None
     port: int = 0
     _server: grpc.aio.Server | None = field(default=None, init=False)
     _health: health.aio.HealthServicer | None = field(default=None, init=False)
@@ -106,6 +128,10 @@ class GrpcServer:
         if self.verifier is not None:
             # Innermost: its UNAUTHENTICATED is raised inside the handler StatusInterceptor wraps.
             interceptors.append(AuthInterceptor(self.verifier))
+        if self.rate_limiter is not None:
+            # Inside AuthInterceptor: the quota depends on the caller it binds, and a call with a
+            # bad token fails before it spends anyone's quota.
+            interceptors.append(self.rate_limiter)
         settings = self.settings
         server = grpc.aio.server(
             # Tracing outermost, so the span covers the status the inner interceptor sets.
@@ -127,7 +153,11 @@ class GrpcServer:
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"{self.name}: could not bind {address}")
         await server.start()
@@ -146,6 +176,7 @@ class GrpcServer:
                 "fields": {
                     "service": self.name,
                     "address": f"{self.settings.host}:{self.port}",
+                    "tls": credentials is not None,
                     "grpc_services": names,
                 }
             },
@@ -165,6 +196,8 @@ class GrpcServer:
                 await hook()
             except Exception:
                 log.exception("stop hook failed")
+        if self.rate_limiter is not None:
+            await self.rate_limiter.close()
         log.info("service stopped", extra={"fields": {"service": self.name}})
 
     async def run_until_signal(self) -> None:

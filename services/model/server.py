@@ -21,6 +21,7 @@ from services.common.dota_proto import (
 )
 from services.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
 from services.common.paging import fingerprint, slice_page
+from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
@@ -528,7 +529,8 @@ def open_source(settings: ModelSettings) -> WarehouseReader | None:
 
 def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:
     """The model server: Redis opens, the snapshot loads, then the schedule starts. Tokens are
-    verified against the auth service's JWKS (or `key_source`, for tests)."""
+    verified against the auth service's JWKS (or `key_source`, for tests), and every call is
+    counted against its caller's quota (RATE_LIMIT_*)."""
     stores = Stores(settings)
     constants = load_constants()
     runtime = ModelRuntime(
@@ -562,6 +564,7 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
             audience=settings.token_audience,
             fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
         ),
+        rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "model"),
     )
     # Redis or warehouse outages show as NOT_SERVING entries "<service>/redis" and
     # "<service>/warehouse"; the service itself stays SERVING on its last good snapshot.

@@ -29,12 +29,4 @@ class UserSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
     # promptly instead of holding calls.
     postgres_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     postgres_pool_size: int = Field(default=10, ge=1, le=200)
-    # Call quotas over a sliding window (see services.common.rate_limit). A person's client
-    # makes a handful of calls per page; 60 a minute is ample for that and stops scraping and
-    # write storms. Services (auth on every sign-in) get their own, larger quota; anonymous
-    # calls, which can only fail here, are counted per address.
-    rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
-    rate_limit_user_calls: int = Field(default=60, ge=1)
-    rate_limit_service_calls: int = Field(default=1200, ge=1)
-    rate_limit_anonymous_calls: int = Field(default=30, ge=1)
-    rate_limit_key_prefix: str = Field(default="counterpick:rate:user", min_length=1)
+    # Call quotas are the shared RATE_LIMIT_* settings (ServiceSettings), counted in REDIS_URL.

@@ -1,8 +1,8 @@
 """gRPC wiring of the user service: protobuf in, access and domain checks, storage, protobuf out.
 
-Every call is counted against its caller's quota first, then must carry a valid access token;
-which user it addresses and whether the caller may do so is decided in `profiles` before the
-database is touched.
+Every call is counted against its caller's quota first (the server's rate-limit interceptor),
+then must carry a valid access token; which user it addresses and whether the caller may do so is
+decided in `profiles` before the database is touched.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from services.common.dota import SkillBracket
 from services.common.dota_constants import load_constants
 from services.common.dota_proto import bracket_from_proto, bracket_to_proto
 from services.common.errors import InvalidArgument
-from services.common.rate_limit import caller_key
+from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import (
-    Caller,
     KeySource,
     TokenVerifier,
-    current_caller,
     jwks_from_auth,
     require_caller,
 )
@@ -44,7 +42,7 @@ from services.user.profiles import (
     resolve_target,
     steam_identity,
 )
-from services.user.runtime import Quotas, UserRuntime
+from services.user.runtime import UserRuntime
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UserService"].full_name
@@ -117,26 +115,16 @@ class UserServicer(pb_grpc.UserServiceServicer):
         self,
         runtime: UserRuntime,
         heroes: Collection[int],
-        quotas: Quotas,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._runtime = runtime
         self._heroes = heroes
-        self._quotas = quotas
         self._clock = clock
-
-    async def _admit(self, context: Any, *roles: str) -> Caller:
-        """Count the call against its caller's quota, then require a signed-in caller."""
-        caller = current_caller()
-        limiter = self._runtime.limiter
-        if limiter is not None:
-            await limiter.hit(caller_key(caller, context.peer()), self._quotas.for_caller(caller))
-        return require_caller(*roles)
 
     async def GetProfile(
         self, request: pb.GetProfileRequest, context: Any
     ) -> pb.GetProfileResponse:
-        caller = await self._admit(context)
+        caller = require_caller()
         user_id = resolve_target(caller, request.user_id, Access.READ)
         profile = await self._runtime.repository.get_profile(user_id)
         return pb.GetProfileResponse(profile=_profile_pb(profile, self._clock()))
@@ -144,7 +132,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     async def UpdateProfile(
         self, request: pb.UpdateProfileRequest, context: Any
     ) -> pb.UpdateProfileResponse:
-        caller = await self._admit(context)
+        caller = require_caller()
         user_id = resolve_target(caller, request.user_id, Access.WRITE)
         update = profile_update(
             list(request.update_mask.paths),
@@ -158,7 +146,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     async def GetPreferences(
         self, request: pb.GetPreferencesRequest, context: Any
     ) -> pb.GetPreferencesResponse:
-        caller = await self._admit(context)
+        caller = require_caller()
         user_id = resolve_target(caller, request.user_id, Access.READ)
         preferences = await self._runtime.repository.get_preferences(user_id)
         return pb.GetPreferencesResponse(preferences=_preferences_pb(preferences))
@@ -166,7 +154,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     async def UpdatePreferences(
         self, request: pb.UpdatePreferencesRequest, context: Any
     ) -> pb.UpdatePreferencesResponse:
-        caller = await self._admit(context)
+        caller = require_caller()
         user_id = resolve_target(caller, request.user_id, Access.WRITE)
         paths = list(request.update_mask.paths)
         values = request.preferences
@@ -189,7 +177,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     async def GetSubscription(
         self, request: pb.GetSubscriptionRequest, context: Any
     ) -> pb.GetSubscriptionResponse:
-        caller = await self._admit(context)
+        caller = require_caller()
         user_id = resolve_target(caller, request.user_id, Access.READ)
         subscription = await self._runtime.repository.get_subscription(user_id)
         return pb.GetSubscriptionResponse(
@@ -199,7 +187,7 @@ class UserServicer(pb_grpc.UserServiceServicer):
     async def UpsertSteamUser(
         self, request: pb.UpsertSteamUserRequest, context: Any
     ) -> pb.UpsertSteamUserResponse:
-        await self._admit(context, SERVICE_ROLE)
+        require_caller(SERVICE_ROLE)
         identity = steam_identity(request.steamid64, request.persona_name, request.avatar_url)
         profile, created = await self._runtime.repository.upsert_steam_user(identity)
         return pb.UpsertSteamUserResponse(
@@ -218,9 +206,7 @@ def build_server(settings: UserSettings, key_source: KeySource | None = None) ->
         audience=settings.token_audience,
         fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
     )
-    servicer = UserServicer(
-        runtime, frozenset(load_constants().heroes), Quotas.from_settings(settings)
-    )
+    servicer = UserServicer(runtime, frozenset(load_constants().heroes))
     return GrpcServer(
         name="user",
         settings=settings,
@@ -228,4 +214,7 @@ def build_server(settings: UserSettings, key_source: KeySource | None = None) ->
         on_start=[runtime.open],
         on_stop=[runtime.close],
         verifier=verifier,
+        # Counted per caller before any RPC runs; anonymous calls too, per address, although
+        # every user RPC then refuses them, so probing without a token is throttled as well.
+        rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "user"),
     )

@@ -132,9 +132,10 @@ async def user_service(
             "redis_url": redis_url,
             "user_postgres_schema": schema,
             "rate_limit_key_prefix": f"test:{schema}",
-            "rate_limit_user_calls": 100_000,
-            "rate_limit_service_calls": 100_000,
-            "rate_limit_anonymous_calls": 100_000,
+            "rate_limit_anonymous_per_minute": 100_000,
+            "rate_limit_free_per_minute": 100_000,
+            "rate_limit_plus_per_minute": 100_000,
+            "rate_limit_pro_per_minute": 100_000,
             "store_wait_seconds": 5,
             **overrides,
         }
@@ -888,10 +889,13 @@ async def test_rate_limit_answers_resource_exhausted_with_retry_info(
         postgres_dsn,
         redis_url,
         tmp_path,
-        rate_limit_user_calls=3,
-        rate_limit_anonymous_calls=2,
+        rate_limit_free_per_minute=3,
+        rate_limit_anonymous_per_minute=2,
         rate_limit_window_seconds=1.5,
     ) as users:
+        # The auth service (role "service") signs people up on every login: never limited.
+        for _ in range(3):
+            await users.new_user()
         _, alice = await users.new_user()
         _, bob = await users.new_user()
         for _ in range(3):
