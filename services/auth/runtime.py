@@ -37,7 +37,7 @@ from services.common.channels import open_channel
 from services.common.errors import DependencyUnavailable
 from services.common.rate_limit import Quota, RateLimiter
 from services.common.stores import Stores
-from services.common.tokens import KeySet, TokenInvalid, TokenVerifier
+from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, verifier_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,7 @@ class AuthRuntime:
         async def own_keys() -> KeySet:
             return KeySet.from_jwks(ring.jwks())
 
-        self.verifier = TokenVerifier(
-            issuer=settings.token_issuer, audience=settings.token_audience, fetch_keys=own_keys
-        )
+        self.verifier = verifier_from_settings(settings, own_keys)
         self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
         self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
         self._user_channel = open_channel(settings.user_addr)

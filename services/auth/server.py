@@ -27,8 +27,8 @@ from services.common.tokens import (
     LEEWAY_SECONDS,
     KeySet,
     TokenInvalid,
-    TokenVerifier,
     require_caller,
+    verifier_from_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,5 @@ def build_server(settings: AuthSettings) -> GrpcServer:
         ],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
-        verifier=TokenVerifier(
-            issuer=settings.token_issuer, audience=settings.token_audience, fetch_keys=own_keys
-        ),
+        verifier=verifier_from_settings(settings, own_keys),
     )

@@ -107,6 +107,8 @@ class Mesh:
             logs / "edge.log",
             {
                 **peers,
+                # The edge verifies tokens too, and consults the same deny list.
+                **{k: v for k, v in store_env.items() if k == "REDIS_URL"},
                 "HOST": self.plan.host,
                 "PORT": str(self.plan.edge_port),
                 "OTEL_SERVICE_NAME": "counterpick-edge",

@@ -155,6 +155,16 @@ class TokenSettings(BaseSettings):
     token_audience: str = "counterpick"  # noqa: S105 - the aud claim, not a secret
     # The auth service, whose GetJwks publishes the verification keys.
     auth_addr: PeerAddress = "127.0.0.1:50054"
+    # A JWK Set file of the verification (public) keys, read instead of asking auth's GetJwks:
+    # for a service in a network that cannot reach auth, or one started without an auth
+    # process. It is read again whenever the keys are refetched (an unknown kid, or every
+    # cache period), so a key rollover is a rewrite of the file. Never holds private keys
+    # (entries with "d" are ignored).
+    auth_jwks_file: FilePath | None = None
+    # The Redis holding the deny list of revoked tokens and API keys (tokens.DENY_LIST_KEY),
+    # which every verifier consults; the same variable as RedisSettings.redis_url, so a service
+    # with a Redis of its own reads its deny list there.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
 
 
 class WarehouseSettings(BaseSettings):

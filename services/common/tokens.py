@@ -15,17 +15,20 @@ import asyncio
 import contextvars
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import redis.asyncio as aioredis
 from jwt import PyJWK
 
 from services.common.errors import DependencyUnavailable, PermissionDenied, Unauthenticated
+
+if TYPE_CHECKING:
+    from services.common.config import TokenSettings
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
 STEAM_ID64_BASE = 76561197960265728
@@ -125,12 +128,6 @@ class DenyList:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
-    @classmethod
-    def from_environment(cls) -> DenyList:
-        """The deny list at REDIS_URL, the same variable a service's RedisSettings read (for
-        verifiers built without an explicit one)."""
-        return cls(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-
     def _redis(self) -> aioredis.Redis:
         loop = asyncio.get_running_loop()
         # A client's connections belong to the loop that opened them.
@@ -181,10 +178,11 @@ class TokenVerifier:
         fetch_keys: KeySource,
         cache_seconds: float = 600.0,
         min_refresh_seconds: float = 30.0,
-        deny_list: DenyList | None = None,
+        deny_list: DenyList | None,
     ) -> None:
-        """`deny_list` None: the one at REDIS_URL (see DenyList.from_environment), so every
-        verifier of the mesh refuses revoked tokens without each service wiring it."""
+        """`deny_list` is required, and explicit: a service builds it from its own settings
+        (`verifier_from_settings`), so no verifier reads a Redis the process environment happens
+        to name. None turns revocation off, for tests of signatures and claims alone."""
         self.issuer = issuer
         self.audience = audience
         self._fetch = fetch_keys
@@ -192,7 +190,7 @@ class TokenVerifier:
         self._min_refresh_seconds = min_refresh_seconds
         self._keys = KeySet()
         self._fetched_at = float("-inf")
-        self._deny_list = deny_list if deny_list is not None else DenyList.from_environment()
+        self._deny_list = deny_list
 
     async def _key(self, kid: str) -> PyJWK | None:
         now = time.monotonic()
@@ -245,7 +243,8 @@ class TokenVerifier:
         except jwt.PyJWTError as error:
             raise TokenInvalid(f"the access token is not valid: {error}") from None
         caller = _caller(claims)
-        await self._deny_list.check(caller)
+        if self._deny_list is not None:
+            await self._deny_list.check(caller)
         return caller
 
 
@@ -323,3 +322,35 @@ def jwks_from_auth(address: str, *, timeout_seconds: float = 5.0) -> KeySource:
         return KeySet.from_jwks(response.jwks_json)
 
     return fetch
+
+
+def jwks_from_file(path: Path) -> KeySource:
+    """A key source that reads a JWK Set file (AUTH_JWKS_FILE), again on every fetch, so a
+    rewritten file (a key rollover) is picked up on the verifier's next refresh."""
+
+    async def fetch() -> KeySet:
+        return KeySet.from_jwks(await asyncio.to_thread(path.read_text))
+
+    return fetch
+
+
+def key_source_from_settings(settings: TokenSettings) -> KeySource:
+    """The verification keys the settings name: the AUTH_JWKS_FILE if set, else auth's GetJwks
+    at AUTH_ADDR."""
+    if settings.auth_jwks_file is not None:
+        return jwks_from_file(settings.auth_jwks_file)
+    return jwks_from_auth(settings.auth_addr)
+
+
+def verifier_from_settings(
+    settings: TokenSettings, key_source: KeySource | None = None
+) -> TokenVerifier:
+    """A service's verifier, wholly from its settings: issuer and audience (TOKEN_ISSUER,
+    TOKEN_AUDIENCE), keys (AUTH_JWKS_FILE or AUTH_ADDR; `key_source` overrides, for tests) and
+    the deny list in the service's own Redis (REDIS_URL)."""
+    return TokenVerifier(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        fetch_keys=key_source or key_source_from_settings(settings),
+        deny_list=DenyList(settings.redis_url),
+    )

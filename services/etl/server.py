@@ -15,7 +15,6 @@ from aiokafka.errors import KafkaError
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
-from services.common.config import TokenSettings
 from services.common.dota import Side, SkillBracket
 from services.common.dota_proto import bracket_to_proto, side_to_proto
 from services.common.errors import (
@@ -27,12 +26,7 @@ from services.common.errors import (
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
-from services.common.tokens import (
-    KeySource,
-    TokenVerifier,
-    jwks_from_auth,
-    require_caller,
-)
+from services.common.tokens import KeySource, require_caller, verifier_from_settings
 from services.common.warehouse.direct import ReadKind, WarehouseRead
 from services.common.warehouse.ipc import ipc_chunks
 from services.etl import dead_letters
@@ -347,18 +341,6 @@ def _warehouse_read(request: pb.ReadWarehouseRequest) -> WarehouseRead:
     )
 
 
-def _verifier(settings: EtlSettings, key_source: KeySource | None) -> TokenVerifier:
-    """Verifies callers against auth's published keys (or `key_source`, for tests). The token
-    settings (TOKEN_ISSUER, TOKEN_AUDIENCE, AUTH_ADDR) come from the environment, as in every
-    verifying service; the deny list from REDIS_URL."""
-    tokens = settings if isinstance(settings, TokenSettings) else TokenSettings()
-    return TokenVerifier(
-        issuer=tokens.token_issuer,
-        audience=tokens.token_audience,
-        fetch_keys=key_source or jwks_from_auth(tokens.auth_addr),
-    )
-
-
 def build_server(settings: EtlSettings, key_source: KeySource | None = None) -> GrpcServer:
     """The etl server: stores open, then the warehouse is migrated and consumption starts.
     Every RPC needs an admin or service token (the access options of etl_service.proto)."""
@@ -378,6 +360,6 @@ def build_server_and_runtime(
         services=[registration(servicer, pb_grpc.add_EtlServiceServicer_to_server, SERVICE_NAME)],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
-        verifier=_verifier(settings, key_source),
+        verifier=verifier_from_settings(settings, key_source),
     )
     return server, runtime

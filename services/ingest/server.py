@@ -10,12 +10,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from counterpick.events.v1 import events_pb2
 from counterpick.ingest.v1 import ingest_service_pb2 as pb
 from counterpick.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from services.common.config import TokenSettings
 from services.common.errors import InvalidArgument, RateLimited
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp
-from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth
+from services.common.tokens import KeySource, verifier_from_settings
 from services.ingest.backfill import MAX_RUNNING, TooManyJobs
 from services.ingest.config import IngestSettings
 from services.ingest.runtime import IngestRuntime, source_down
@@ -151,18 +150,6 @@ def _state(health: SourceHealth) -> pb.SourceState.ValueType:
     return pb.SOURCE_STATE_HEALTHY
 
 
-def _verifier(settings: IngestSettings, key_source: KeySource | None) -> TokenVerifier:
-    """Verifies callers against auth's published keys (or `key_source`, for tests). The token
-    settings (TOKEN_ISSUER, TOKEN_AUDIENCE, AUTH_ADDR) come from the environment, as in every
-    verifying service; the deny list from REDIS_URL."""
-    tokens = settings if isinstance(settings, TokenSettings) else TokenSettings()
-    return TokenVerifier(
-        issuer=tokens.token_issuer,
-        audience=tokens.token_audience,
-        fetch_keys=key_source or jwks_from_auth(tokens.auth_addr),
-    )
-
-
 def build_server(settings: IngestSettings, key_source: KeySource | None = None) -> GrpcServer:
     """The ingest server: stores open, then backfills resume and the sources start polling.
     Every RPC needs an admin or service token (the access options of ingest_service.proto)."""
@@ -178,7 +165,7 @@ def build_server(settings: IngestSettings, key_source: KeySource | None = None) 
         ],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
-        verifier=_verifier(settings, key_source),
+        verifier=verifier_from_settings(settings, key_source),
     )
     for source in settings.ingest_sources:
         server.set_health(source_health_name(source), True)

@@ -210,7 +210,10 @@ async def etl_read_server(warehouse: Warehouse) -> AsyncIterator[str]:
         ],
         # Etl admits only admin and service callers, per-player reads only the model's identity.
         verifier=TokenVerifier(
-            issuer="counterpick-auth", audience="counterpick", fetch_keys=_KEYS.source
+            issuer="counterpick-auth",
+            audience="counterpick",
+            fetch_keys=_KEYS.source,
+            deny_list=None,  # no revocations in these tests
         ),
     )
     port = await server.start()

@@ -135,7 +135,7 @@ async def test_ingest_reports_its_sources_and_accepts_backfills(
 
 
 async def test_etl_reports_status_and_rejects_a_bad_reprocess(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     from counterpick.etl.v1 import etl_service_pb2 as etl_pb
     from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
@@ -145,6 +145,7 @@ async def test_etl_reports_status_and_rejects_a_bad_reprocess(
             "port": 0,
             "kafka_bootstrap_servers": kafka_bootstrap,
             "warehouse_dsn": f"chdb://{tmp_path / 'warehouse'}",
+            "redis_url": redis_url,  # the token deny list's
             "kafka_consumer_group": f"etl-{free_port()}",
             "kafka_session_timeout_ms": 2000,
             "opendota_base_url": f"http://127.0.0.1:{free_port()}/api",
