@@ -7,6 +7,7 @@ that deployment accepts the token. It is printed alone on the last line.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -46,3 +47,33 @@ def mint_token(
         scopes=scopes,
         lifetime_seconds=ttl_seconds,
     ).token
+
+
+# What the CLI's own calls (`counterpick dlq`, `counterpick recompute`) are signed as.
+OPERATOR_SUBJECT = "operator:cli"
+OPERATOR_TOKEN_SECONDS = 600
+
+
+def operator_metadata(state_dir: Path) -> tuple[tuple[str, str], ...]:
+    """Bearer metadata for a CLI command calling the mesh as an admin: a short-lived token
+    minted from the deployment's signing keys in `state_dir` (as `counterpick token` does).
+    Without keys there (a deployment `counterpick up` did not start) the call goes out without
+    a token, and the service says what it needs (UNAUTHENTICATED)."""
+    keys_dir = state_dir / AUTH_KEYS_DIR
+    if not any(keys_dir.glob("*.pem")):
+        print(
+            f"counterpick: no signing keys in {keys_dir}; calling without a token",
+            file=sys.stderr,
+        )
+        return ()
+    settings = TokenSettings()
+    token = issue_access_token(
+        KeyRing.load(keys_dir, create=False),
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        user_id=OPERATOR_SUBJECT,
+        roles=["admin"],
+        now=int(time.time()),
+        lifetime_seconds=OPERATOR_TOKEN_SECONDS,
+    ).token
+    return (("authorization", f"Bearer {token}"),)

@@ -51,6 +51,17 @@ class StaticToken:
 
 
 @dataclass(frozen=True)
+class StaticMetadata:
+    """Fixed call metadata, already built (an operator's token, or none)."""
+
+    entries: Metadata
+
+    async def metadata(self) -> Metadata:
+        """The entries as given."""
+        return self.entries
+
+
+@dataclass(frozen=True)
 class _Cached:
     token: str
     issued_at: float
