@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl-seconds", type=int, default=900)
     token.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
 
+    credentials = commands.add_parser(
+        "credentials",
+        help="write the service credentials and the hashes auth accepts (kept when they exist)",
+    )
+    credentials.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
     check = commands.add_parser("healthcheck", help="exit 0 only if ADDRESS is SERVING")
     check.add_argument("address", help="host:port")
     check.add_argument("--service", default="", help="one gRPC service name (default: overall)")
@@ -158,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
                 ttl_seconds=args.ttl_seconds,
             )
         )
+        return 0
+    if args.command == "credentials":
+        from services.cli.credentials import provision
+
+        # The same files `counterpick up` gives its children; for docker compose, point
+        # SERVICE_CREDENTIALS_DIR at the directory printed.
+        _, accepted = provision(args.state_dir, [name for name in SERVICES if name != "auth"])
+        print(accepted.parent)
         return 0
     if args.command == "up":
         plan = MeshPlan(

@@ -23,6 +23,7 @@ from services.common.errors import DependencyUnavailable, InvalidArgument, Permi
 from services.common.paging import fingerprint, slice_page
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
+from services.common.service_tokens import ServiceTokens
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySource, require_caller, verifier_from_settings
@@ -524,7 +525,12 @@ def _quality(quality: Quality) -> pb.QualityMetrics:
 
 def open_source(settings: ModelSettings) -> WarehouseReader | None:
     """The warehouse the model reads: a direct DSN, else the etl service's read RPC."""
-    return open_reader(settings.model_warehouse_dsn, settings.etl_addr)
+    # Reads through etl carry the model's own service token (its SERVICE_CREDENTIAL_FILE).
+    return open_reader(
+        settings.model_warehouse_dsn,
+        settings.etl_addr,
+        tokens=ServiceTokens.from_settings(settings),
+    )
 
 
 def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:
