@@ -29,6 +29,12 @@ Metadata = tuple[tuple[str, str], ...]
 REFRESH_AT_FRACTION = 0.8
 # A cached token this close to its expiry is not sent any more (clock skew, call duration).
 EXPIRY_MARGIN_SECONDS = 10.0
+# Without a usable cached token, an exchange auth could not answer is retried for this long,
+# backing off from the first delay up to the cap: auth may be starting at the same moment as its
+# callers (a mesh coming up). Refused credentials are not retried.
+EXCHANGE_RETRY_SECONDS = 5.0
+EXCHANGE_FIRST_BACKOFF_SECONDS = 0.2
+EXCHANGE_MAX_BACKOFF_SECONDS = 1.6
 
 
 class TokenSource(Protocol):
@@ -95,11 +101,13 @@ class ServiceTokens:
         credential: str,
         auth_addr: str,
         timeout_seconds: float = 5.0,
+        retry_seconds: float = EXCHANGE_RETRY_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._credential = credential
         self._auth_addr = auth_addr
         self._timeout = timeout_seconds
+        self._retry_seconds = retry_seconds
         self._clock = clock
         self._cached: _Cached | None = None
         self._lock: asyncio.Lock | None = None
@@ -129,8 +137,9 @@ class ServiceTokens:
         """`(("authorization", "Bearer <token>"),)` with a valid service token; `()` when no
         credential is provisioned (the call goes out anonymously and the peer decides).
 
-        Raises DependencyUnavailable("auth") when auth cannot be asked and no cached token is
-        still valid.
+        Raises DependencyUnavailable("auth") when auth cannot be asked (after retrying for
+        EXCHANGE_RETRY_SECONDS) and no cached token is still valid. Nothing of a failure is
+        kept: the caller's next attempt asks auth again.
         """
         if not self._credential:
             if not self._warned:
@@ -151,14 +160,24 @@ class ServiceTokens:
         return (("authorization", f"Bearer {cached.token}"),)
 
     async def _renew(self, cached: _Cached | None) -> _Cached:
-        try:
-            self._cached = await self._exchange()
-        except DependencyUnavailable as error:
-            if cached is not None and cached.usable(self._clock()):
-                log.warning("service token renewal failed, using the cached token: %s", error)
-                return cached
-            raise
-        return self._cached
+        deadline = time.monotonic() + self._retry_seconds
+        backoff = EXCHANGE_FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                self._cached = await self._exchange()
+                return self._cached
+            except DependencyUnavailable as error:
+                if cached is not None and cached.usable(self._clock()):
+                    log.warning("service token renewal failed, using the cached token: %s", error)
+                    return cached
+                refused = isinstance(error.__cause__, grpc.aio.AioRpcError) and (
+                    error.__cause__.code() == grpc.StatusCode.UNAUTHENTICATED
+                )
+                if refused or time.monotonic() + backoff > deadline:
+                    raise
+                log.info("auth did not answer the token exchange; retrying: %s", error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, EXCHANGE_MAX_BACKOFF_SECONDS)
 
     async def _exchange(self) -> _Cached:
         from counterpick.auth.v1 import auth_service_pb2, auth_service_pb2_grpc

@@ -404,3 +404,39 @@ async def test_without_auth_a_service_token_cannot_be_had_unless_one_is_cached()
     with pytest.raises(DependencyUnavailable) as raised:
         await down.metadata()
     assert raised.value.dependency == "auth"
+
+
+async def test_a_service_token_asked_for_while_auth_starts_arrives_once_auth_answers(
+    tmp_path: Path, postgres_dsn: str, redis_url: str
+) -> None:
+    """A mesh comes up all at once: the model's first exchange may reach auth's port before auth
+    listens. ServiceTokens retries with backoff instead of failing that first read."""
+    secret = new_service_credential()
+    port = free_port()
+    settings = AuthSettings.model_validate(
+        {
+            "port": port,
+            "postgres_dsn": postgres_dsn,
+            "redis_url": redis_url,
+            "auth_keys_dir": str(tmp_path / "keys"),
+            "user_addr": f"127.0.0.1:{free_port()}",
+            "auth_service_credentials": service_credential_entry("model", secret),
+        }
+    )
+    tokens = ServiceTokens(credential=secret, auth_addr=f"127.0.0.1:{port}")
+    pending = asyncio.create_task(tokens.metadata())
+    await asyncio.sleep(1.0)
+    assert not pending.done()  # still retrying: nothing listens yet
+    auth = build_server(settings)
+    await auth.start()
+    try:
+        metadata = await asyncio.wait_for(pending, 10)
+        caller = await TokenVerifier(
+            issuer="counterpick-auth",
+            audience="counterpick",
+            fetch_keys=jwks_from_auth(f"127.0.0.1:{port}"),
+            deny_list=DenyList(redis_url),
+        ).verify(metadata[0][1].removeprefix("Bearer "))
+        assert caller.user_id == "service:model"
+    finally:
+        await auth.stop(0)
