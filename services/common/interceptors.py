@@ -30,6 +30,7 @@ from services.common.tokens import (
     MissingToken,
     TokenVerifier,
     bearer_token,
+    current_caller,
     set_current_caller,
 )
 
@@ -249,19 +250,54 @@ def access_rule(method: str) -> AccessRule:
     return AccessRule(anonymous=access.anonymous, roles=tuple(access.roles), scope=access.scope)
 
 
+def _run_first[Q, R](
+    handler: grpc.RpcMethodHandler[Q, R], step: Callable[[], Awaitable[None]]
+) -> grpc.RpcMethodHandler[Q, R]:
+    """`handler` with `step` awaited before its behavior, inside the call (so what it raises is
+    mapped by StatusInterceptor like any error, and what it binds in context vars is seen)."""
+    if handler.response_streaming:
+        stream = cast(StreamBehavior, handler.unary_stream)
+
+        async def call_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await step()
+            async for response in stream(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            call_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    unary = cast(UnaryBehavior, handler.unary_unary)
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await step()
+        return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Verifies the bearer token of every call (when one is sent), binds the caller, and
-    enforces the RPC's access rule (the `access` method option of the contract).
+    """Verifies the bearer token of every call (when one is sent) and binds the caller.
 
     A token that is sent but invalid fails the call with UNAUTHENTICATED whatever the RPC, so a
-    client never silently runs as anonymous. Then the rule decides: no token where the RPC is not
-    anonymous is UNAUTHENTICATED, a missing role or scope is PERMISSION_DENIED. RPCs without the
-    option run anonymously too and decide themselves (`require_caller`). Health and reflection
-    are exempt. Errors are raised inside the handler, so StatusInterceptor (outside this one)
-    maps them like any other.
+    client never silently runs as anonymous. Whether the RPC admits the caller (or no caller) is
+    AccessInterceptor's to decide, innermost, after the rate limiter has counted the call: a
+    caller's quota needs the bound caller, and probing without a token must be counted (per
+    address) before it is refused. Health and reflection are exempt. Errors are raised inside
+    the handler, so StatusInterceptor (outside this one) maps them like any other.
     """
 
-    EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+    EXEMPT_PREFIXES = EXEMPT_PREFIXES
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
@@ -275,41 +311,39 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or handler.request_streaming or method.startswith(self.EXEMPT_PREFIXES):
+        if handler is None or handler.request_streaming or method.startswith(EXEMPT_PREFIXES):
             return handler
         metadata = tuple(handler_call_details.invocation_metadata or ())
         verifier = self._verifier
-        rule = access_rule(method)
 
         async def authenticate() -> None:
             token = bearer_token(metadata)
-            caller = await verifier.verify(token) if token is not None else None
-            set_current_caller(caller)
-            rule.admit(caller)
+            set_current_caller(await verifier.verify(token) if token is not None else None)
 
-        if handler.response_streaming:
-            stream = cast(StreamBehavior, handler.unary_stream)
+        return _run_first(handler, authenticate)
 
-            async def call_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                await authenticate()
-                async for response in stream(request, context):
-                    yield response
 
-            return grpc.unary_stream_rpc_method_handler(
-                call_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        unary = cast(UnaryBehavior, handler.unary_unary)
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """Enforces each RPC's access rule (the `access` method option of the contract) on the
+    caller AuthInterceptor bound: no token where the RPC is not anonymous is UNAUTHENTICATED, a
+    missing role or scope is PERMISSION_DENIED. RPCs without the option run anonymously too and
+    decide themselves (`require_caller`). Installed innermost, inside AuthInterceptor and the
+    rate limiter (GrpcServer does)."""
 
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await authenticate()
-            return await unary(request, context)
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.request_streaming or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        rule = access_rule(method)
 
-        return grpc.unary_unary_rpc_method_handler(
-            call,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        async def admit() -> None:
+            rule.admit(current_caller())
+
+        return _run_first(handler, admit)
