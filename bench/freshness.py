@@ -4,7 +4,9 @@ the model's served snapshot.
 The feed replayer serves real 2026-07 public matches on a virtual clock running --speedup times
 faster than life (a match is listed when it ends, as OpenDota lists it); the real ingest, etl and
 model processes run against tansu, embedded chdb (owned by etl; the model reads it through etl's
-ReadWarehouse) and Redis (tests/replay_pipeline.py, with the model as its companion). Per match:
+ReadWarehouse, as itself: an auth process exchanges its service credential) and Redis
+(tests/replay_pipeline.py, with the model as its companion); auth keeps its API keys in
+PostgreSQL (TEST_POSTGRES_DSN). Per match:
 
   published: the reader of the Kafka topic first saw its MatchRef;
   stored: etl's committed offset on its partition passed the record (etl commits after the
@@ -44,6 +46,7 @@ import numpy as np
 
 from counterpick.model.v1 import model_service_pb2 as model_pb
 from counterpick.model.v1 import model_service_pb2_grpc as model_grpc
+from tests.auth_keys import SigningKeys
 from tests.feed_replayer import load_public_matches, match_end
 from tests.replay_pipeline import REPO_ROOT, ReplayResult, replay_through_pipeline, tail
 
@@ -56,44 +59,74 @@ TARGET_P95_SECONDS = 120.0
 class ModelBeside:
     """`python -m services.model` reading the replay's etl, and a GetModelInfo sampler.
 
+    The model reads etl as itself, as in the mesh: an auth process (signing with the replay's
+    keys, the ones etl verifies) exchanges the model's service credential for its tokens.
+
     Samples are (time.monotonic(), served snapshot version); `loaded_until_ms` maps each
     published snapshot version to its run's watermark (unix milliseconds)."""
 
-    def __init__(self, *, redis_url: str, recompute_seconds: float, workdir: Path) -> None:
+    def __init__(
+        self, *, redis_url: str, postgres_dsn: str, recompute_seconds: float, workdir: Path
+    ) -> None:
         from tests.conftest import free_port
 
         self.redis_url = redis_url
+        self.postgres_dsn = postgres_dsn
         self.recompute_seconds = recompute_seconds
+        self.workdir = workdir
         self.log = workdir / "model.log"
+        self.auth_log = workdir / "auth.log"
         self.port = free_port()
+        self.auth_port = free_port()
         self.samples: list[tuple[float, int]] = []
         self.loaded_until_ms: dict[int, int] = {}
         self._process: subprocess.Popen[bytes] | None = None
+        self._auth: subprocess.Popen[bytes] | None = None
         self._sampler: asyncio.Task[None] | None = None
 
-    async def start(self, etl_port: int) -> None:
-        """Start the model process and the sampler."""
+    async def start(self, etl_port: int, keys: SigningKeys) -> None:
+        """Start auth, then the model process and the sampler."""
+        from services.cli.credentials import provision
+        from services.cli.health import wait_until_serving
         from tests.conftest import free_port
 
-        env = {
-            "PORT": str(self.port),
+        assert keys.directory is not None, "auth needs the keys' directory"
+        credentials, accepted = provision(self.workdir, ["model"])
+        common = {
             "REDIS_URL": self.redis_url,
-            "ETL_ADDR": f"127.0.0.1:{etl_port}",
-            "MODEL_RECOMPUTE_INTERVAL_SECONDS": f"{self.recompute_seconds:g}",
-            # Only anonymous GetModelInfo calls: no token is ever verified, so no auth process
-            # (keys are fetched on the first token); the address just answers nothing.
-            "AUTH_ADDR": f"127.0.0.1:{free_port()}",
+            "AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
             "SHUTDOWN_GRACE_SECONDS": "2",
             "OTEL_TRACES_EXPORTER": "none",
             "LOG_FORMAT": "text",
         }
-        self._process = await asyncio.to_thread(self._spawn, env)
+        auth_env = {
+            **common,
+            "PORT": str(self.auth_port),
+            "POSTGRES_DSN": self.postgres_dsn,
+            "AUTH_KEYS_DIR": str(keys.directory),
+            "AUTH_GENERATE_KEY": "false",
+            "AUTH_SERVICE_CREDENTIALS_FILE": str(accepted),
+            # Logins never happen here; the user service is not needed.
+            "USER_ADDR": f"127.0.0.1:{free_port()}",
+        }
+        self._auth = await asyncio.to_thread(self._spawn, "services.auth", auth_env, self.auth_log)
+        if not await wait_until_serving(f"127.0.0.1:{self.auth_port}", timeout_seconds=60):
+            raise RuntimeError(f"auth did not start\n--- auth:\n{tail(self.auth_log)}")
+        env = {
+            **common,
+            "PORT": str(self.port),
+            "ETL_ADDR": f"127.0.0.1:{etl_port}",
+            "MODEL_RECOMPUTE_INTERVAL_SECONDS": f"{self.recompute_seconds:g}",
+            "SERVICE_CREDENTIAL_FILE": str(credentials["model"]),
+        }
+        self._process = await asyncio.to_thread(self._spawn, "services.model", env, self.log)
         self._sampler = asyncio.create_task(self._sample())
 
-    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as handle:
+    @staticmethod
+    def _spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as handle:
             return subprocess.Popen(
-                [sys.executable, "-m", "services.model"],
+                [sys.executable, "-m", module],
                 cwd=REPO_ROOT,
                 env={**os.environ, **env},
                 stdout=handle,
@@ -101,9 +134,11 @@ class ModelBeside:
             )
 
     def failure(self) -> str | None:
-        """The model process exited, with its log."""
+        """The model or auth process exited, with its log."""
         if self._process is not None and self._process.poll() is not None:
             return f"model exited\n--- model:\n{tail(self.log)}"
+        if self._auth is not None and self._auth.poll() is not None:
+            return f"auth exited\n--- auth:\n{tail(self.auth_log)}"
         return None
 
     async def _sample(self) -> None:
@@ -130,11 +165,12 @@ class ModelBeside:
         """The watermark of the snapshot served at the latest sample, if known."""
         return self.loaded_until_ms.get(self.samples[-1][1]) if self.samples else None
 
-    async def settle(self, etl_port: int) -> None:
+    async def settle(self, etl_port: int, keys: SigningKeys) -> None:
         """Wait until the served snapshot counts everything etl stored."""
+        from services.common.service_tokens import StaticToken
         from services.common.warehouse.etl_rpc import EtlReader
 
-        reader = EtlReader(f"127.0.0.1:{etl_port}")
+        reader = EtlReader(f"127.0.0.1:{etl_port}", tokens=StaticToken(keys.token("admin")))
         try:
             latest = await asyncio.to_thread(reader.latest_loaded_at)
         finally:
@@ -148,17 +184,18 @@ class ModelBeside:
             await asyncio.sleep(SAMPLE_SECONDS)
 
     async def stop(self) -> None:
-        """Stop the sampler and the process."""
+        """Stop the sampler, the model and auth."""
         if self._sampler is not None:
             self._sampler.cancel()
             await asyncio.gather(self._sampler, return_exceptions=True)
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                await asyncio.to_thread(self._process.wait, 30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                await asyncio.to_thread(self._process.wait, 10)
+        for process in (self._process, self._auth):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    await asyncio.to_thread(process.wait, 30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    await asyncio.to_thread(process.wait, 10)
 
     def counted_at(self, loaded_at_ms: dict[int, int]) -> dict[int, float]:
         """Per match, the first sample whose served snapshot's watermark covers its loaded_at."""
@@ -214,7 +251,7 @@ def main() -> None:
     """Run one replay with the model beside it and print one row per stage."""
     from services.cli.local_stores import tansu_broker
     from services.cli.processes import stop_all
-    from tests.conftest import claim_redis_database, free_port
+    from tests.conftest import POSTGRES_DSN, claim_redis_database, free_port
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data")
@@ -243,6 +280,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         model = ModelBeside(
             redis_url=model_redis_url,
+            postgres_dsn=POSTGRES_DSN,
             recompute_seconds=args.recompute_seconds,
             workdir=Path(workdir),
         )

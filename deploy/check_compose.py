@@ -295,6 +295,81 @@ def check_peers(
         problem(f"{name}: uses Kafka but does not wait for kafka-init to create the topics")
 
 
+SECRETS_DIR = "/run/secrets/"
+# How services.cli.credentials lays out a credentials directory: <dir>/<service>, <dir>/accepted.
+ACCEPTED_CREDENTIALS_FILE = "accepted"
+
+
+def mounted_secret(
+    name: str, variable: str, value: str | None, compose: Mapping[str, Any]
+) -> str | None:
+    """The host file of the compose secret that `variable` (a /run/secrets/<secret> path) names,
+    after checking the service mounts it and the secret is declared with a file; else None."""
+    if not value:
+        problem(f"{name}: {variable} is not set")
+        return None
+    if not value.startswith(SECRETS_DIR):
+        problem(f"{name}: {variable} should name a compose secret under {SECRETS_DIR}")
+        return None
+    secret = value.removeprefix(SECRETS_DIR)
+    mounted = [
+        entry if isinstance(entry, str) else entry.get("source")
+        for entry in compose["services"][name].get("secrets") or []
+    ]
+    if secret not in mounted:
+        problem(f"{name}: {variable} names secret {secret!r}, which the service does not mount")
+        return None
+    declared = (compose.get("secrets") or {}).get(secret)
+    if not declared or not declared.get("file"):
+        problem(f"{name}: secret {secret!r} is not declared with a file under secrets:")
+        return None
+    return str(declared["file"])
+
+
+def check_service_credentials(compose: Mapping[str, Any]) -> None:
+    """Services that call peers as themselves (their settings include
+    ServiceCredentialSettings) read their credential from a mounted secret, never from the
+    environment, named after the service in the credentials directory; auth accepts the hashes
+    from that same directory's list (services/cli/credentials.py's layout)."""
+    from services.common.config import ServiceCredentialSettings
+
+    directories: dict[str, str] = {}
+    for name, (_, settings_path) in APP_SETTINGS.items():
+        if name not in compose["services"]:
+            continue
+        if not issubclass(settings_class(settings_path), ServiceCredentialSettings):
+            continue
+        env = environment(compose["services"][name])
+        if "SERVICE_CREDENTIAL" in env:
+            problem(f"{name}: SERVICE_CREDENTIAL puts a secret in the environment; use a file")
+        source = mounted_secret(
+            name, "SERVICE_CREDENTIAL_FILE", env.get("SERVICE_CREDENTIAL_FILE"), compose
+        )
+        if source is None:
+            continue
+        directory, _, file_name = source.rpartition("/")
+        if file_name != name:
+            problem(f"{name}: its credential secret file {source} should be <dir>/{name}")
+        directories[name] = directory
+    if not directories or "auth" not in compose["services"]:
+        return
+    auth_env = environment(compose["services"]["auth"])
+    accepted = mounted_secret(
+        "auth",
+        "AUTH_SERVICE_CREDENTIALS_FILE",
+        auth_env.get("AUTH_SERVICE_CREDENTIALS_FILE"),
+        compose,
+    )
+    if accepted is None:
+        return
+    directory, _, file_name = accepted.rpartition("/")
+    if file_name != ACCEPTED_CREDENTIALS_FILE:
+        problem(f"auth: the accepted credentials secret {accepted} should be <dir>/accepted")
+    for name, own in sorted(directories.items()):
+        if own != directory:
+            problem(f"{name}: its credential comes from {own}, auth accepts those in {directory}")
+
+
 def check_collector(services: Mapping[str, Any]) -> None:
     """Pipelines reference defined components; scrape targets are real services and ports."""
     config: dict[str, Any] = yaml.safe_load(COLLECTOR.read_text())
@@ -357,6 +432,7 @@ def main() -> int:
     check_dependencies(compose["services"])
     check_volumes(compose)
     check_app_services(compose["services"], test_env)
+    check_service_credentials(compose)
     check_collector(compose["services"])
     check_dockerfile()
     for message in notes:

@@ -19,7 +19,7 @@ from gateway.clients import MeshClients
 from gateway.config import EdgeSettings
 from gateway.schema import Context, schema
 from services.common.errors import DependencyUnavailable
-from services.common.tokens import Caller, TokenVerifier
+from services.common.tokens import Caller, DenyList, TokenVerifier
 
 HTTP_REQUESTS = Counter(
     "counterpick_edge_http_requests",
@@ -67,6 +67,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             issuer=settings.token_issuer,
             audience=settings.token_audience,
             fetch_keys=key_source_from(jwks),
+            deny_list=DenyList(settings.redis_url),
         )
     )
 

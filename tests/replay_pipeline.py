@@ -33,6 +33,7 @@ from services.common.stores import ensure_kafka_topics
 from services.etl import transform
 from services.etl.matches import UnusableMatch
 from services.etl.repo import Warehouse
+from tests.auth_keys import SigningKeys, verifying_env
 from tests.feed_replayer import FaultPlan, FeedReplayer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,24 +108,25 @@ def tail(log: Path, size: int = 3000) -> str:
     return log.read_text(errors="replace")[-size:] if log.exists() else ""
 
 
-async def ingest_status(port: int) -> ingest_pb.SourceStatus | None:
-    """The first source's status, or None while ingest does not answer."""
+async def ingest_status(port: int, keys: SigningKeys) -> ingest_pb.SourceStatus | None:
+    """The first source's status, or None while ingest does not answer (asked as an admin)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             response = await ingest_grpc.IngestServiceStub(channel).GetIngestStatus(
-                ingest_pb.GetIngestStatusRequest(), timeout=2
+                ingest_pb.GetIngestStatusRequest(), metadata=keys.metadata("admin"), timeout=2
             )
         except grpc.aio.AioRpcError:
             return None
     return response.sources[0] if response.sources else None
 
 
-async def etl_committed(port: int) -> dict[int, int] | None:
-    """etl's committed offset per partition, or None while it does not answer."""
+async def etl_committed(port: int, keys: SigningKeys) -> dict[int, int] | None:
+    """etl's committed offset per partition, or None while it does not answer (asked as an
+    admin)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             response = await etl_grpc.EtlServiceStub(channel).GetEtlStatus(
-                etl_pb.GetEtlStatusRequest(), timeout=2
+                etl_pb.GetEtlStatusRequest(), metadata=keys.metadata("admin"), timeout=2
             )
         except grpc.aio.AioRpcError:
             return None
@@ -139,13 +141,14 @@ class Companion(Protocol):
     """Something run beside the pipeline for the whole replay, reading from etl
     (bench/freshness.py: the model process and its sampler)."""
 
-    async def start(self, etl_port: int) -> None:
-        """Start beside ingest and etl, before the replay clock starts."""
+    async def start(self, etl_port: int, keys: SigningKeys) -> None:
+        """Start beside ingest and etl, before the replay clock starts. `keys` sign the tokens
+        etl accepts (their ring's directory can be an auth process's AUTH_KEYS_DIR)."""
 
     def failure(self) -> str | None:
         """Why the replay cannot go on (a process exited: with its log), else None."""
 
-    async def settle(self, etl_port: int) -> None:
+    async def settle(self, etl_port: int, keys: SigningKeys) -> None:
         """Called once etl committed everything, while etl still runs."""
 
     async def stop(self) -> None:
@@ -179,7 +182,12 @@ async def replay_through_pipeline(
     topic, dlq = f"replay-{suffix}", f"replay-dlq-{suffix}"
     await ensure_kafka_topics(kafka_bootstrap, {topic: partitions, dlq: 1})
     ingest_port, etl_port = ports or (free_port(), free_port())
+    # etl and ingest admit only admin and service callers. They verify tokens signed by these
+    # keys from a JWKS file (AUTH_JWKS_FILE), as a deployment may, so no auth process is needed;
+    # this harness asks them as an admin.
+    keys = SigningKeys.create(workdir / "auth-keys")
     common = {
+        **verifying_env(keys, workdir, redis_url),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "KAFKA_TOPIC_MATCH_IDS": topic,
         "KAFKA_TOPIC_DEAD_LETTERS": dlq,
@@ -261,7 +269,7 @@ async def replay_through_pipeline(
 
         async def watch_etl() -> None:
             while not stop_reading.is_set():
-                committed = await etl_committed(etl_port)
+                committed = await etl_committed(etl_port, keys)
                 if committed is not None:
                     commits.append((time.monotonic(), committed))
                 await asyncio.sleep(0.2)
@@ -272,10 +280,10 @@ async def replay_through_pipeline(
         try:
             async with asyncio.timeout(timeout_seconds):
                 if companion is not None:
-                    await companion.start(etl_port)
+                    await companion.start(etl_port, keys)
                 while status is None or not commits:
                     check_processes()
-                    status = await ingest_status(ingest_port)
+                    status = await ingest_status(ingest_port, keys)
                     await asyncio.sleep(0.1)
                 replayer.start_clock()
                 clock_started = time.monotonic()
@@ -289,7 +297,7 @@ async def replay_through_pipeline(
                         if listed <= {record.match_id for record in records}:
                             break
                     await asyncio.sleep(0.2)
-                status = await ingest_status(ingest_port)
+                status = await ingest_status(ingest_port, keys)
                 # Every record read must be committed by etl (it commits after loading).
                 while True:
                     ends: dict[int, int] = {}
@@ -303,7 +311,7 @@ async def replay_through_pipeline(
                     check_processes()
                     await asyncio.sleep(0.2)
                 if companion is not None:
-                    await companion.settle(etl_port)
+                    await companion.settle(etl_port, keys)
         except TimeoutError:
             missing = len(set(replayer.listed_ids()) - {r.match_id for r in records})
             raise PipelineFailed(

@@ -7,6 +7,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
+from services.auth.api_keys import ServiceCredential, parse_service_credentials
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
     PeerAddress,
@@ -50,6 +51,18 @@ class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
     # once; repeats are retries or an attacker replaying it.
     auth_refresh_calls_per_minute: int = Field(default=10, ge=1)
 
+    # Lifetime of tokens exchanged for an API key or a service credential: there is no refresh
+    # token, the bot or service exchanges its key again.
+    api_key_token_seconds: int = Field(default=900, ge=60, le=3600)
+    # ExchangeApiKey calls per client address and minute: a bot exchanges every ~15 minutes, so
+    # this only bites someone guessing keys.
+    auth_exchange_calls_per_minute: int = Field(default=60, ge=1)
+    # Service credentials auth accepts, as `name=<sha256 hex of the secret>` entries separated by
+    # commas (AUTH_SERVICE_CREDENTIALS) or lines (AUTH_SERVICE_CREDENTIALS_FILE); both are read.
+    # Hashes only: auth's configuration never holds a usable credential.
+    auth_service_credentials: str = ""
+    auth_service_credentials_file: Path | None = None
+
     # How often expired refresh-token families and expired access-token denials are deleted.
     auth_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     # A revoked family is kept this long after revocation (for audits), then deleted.
@@ -63,6 +76,13 @@ class AuthSettings(ServiceSettings, PostgresSettings, RedisSettings, TokenSettin
                 "signing keys in AUTH_KEYS_DIR and set AUTH_GENERATE_KEY=false"
             )
         return self
+
+    def service_credentials(self) -> dict[bytes, ServiceCredential]:
+        """The accepted service credentials by secret hash."""
+        text = self.auth_service_credentials
+        if self.auth_service_credentials_file is not None:
+            text += "\n" + self.auth_service_credentials_file.read_text()
+        return parse_service_credentials(text)
 
     def allowed_origins(self) -> frozenset[str]:
         """The allowed return_to origins."""

@@ -1,22 +1,24 @@
-"""Storage adapters of the auth service: refresh-token families in PostgreSQL (pruned by the
-runtime once unusable), login states and seen nonces in Redis (expiring by TTL, a login state
-also deleted when used)."""
+"""Storage adapters of the auth service: refresh-token families and API keys in PostgreSQL
+(refresh tokens pruned by the runtime once unusable), login states, seen nonces and the deny list
+of revoked tokens in Redis (expiring by TTL or score, a login state also deleted when used)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from services.auth.api_keys import ApiKey
 from services.auth.tokens import ParsedRefreshToken, RefreshSecret, new_refresh_token
 from services.common.errors import Unauthenticated
 from services.common.pg_migrations import apply_migrations
-from services.common.tokens import TokenExpired, TokenInvalid
+from services.common.tokens import DENY_LIST_KEY, TokenExpired, TokenInvalid
 
 # The auth tables live in a PostgreSQL schema of their own, as every service's do.
 SCHEMA = "auth_service"
@@ -298,3 +300,119 @@ class LoginStateStore:
 def utc_now() -> datetime:
     """Now, timezone-aware."""
     return datetime.now(UTC)
+
+
+KEYS = f"{SCHEMA}.auth_api_keys"
+
+
+def _api_key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        key_id=str(row["key_id"]),
+        owner_user_id=row["owner_user_id"],
+        owner_steamid64=row["owner_steamid64"],
+        name=row["name"],
+        scopes=tuple(row["scopes"]),
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class ApiKeyStore:
+    """API keys in PostgreSQL: stored by the hash of their secret, never the secret."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        key: ApiKey,
+        secret_hash: bytes,
+        check_quota: Callable[[int], None],
+    ) -> ApiKey:
+        """Insert `key` unless `check_quota` refuses the owner's count of unrevoked keys.
+
+        The count and the insert run under a per-owner advisory lock, so two concurrent creates
+        cannot both pass at 19 keys.
+        """
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"api-keys:{key.owner_user_id}"
+            )
+            unrevoked = await connection.fetchval(
+                f"SELECT count(*) FROM {KEYS} WHERE owner_user_id = $1 AND revoked_at IS NULL",
+                key.owner_user_id,
+            )
+            check_quota(int(unrevoked))
+            row = await connection.fetchrow(
+                f"INSERT INTO {KEYS} (key_id, owner_user_id, owner_steamid64, name, scopes, "
+                "prefix, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "RETURNING *",
+                uuid.UUID(key.key_id),
+                key.owner_user_id,
+                key.owner_steamid64,
+                key.name,
+                list(key.scopes),
+                key.prefix,
+                secret_hash,
+                key.created_at,
+            )
+        return _api_key(row)
+
+    async def listing(self, owner_user_id: str) -> list[ApiKey]:
+        """The owner's keys, newest first, revoked ones included."""
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"SELECT * FROM {KEYS} WHERE owner_user_id = $1 ORDER BY created_at DESC, key_id",
+                owner_user_id,
+            )
+        return [_api_key(row) for row in rows]
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id, if any (a malformed id is simply unknown)."""
+        try:
+            parsed = uuid.UUID(key_id)
+        except ValueError:
+            return None
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(f"SELECT * FROM {KEYS} WHERE key_id = $1", parsed)
+        return _api_key(row) if row is not None else None
+
+    async def revoke(self, key_id: str, now: datetime) -> ApiKey:
+        """Revoke the key (a revoked key keeps its first revocation time)."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                f"UPDATE {KEYS} SET revoked_at = COALESCE(revoked_at, $2) WHERE key_id = $1 "
+                "RETURNING *",
+                uuid.UUID(key_id),
+                now,
+            )
+        return _api_key(row)
+
+    async def use(self, secret_hash: bytes, now: datetime) -> ApiKey | None:
+        """The key with this secret hash, its use recorded unless revoked; None when unknown."""
+        async with self._pool.acquire() as connection:
+            row = await connection.fetchrow(
+                f"UPDATE {KEYS} SET last_used_at = CASE WHEN revoked_at IS NULL THEN $2 "
+                "ELSE last_used_at END WHERE secret_hash = $1 RETURNING *",
+                secret_hash,
+                now,
+            )
+        return _api_key(row) if row is not None else None
+
+
+class DenyListWriter:
+    """Adds revoked access tokens (by jti) and API keys (by id) to the Redis deny list every
+    verifier of the mesh reads (services/common/tokens.py DenyList)."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def deny(self, member: str, until: datetime) -> None:
+        """Deny `member` ("jti:<jti>" or "key:<id>") until `until`, when what it denies has
+        expired anyway; expired entries are dropped on the way so the set stays small."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(DENY_LIST_KEY, {member: until.timestamp()})
+            pipe.zremrangebyscore(DENY_LIST_KEY, "-inf", utc_now().timestamp())
+            await pipe.execute()

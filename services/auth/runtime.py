@@ -18,10 +18,13 @@ import httpx
 from counterpick.common.v1 import common_pb2
 from counterpick.user.v1 import user_service_pb2 as user_pb
 from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
-from services.auth import openid
+from services.auth import api_keys, openid
+from services.auth.api_keys import ApiKey, ServiceCredential
 from services.auth.config import AuthSettings
 from services.auth.keys import KeyRing
 from services.auth.repo import (
+    ApiKeyStore,
+    DenyListWriter,
     Grants,
     LoginStateStore,
     RefreshTokenStore,
@@ -34,7 +37,7 @@ from services.common.channels import open_channel
 from services.common.errors import DependencyUnavailable
 from services.common.rate_limit import Quota, RateLimiter
 from services.common.stores import Stores
-from services.common.tokens import KeySet, TokenInvalid, TokenVerifier
+from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, verifier_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class AuthRuntime:
         self.refresh: RefreshTokenStore | None = None
         self.logins: LoginStateStore | None = None
         self.verifier: TokenVerifier | None = None
+        self.api_keys: ApiKeyStore | None = None
+        self.deny_list: DenyListWriter | None = None
+        self.service_credentials: dict[bytes, ServiceCredential] = {}
         self._http: httpx.AsyncClient | None = None
         self.limiter: RateLimiter | None = None
         self._user_channel: grpc.aio.Channel | None = None
@@ -89,14 +95,15 @@ class AuthRuntime:
             state_ttl=timedelta(seconds=settings.login_state_seconds),
             nonce_ttl=openid.NONCE_MAX_AGE * 2,
         )
+        self.api_keys = ApiKeyStore(self._stores.postgres)
+        self.deny_list = DenyListWriter(self._stores.redis)
+        self.service_credentials = settings.service_credentials()
         ring = self.ring
 
         async def own_keys() -> KeySet:
             return KeySet.from_jwks(ring.jwks())
 
-        self.verifier = TokenVerifier(
-            issuer=settings.token_issuer, audience=settings.token_audience, fetch_keys=own_keys
-        )
+        self.verifier = verifier_from_settings(settings, own_keys)
         self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
         self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
         self._user_channel = open_channel(settings.user_addr)
@@ -144,31 +151,35 @@ class AuthRuntime:
     async def current_grants(self, session: Session) -> Grants:
         """The roles and tier the session's user holds now: roles from the configuration, the
         tier from the user service (its subscription may have changed since the last token)."""
+        return await self.grants_of(session.user_id, session.steamid64)
+
+    async def grants_of(self, user_id: str, steamid64: int) -> Grants:
+        """The roles and tier a user holds now (see current_grants)."""
         assert self._user_channel is not None
         stub = user_grpc.UserServiceStub(self._user_channel)
         try:
             response = await stub.GetSubscription(
-                user_pb.GetSubscriptionRequest(user_id=session.user_id),
+                user_pb.GetSubscriptionRequest(user_id=user_id),
                 metadata=(("authorization", f"Bearer {self.service_token()}"),),
                 timeout=10,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise TokenInvalid("the account of this refresh token no longer exists") from error
+                raise TokenInvalid("the account of this token no longer exists") from error
             raise DependencyUnavailable(
                 "user", f"the user service could not say the current tier: {error.details()}"
             ) from error
         tier = _TIERS.get(response.subscription.tier, "free")
-        return Grants(self.roles_of(session.steamid64), tier)
+        return Grants(self.roles_of(steamid64), tier)
 
     async def limit(self, kind: str, key: str) -> None:
-        """Count one call against the per-minute quota of `kind` (login or refresh)."""
+        """Count one call against the per-minute quota of `kind` (login, refresh or exchange)."""
         assert self.limiter is not None
-        calls = (
-            self.settings.auth_login_calls_per_minute
-            if kind == "login"
-            else self.settings.auth_refresh_calls_per_minute
-        )
+        calls = {
+            "login": self.settings.auth_login_calls_per_minute,
+            "refresh": self.settings.auth_refresh_calls_per_minute,
+            "exchange": self.settings.auth_exchange_calls_per_minute,
+        }[kind]
         await self.limiter.hit(key, Quota(kind, calls, 60.0))
 
     async def steam_confirms(self, params: dict[str, str]) -> bool:
@@ -238,3 +249,53 @@ class AuthRuntime:
             lifetime_seconds=self.settings.access_token_seconds,
         )
         return IssuedTokens(access, refresh_token, refresh_expires)
+
+    async def deny(self, member: str, until: datetime) -> None:
+        """Put a revoked jti ("jti:<jti>") or API key ("key:<id>") on the mesh's deny list."""
+        assert self.deny_list is not None
+        try:
+            await self.deny_list.deny(member, until)
+        except Exception as error:
+            # The revocation itself is stored (PostgreSQL); without Redis the other services
+            # cannot hear of it and keep accepting the token until it expires: say so, loudly.
+            log.error("could not publish a revocation to the deny list: %s", error)
+            raise DependencyUnavailable("redis", "the revocation could not be published") from error
+
+    async def exchange(self, secret: str, now: datetime) -> tuple[AccessToken, tuple[str, ...]]:
+        """A short-lived access token for an API key or a service credential, and its scopes."""
+        assert self.api_keys is not None
+        assert self.ring is not None
+        api_keys.check_presented(secret)
+        digest = api_keys.hash_secret(secret)
+        lifetime = self.settings.api_key_token_seconds
+        settings = self.settings
+        service = self.service_credentials.get(digest)
+        if service is not None:
+            token = issue_access_token(
+                self.ring,
+                issuer=settings.token_issuer,
+                audience=settings.token_audience,
+                user_id=service.subject,
+                roles=["service"],
+                now=int(now.timestamp()),
+                scopes=service.scopes,
+                lifetime_seconds=lifetime,
+                api_key_id=service.subject,
+            )
+            return token, service.scopes
+        key: ApiKey = api_keys.usable(await self.api_keys.use(digest, now))
+        grants = await self.grants_of(key.owner_user_id, key.owner_steamid64)
+        token = issue_access_token(
+            self.ring,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            user_id=key.owner_user_id,
+            roles=grants.roles,
+            now=int(now.timestamp()),
+            steamid64=key.owner_steamid64,
+            tier=grants.tier,
+            scopes=key.scopes,
+            lifetime_seconds=lifetime,
+            api_key_id=key.key_id,
+        )
+        return token, key.scopes

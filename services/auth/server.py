@@ -12,17 +12,24 @@ from typing import Any
 from counterpick.auth.v1 import auth_service_pb2 as pb
 from counterpick.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from counterpick.common.v1 import common_pb2
-from services.auth import openid
+from services.auth import api_keys, openid
+from services.auth.api_keys import ApiKey
 from services.auth.config import AuthSettings
 from services.auth.repo import Session, utc_now
 from services.auth.runtime import AuthRuntime, IssuedTokens
 from services.auth.tokens import parse_refresh_token
-from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common.rate_limit import caller_key
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
-from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, require_caller
+from services.common.tokens import (
+    LEEWAY_SECONDS,
+    KeySet,
+    TokenInvalid,
+    require_caller,
+    verifier_from_settings,
+)
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthService"].full_name
@@ -31,6 +38,18 @@ _TIER_PROTO = {
     "plus": common_pb2.SUBSCRIPTION_TIER_PLUS,
     "pro": common_pb2.SUBSCRIPTION_TIER_PRO,
 }
+
+
+def _api_key_pb(key: ApiKey) -> pb.ApiKey:
+    return pb.ApiKey(
+        key_id=key.key_id,
+        name=key.name,
+        scopes=list(key.scopes),
+        prefix=key.prefix,
+        created_at=_timestamp(key.created_at),
+        last_used_at=_timestamp(key.last_used_at) if key.last_used_at else None,
+        revoked_at=_timestamp(key.revoked_at) if key.revoked_at else None,
+    )
 
 
 def _token_pair(issued: IssuedTokens) -> pb.TokenPair:
@@ -146,19 +165,24 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             # may deny any jti.
             if request.access_token_jti != caller.jti and not caller.has_any_role("admin"):
                 raise PermissionDenied("the token to revoke is not the caller's own")
-            expires = now + timedelta(seconds=runtime.settings.access_token_seconds)
+            # No token of any kind lives longer than this, so the denial may end then.
+            longest = max(
+                runtime.settings.access_token_seconds, runtime.settings.api_key_token_seconds
+            )
+            expires = now + timedelta(seconds=longest + LEEWAY_SECONDS)
             count = await runtime.refresh.deny_access_token(
                 request.access_token_jti, caller.user_id, expires
             )
+            await runtime.deny(f"jti:{request.access_token_jti}", expires)
             return pb.RevokeTokenResponse(revoked_count=count)
         if target == "all_sessions":
             if not request.all_sessions:
                 raise InvalidArgument("all_sessions must be true", field="all_sessions")
             caller = require_caller()
             families = await runtime.refresh.revoke_user(caller.user_id, now)
-            denied = await runtime.refresh.deny_access_token(
-                caller.jti, caller.user_id, datetime.fromtimestamp(caller.expires_at, now.tzinfo)
-            )
+            until = datetime.fromtimestamp(caller.expires_at + LEEWAY_SECONDS, now.tzinfo)
+            denied = await runtime.refresh.deny_access_token(caller.jti, caller.user_id, until)
+            await runtime.deny(f"jti:{caller.jti}", until)
             return pb.RevokeTokenResponse(revoked_count=families + denied)
         raise InvalidArgument(
             "one of refresh_token, access_token_jti, all_sessions is required", field="target"
@@ -207,6 +231,75 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             expires_at=_timestamp(caller.expires_at),
         )
 
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: Any
+    ) -> pb.CreateApiKeyResponse:
+        runtime = self._runtime
+        assert runtime.api_keys is not None
+        caller = require_caller()
+        name, scopes = api_keys.check_new_key(caller, request.name, request.scopes)
+        secret = api_keys.new_api_key_secret()
+        key = await runtime.api_keys.create(
+            ApiKey(
+                key_id=str(uuid.uuid4()),
+                owner_user_id=caller.user_id,
+                owner_steamid64=caller.steamid64,
+                name=name,
+                scopes=scopes,
+                prefix=secret.prefix,
+                created_at=utc_now(),
+            ),
+            secret.secret_hash,
+            api_keys.check_quota,
+        )
+        log.info(
+            "api key created", extra={"fields": {"user_id": caller.user_id, "key_id": key.key_id}}
+        )
+        return pb.CreateApiKeyResponse(api_key=_api_key_pb(key), secret=secret.secret)
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: Any
+    ) -> pb.ListApiKeysResponse:
+        assert self._runtime.api_keys is not None
+        caller = require_caller()
+        keys = await self._runtime.api_keys.listing(caller.user_id)
+        return pb.ListApiKeysResponse(api_keys=[_api_key_pb(key) for key in keys])
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: Any
+    ) -> pb.RevokeApiKeyResponse:
+        runtime = self._runtime
+        assert runtime.api_keys is not None
+        caller = require_caller()
+        key = await runtime.api_keys.get(request.key_id)
+        if key is None or not api_keys.may_revoke(caller, key):
+            # Another user's key looks exactly like a missing one: ids are not disclosed.
+            raise NotFound("no such API key", metadata={"key_id": request.key_id})
+        now = utc_now()
+        revoked = await runtime.api_keys.revoke(key.key_id, now)
+        # Tokens exchanged before now live at most this long; the denial can end after them.
+        lifetime = runtime.settings.api_key_token_seconds + LEEWAY_SECONDS
+        await runtime.deny(f"key:{key.key_id}", now + timedelta(seconds=lifetime))
+        log.info(
+            "api key revoked", extra={"fields": {"user_id": caller.user_id, "key_id": key.key_id}}
+        )
+        return pb.RevokeApiKeyResponse(api_key=_api_key_pb(revoked))
+
+    async def ExchangeApiKey(
+        self, request: pb.ExchangeApiKeyRequest, context: Any
+    ) -> pb.ExchangeApiKeyResponse:
+        runtime = self._runtime
+        await runtime.limit("exchange", caller_key(None, context.peer()))
+        if not request.api_key:
+            raise InvalidArgument("api_key is required", field="api_key")
+        token, scopes = await runtime.exchange(request.api_key, utc_now())
+        return pb.ExchangeApiKeyResponse(
+            access_token=token.token,
+            access_expires_at=_timestamp(token.expires_at),
+            scopes=list(scopes),
+            token_type="Bearer",  # noqa: S106 - the RFC 6750 scheme name, not a secret
+        )
+
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
         ring = self._runtime.ring
         assert ring is not None
@@ -236,7 +329,5 @@ def build_server(settings: AuthSettings) -> GrpcServer:
         ],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
-        verifier=TokenVerifier(
-            issuer=settings.token_issuer, audience=settings.token_audience, fetch_keys=own_keys
-        ),
+        verifier=verifier_from_settings(settings, own_keys),
     )

@@ -1,8 +1,8 @@
 """Issuing tokens: signed access JWTs and opaque refresh tokens.
 
 Access token: EdDSA JWT, header {alg, kid, typ: at+jwt}, claims iss, aud, sub, iat, nbf, exp, jti,
-roles, tier, steamid, scope; 15 minutes by default, short because services verify it offline
-and cannot see a revocation before it expires.
+roles, tier, steamid, scope (and api_key when exchanged for an API key); 15 minutes by default,
+short because a verifier that cannot reach the deny list accepts it until it expires.
 Refresh token: `rt1.<token id>.<secret>`, 30 days by default, single use; only a SHA-256 of the
 secret is stored, so a database leak does not leak sessions. It is not a JWT, so it can never be
 mistaken for an access token (and an access token is never found in the refresh store).
@@ -50,6 +50,7 @@ def issue_access_token(
     tier: str = "free",
     scopes: Sequence[str] = (),
     lifetime_seconds: int = ACCESS_TOKEN_SECONDS,
+    api_key_id: str = "",
 ) -> AccessToken:
     """Sign an access token with the ring's newest key."""
     key = ring.signing_key
@@ -67,6 +68,10 @@ def issue_access_token(
         "steamid": str(steamid64),
         "scope": " ".join(scopes),
     }
+    if api_key_id:
+        # Names the API key (or service credential) the token was exchanged for, so revoking the
+        # key denies every token it yielded (the verifiers' deny list holds "key:<id>").
+        claims["api_key"] = api_key_id
     token = jwt.encode(
         claims,
         key.private_key,

@@ -100,6 +100,23 @@ def _parser() -> argparse.ArgumentParser:
         help="where a running `counterpick up` keeps mesh.json (addresses, restarts)",
     )
 
+    token = commands.add_parser(
+        "token", help="mint an access token from the local deployment's signing keys"
+    )
+    token.add_argument("--account-id", type=int, required=True, help="32-bit Steam account id")
+    token.add_argument("--role", choices=["admin", "service"], action="append", default=[])
+    token.add_argument(
+        "--scope", action="append", default=[], help="narrow the token to a scope (repeatable)"
+    )
+    token.add_argument("--ttl-seconds", type=int, default=900)
+    token.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
+    credentials = commands.add_parser(
+        "credentials",
+        help="write the service credentials and the hashes auth accepts (kept when they exist)",
+    )
+    credentials.add_argument("--state-dir", type=Path, default=Path(".counterpick"))
+
     check = commands.add_parser("healthcheck", help="exit 0 only if ADDRESS is SERVING")
     check.add_argument("address", help="host:port")
     check.add_argument("--service", default="", help="one gRPC service name (default: overall)")
@@ -135,6 +152,27 @@ def _status(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Parse the command line and run the chosen command; returns the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "token":
+        from services.cli.token import mint_token
+
+        print(
+            mint_token(
+                args.state_dir,
+                account_id=args.account_id,
+                roles=args.role,
+                scopes=args.scope,
+                ttl_seconds=args.ttl_seconds,
+            )
+        )
+        return 0
+    if args.command == "credentials":
+        from services.cli.credentials import provision
+
+        # The same files `counterpick up` gives its children; for docker compose, point
+        # SERVICE_CREDENTIALS_DIR at the directory printed.
+        _, accepted = provision(args.state_dir, [name for name in SERVICES if name != "auth"])
+        print(accepted.parent)
+        return 0
     if args.command == "up":
         plan = MeshPlan(
             host=args.host,

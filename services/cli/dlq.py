@@ -1,7 +1,8 @@
 """`counterpick dlq`: the open dead letters by reason, and replaying them after a fix.
 
 Goes through the etl service (ListDeadLetters / ReplayDeadLetters), so it works against a running
-mesh: the etl address comes from `--etl-address`, else from the state file `counterpick up`
+mesh, as an admin (a short-lived token minted from the deployment's signing keys in the state
+dir): the etl address comes from `--etl-address`, else from the state file `counterpick up`
 keeps in `--state-dir`, else ETL_ADDR or the default port.
 """
 
@@ -20,8 +21,10 @@ from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
 from services.cli.mesh_state import MeshState
+from services.cli.token import operator_metadata
 from services.common.channels import open_channel
 from services.common.config import DEFAULT_GRPC_PORTS
+from services.common.service_tokens import Metadata
 
 _PREFIX = "DEAD_LETTER_REASON_"
 REASONS = tuple(
@@ -72,21 +75,23 @@ def format_listing(response: pb.ListDeadLettersResponse) -> str:
     return "\n".join(lines)
 
 
-async def _list(address: str, request: pb.ListDeadLettersRequest) -> pb.ListDeadLettersResponse:
+async def _list(
+    address: str, request: pb.ListDeadLettersRequest, metadata: Metadata
+) -> pb.ListDeadLettersResponse:
     async with open_channel(address) as channel:
         response: pb.ListDeadLettersResponse = await pb_grpc.EtlServiceStub(
             channel
-        ).ListDeadLetters(request, timeout=CALL_TIMEOUT_SECONDS)
+        ).ListDeadLetters(request, metadata=metadata or None, timeout=CALL_TIMEOUT_SECONDS)
         return response
 
 
 async def _replay(
-    address: str, request: pb.ReplayDeadLettersRequest
+    address: str, request: pb.ReplayDeadLettersRequest, metadata: Metadata
 ) -> pb.ReplayDeadLettersResponse:
     async with open_channel(address) as channel:
         response: pb.ReplayDeadLettersResponse = await pb_grpc.EtlServiceStub(
             channel
-        ).ReplayDeadLetters(request, timeout=CALL_TIMEOUT_SECONDS)
+        ).ReplayDeadLetters(request, metadata=metadata or None, timeout=CALL_TIMEOUT_SECONDS)
         return response
 
 
@@ -102,12 +107,14 @@ def run_dlq(
 ) -> int:
     """List (action "list") or replay (action "replay") dead letters; the exit code."""
     target = etl_address(state_dir, address)
+    # etl's dead-letter RPCs need an admin token.
+    metadata = operator_metadata(state_dir)
     try:
         if action == "list":
             listing = pb.ListDeadLettersRequest(match_ids=list(match_ids), limit=limit)
             if reason:
                 listing.reason = _reason(reason)
-            print(format_listing(asyncio.run(_list(target, listing))))
+            print(format_listing(asyncio.run(_list(target, listing, metadata))))
             return 0
         chosen = sum((bool(reason), bool(match_ids), replay_all))
         if chosen != 1:
@@ -123,7 +130,7 @@ def run_dlq(
             request.reason = _reason(reason)
         else:
             request.all = True
-        response = asyncio.run(_replay(target, request))
+        response = asyncio.run(_replay(target, request, metadata))
     except grpc.aio.AioRpcError as error:
         print(
             f"counterpick dlq: etl at {target}: {error.code().name}: {error.details()}",

@@ -16,8 +16,10 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from services.cli.importing import warehouse_dsn
+from services.cli.token import operator_metadata
 from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.dota_constants import load_constants
+from services.common.service_tokens import StaticMetadata
 from services.common.warehouse import WarehouseReader, open_reader
 from services.common.warehouse.etl_rpc import EtlReader
 from services.model.recompute import Recomputer
@@ -33,6 +35,8 @@ def _source(state_dir: Path, etl_address: str) -> WarehouseReader:
         raise SystemExit(f"cannot open the warehouse {dsn}: {error}") from None
     if isinstance(reader, EtlReader):
         print(f"the warehouse is held by a running etl; reading it through {etl_address}")
+        # etl's ReadWarehouse needs an admin or service token: the operator's, not a service's.
+        reader.authorize(StaticMetadata(operator_metadata(state_dir)))
     return reader
 
 

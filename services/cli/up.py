@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from services.cli.credentials import provision
 from services.cli.health import wait_until_serving
 from services.cli.local_stores import LocalStores, free_port, port_is_free
 from services.cli.processes import ManagedProcess, stop_all
@@ -72,6 +73,10 @@ class Mesh:
         store_env = await self.stores.start()
         peers = {f"{name.upper()}_ADDR": self.plan.address(name) for name in SERVICES}
         logs = self.plan.state_dir / "logs"
+        # Every service but auth calls its peers as itself (services/common/service_tokens.py).
+        credentials, accepted = provision(
+            self.plan.state_dir, [name for name in SERVICES if name != "auth"]
+        )
         for name in SERVICES:
             self.metrics_ports[name] = free_port()
             env = {
@@ -84,6 +89,10 @@ class Mesh:
                 # The auth service's signing keys live with the rest of the local state.
                 "AUTH_KEYS_DIR": str((self.plan.state_dir / "auth-keys").resolve()),
             }
+            if name == "auth":
+                env["AUTH_SERVICE_CREDENTIALS_FILE"] = str(accepted)
+            else:
+                env["SERVICE_CREDENTIAL_FILE"] = str(credentials[name])
             process = ManagedProcess(
                 name, [sys.executable, "-m", f"services.{name}"], logs / f"{name}.log", env
             )
@@ -98,6 +107,8 @@ class Mesh:
             logs / "edge.log",
             {
                 **peers,
+                # The edge verifies tokens too, and consults the same deny list.
+                **{k: v for k, v in store_env.items() if k == "REDIS_URL"},
                 "HOST": self.plan.host,
                 "PORT": str(self.plan.edge_port),
                 "OTEL_SERVICE_NAME": "counterpick-edge",

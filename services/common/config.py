@@ -155,6 +155,16 @@ class TokenSettings(BaseSettings):
     token_audience: str = "counterpick"  # noqa: S105 - the aud claim, not a secret
     # The auth service, whose GetJwks publishes the verification keys.
     auth_addr: PeerAddress = "127.0.0.1:50054"
+    # A JWK Set file of the verification (public) keys, read instead of asking auth's GetJwks:
+    # for a service in a network that cannot reach auth, or one started without an auth
+    # process. It is read again whenever the keys are refetched (an unknown kid, or every
+    # cache period), so a key rollover is a rewrite of the file. Never holds private keys
+    # (entries with "d" are ignored).
+    auth_jwks_file: FilePath | None = None
+    # The Redis holding the deny list of revoked tokens and API keys (tokens.DENY_LIST_KEY),
+    # which every verifier consults; the same variable as RedisSettings.redis_url, so a service
+    # with a Redis of its own reads its deny list there.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
 
 
 class WarehouseSettings(BaseSettings):
@@ -181,3 +191,14 @@ def load_settings[S: BaseSettings](settings_class: type[S]) -> S:
                 lines.append(f"  {problem['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+class ServiceCredentialSettings(BaseSettings):
+    """The secret a service exchanges at auth (ExchangeApiKey) for short-lived service tokens
+    (services/common/service_tokens.py): SERVICE_CREDENTIAL, or a file holding it,
+    SERVICE_CREDENTIAL_FILE (preferred: it keeps the secret out of the process environment)."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    service_credential: str = Field(default="", repr=False)
+    service_credential_file: str = ""

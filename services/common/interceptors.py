@@ -8,21 +8,31 @@ stable `ErrorReason` name, so clients can branch on it without parsing messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import descriptor_pool, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from services.common.errors import CounterpickError, RateLimited
-from services.common.tokens import TokenVerifier, bearer_token, set_current_caller
+from counterpick.common.v1 import access_pb2  # registers the `access` method option
+from services.common.errors import CounterpickError, PermissionDenied, RateLimited
+from services.common.tokens import (
+    Caller,
+    MissingToken,
+    TokenVerifier,
+    bearer_token,
+    current_caller,
+    set_current_caller,
+)
 
 ERROR_DOMAIN = "counterpick.dev"
 log = logging.getLogger(__name__)
@@ -195,17 +205,99 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):
         return call
 
 
+@dataclass(frozen=True)
+class AccessRule:
+    """What an RPC asks of a token: its `(counterpick.common.v1.access)` method option."""
+
+    anonymous: bool = True
+    roles: tuple[str, ...] = ()
+    scope: str = ""
+
+    def admit(self, caller: Caller | None) -> None:
+        """Raise MissingToken or PermissionDenied unless `caller` may make the call."""
+        if caller is None:
+            if not self.anonymous:
+                raise MissingToken("this call needs an access token: authorization: Bearer <token>")
+            return
+        if self.roles and not caller.has_any_role(*self.roles):
+            raise PermissionDenied(f"this call needs one of the roles {', '.join(self.roles)}")
+        # A token without a scope claim (a Steam login) may do whatever its roles allow; only
+        # tokens narrowed to scopes (API keys, service credentials) are checked against them.
+        if self.scope and caller.scopes and self.scope not in caller.scopes:
+            raise PermissionDenied(
+                f"this call needs the scope {self.scope!r}, which the token does not carry",
+                metadata={"scope": self.scope},
+            )
+
+
+# RPCs without the option: any valid token or none, as before the option existed.
+OPEN_ACCESS = AccessRule()
+
+
+@functools.cache
+def access_rule(method: str) -> AccessRule:
+    """The access rule of a full method name ("/pkg.Service/Method"), from the option on its
+    descriptor in the default pool (where every imported *_pb2 module registers itself)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    try:
+        descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{name}")
+    except KeyError:
+        return OPEN_ACCESS
+    options = descriptor.GetOptions()
+    if not options.HasExtension(access_pb2.access):
+        return OPEN_ACCESS
+    access = options.Extensions[access_pb2.access]
+    return AccessRule(anonymous=access.anonymous, roles=tuple(access.roles), scope=access.scope)
+
+
+def _run_first[Q, R](
+    handler: grpc.RpcMethodHandler[Q, R], step: Callable[[], Awaitable[None]]
+) -> grpc.RpcMethodHandler[Q, R]:
+    """`handler` with `step` awaited before its behavior, inside the call (so what it raises is
+    mapped by StatusInterceptor like any error, and what it binds in context vars is seen)."""
+    if handler.response_streaming:
+        stream = cast(StreamBehavior, handler.unary_stream)
+
+        async def call_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await step()
+            async for response in stream(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            call_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    unary = cast(UnaryBehavior, handler.unary_unary)
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await step()
+        return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Verifies the bearer token of every call (when one is sent) and binds the caller.
 
-    A call without a token runs anonymously (`current_caller()` is None) and the RPC decides
-    whether that is enough (`require_caller`). A token that is sent but invalid fails the call
-    with UNAUTHENTICATED whatever the RPC, so a client never silently runs as anonymous. Health
-    and reflection are exempt. Errors are raised inside the handler, so StatusInterceptor (outside
-    this one) maps them like any other.
+    A token that is sent but invalid fails the call with UNAUTHENTICATED whatever the RPC, so a
+    client never silently runs as anonymous. Whether the RPC admits the caller (or no caller) is
+    AccessInterceptor's to decide, innermost, after the rate limiter has counted the call: a
+    caller's quota needs the bound caller, and probing without a token must be counted (per
+    address) before it is refused. Health and reflection are exempt. Errors are raised inside
+    the handler, so StatusInterceptor (outside this one) maps them like any other.
     """
 
-    EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+    EXEMPT_PREFIXES = EXEMPT_PREFIXES
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
@@ -219,7 +311,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or handler.request_streaming or method.startswith(self.EXEMPT_PREFIXES):
+        if handler is None or handler.request_streaming or method.startswith(EXEMPT_PREFIXES):
             return handler
         metadata = tuple(handler_call_details.invocation_metadata or ())
         verifier = self._verifier
@@ -228,29 +320,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             token = bearer_token(metadata)
             set_current_caller(await verifier.verify(token) if token is not None else None)
 
-        if handler.response_streaming:
-            stream = cast(StreamBehavior, handler.unary_stream)
+        return _run_first(handler, authenticate)
 
-            async def call_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                await authenticate()
-                async for response in stream(request, context):
-                    yield response
 
-            return grpc.unary_stream_rpc_method_handler(
-                call_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        unary = cast(UnaryBehavior, handler.unary_unary)
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """Enforces each RPC's access rule (the `access` method option of the contract) on the
+    caller AuthInterceptor bound: no token where the RPC is not anonymous is UNAUTHENTICATED, a
+    missing role or scope is PERMISSION_DENIED. RPCs without the option run anonymously too and
+    decide themselves (`require_caller`). Installed innermost, inside AuthInterceptor and the
+    rate limiter (GrpcServer does)."""
 
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            await authenticate()
-            return await unary(request, context)
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or handler.request_streaming or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        rule = access_rule(method)
 
-        return grpc.unary_unary_rpc_method_handler(
-            call,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        async def admit() -> None:
+            rule.admit(current_caller())
+
+        return _run_first(handler, admit)

@@ -26,7 +26,11 @@ from prometheus_client import start_http_server
 
 from services.common.config import ServiceSettings
 from services.common.errors import CounterpickError
-from services.common.interceptors import AuthInterceptor, StatusInterceptor
+from services.common.interceptors import (
+    AccessInterceptor,
+    AuthInterceptor,
+    StatusInterceptor,
+)
 from services.common.rate_limit import RateLimitInterceptor
 from services.common.stores import Stores
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
@@ -132,6 +136,10 @@ class GrpcServer:
             # Inside AuthInterceptor: the quota depends on the caller it binds, and a call with a
             # bad token fails before it spends anyone's quota.
             interceptors.append(self.rate_limiter)
+        if self.verifier is not None:
+            # Innermost: the RPC's access rule, once the call has been counted, so calls
+            # refused for want of a token are throttled too.
+            interceptors.append(AccessInterceptor())
         settings = self.settings
         server = grpc.aio.server(
             # Tracing outermost, so the span covers the status the inner interceptor sets.

@@ -11,17 +11,24 @@ Refresh tokens are opaque strings, never JWTs, so one can never pass as an acces
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jwt
+import redis.asyncio as aioredis
 from jwt import PyJWK
 
 from services.common.errors import DependencyUnavailable, PermissionDenied, Unauthenticated
+
+if TYPE_CHECKING:
+    from services.common.config import TokenSettings
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type (RFC 9068), not a secret
 STEAM_ID64_BASE = 76561197960265728
@@ -30,6 +37,13 @@ LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
 # Algorithms a published key may declare; anything else in a JWKS is ignored.
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
+# The Redis sorted set of revoked access tokens and API keys: member "jti:<jti>" or
+# "key:<api key id>", score = unix time after which the entry is moot (the tokens it denies have
+# expired). Auth writes it; every verifier reads it.
+DENY_LIST_KEY = "counterpick:auth:denied"
+# How stale a verifier's copy of the deny list may be: the "within seconds" of revocation.
+DENY_LIST_REFRESH_SECONDS = 2.0
+log = logging.getLogger(__name__)
 
 
 class TokenExpired(Unauthenticated):
@@ -61,6 +75,8 @@ class Caller:
     steamid64: int = 0
     tier: str = "free"
     scopes: tuple[str, ...] = ()
+    # The API key (or "service:<name>" credential) the token was exchanged for; "" for logins.
+    api_key_id: str = ""
 
     @property
     def account_id(self) -> int | None:
@@ -94,6 +110,63 @@ class KeySet:
 KeySource = Callable[[], Awaitable[KeySet]]
 
 
+class DenyList:
+    """A local copy of the revoked jtis and API key ids, refreshed from Redis at most every
+    `refresh_seconds` (one ZRANGEBYSCORE per interval and process, never one per call).
+
+    The first check awaits a load; later refreshes run in the background while calls use the
+    copy they have. When Redis is unreachable the last copy stays in force (logged): refusing
+    every token because the deny list is away would turn a Redis outage into a full outage.
+    """
+
+    def __init__(self, redis_url: str, *, refresh_seconds: float = DENY_LIST_REFRESH_SECONDS):
+        self._url = redis_url
+        self._refresh_seconds = refresh_seconds
+        self._denied: frozenset[str] = frozenset()
+        self._loaded_at = float("-inf")
+        self._client: aioredis.Redis | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _redis(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        # A client's connections belong to the loop that opened them.
+        if self._client is None or self._client_loop is not loop:
+            self._client = aioredis.Redis.from_url(
+                self._url, socket_connect_timeout=1, socket_timeout=1
+            )
+            self._client_loop = loop
+        return self._client
+
+    async def refresh(self) -> None:
+        """Reload the copy now (entries whose tokens have expired are left out)."""
+        try:
+            members = await self._redis().zrangebyscore(DENY_LIST_KEY, time.time(), "+inf")
+        except Exception as error:
+            log.warning("the token deny list could not be read; keeping the last copy: %s", error)
+            self._loaded_at = time.monotonic()  # retry after the interval, not on every call
+            return
+        self._denied = frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        self._loaded_at = time.monotonic()
+
+    async def _current(self) -> frozenset[str]:
+        if self._loaded_at == float("-inf"):
+            await self.refresh()
+        elif time.monotonic() - self._loaded_at > self._refresh_seconds and (
+            self._task is None or self._task.done()
+        ):
+            self._task = asyncio.get_running_loop().create_task(self.refresh())
+        return self._denied
+
+    async def check(self, caller: Caller) -> None:
+        """Raise TokenInvalid when the caller's token or its API key was revoked."""
+        denied = await self._current()
+        if f"jti:{caller.jti}" in denied or (
+            caller.api_key_id and f"key:{caller.api_key_id}" in denied
+        ):
+            raise TokenInvalid("the access token has been revoked")
+
+
 class TokenVerifier:
     """Verifies access tokens against a cached key set, refreshing it for an unknown kid."""
 
@@ -105,7 +178,11 @@ class TokenVerifier:
         fetch_keys: KeySource,
         cache_seconds: float = 600.0,
         min_refresh_seconds: float = 30.0,
+        deny_list: DenyList | None,
     ) -> None:
+        """`deny_list` is required, and explicit: a service builds it from its own settings
+        (`verifier_from_settings`), so no verifier reads a Redis the process environment happens
+        to name. None turns revocation off, for tests of signatures and claims alone."""
         self.issuer = issuer
         self.audience = audience
         self._fetch = fetch_keys
@@ -113,6 +190,7 @@ class TokenVerifier:
         self._min_refresh_seconds = min_refresh_seconds
         self._keys = KeySet()
         self._fetched_at = float("-inf")
+        self._deny_list = deny_list
 
     async def _key(self, kid: str) -> PyJWK | None:
         now = time.monotonic()
@@ -164,7 +242,10 @@ class TokenVerifier:
             raise TokenInvalid("the access token is not valid yet") from None
         except jwt.PyJWTError as error:
             raise TokenInvalid(f"the access token is not valid: {error}") from None
-        return _caller(claims)
+        caller = _caller(claims)
+        if self._deny_list is not None:
+            await self._deny_list.check(caller)
+        return caller
 
 
 def _caller(claims: Mapping[str, Any]) -> Caller:
@@ -185,6 +266,7 @@ def _caller(claims: Mapping[str, Any]) -> Caller:
         steamid64=steamid64,
         tier=str(claims.get("tier", "free")),
         scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+        api_key_id=str(claims.get("api_key", "")),
     )
 
 
@@ -240,3 +322,35 @@ def jwks_from_auth(address: str, *, timeout_seconds: float = 5.0) -> KeySource:
         return KeySet.from_jwks(response.jwks_json)
 
     return fetch
+
+
+def jwks_from_file(path: Path) -> KeySource:
+    """A key source that reads a JWK Set file (AUTH_JWKS_FILE), again on every fetch, so a
+    rewritten file (a key rollover) is picked up on the verifier's next refresh."""
+
+    async def fetch() -> KeySet:
+        return KeySet.from_jwks(await asyncio.to_thread(path.read_text))
+
+    return fetch
+
+
+def key_source_from_settings(settings: TokenSettings) -> KeySource:
+    """The verification keys the settings name: the AUTH_JWKS_FILE if set, else auth's GetJwks
+    at AUTH_ADDR."""
+    if settings.auth_jwks_file is not None:
+        return jwks_from_file(settings.auth_jwks_file)
+    return jwks_from_auth(settings.auth_addr)
+
+
+def verifier_from_settings(
+    settings: TokenSettings, key_source: KeySource | None = None
+) -> TokenVerifier:
+    """A service's verifier, wholly from its settings: issuer and audience (TOKEN_ISSUER,
+    TOKEN_AUDIENCE), keys (AUTH_JWKS_FILE or AUTH_ADDR; `key_source` overrides, for tests) and
+    the deny list in the service's own Redis (REDIS_URL)."""
+    return TokenVerifier(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        fetch_keys=key_source or key_source_from_settings(settings),
+        deny_list=DenyList(settings.redis_url),
+    )

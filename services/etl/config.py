@@ -9,12 +9,14 @@ from services.common.config import (
     KafkaSettings,
     Port,
     ServiceSettings,
+    TokenSettings,
     WarehouseSettings,
 )
 
 
-class EtlSettings(ServiceSettings, KafkaSettings, WarehouseSettings):
-    """Everything the etl service reads from its environment."""
+class EtlSettings(ServiceSettings, KafkaSettings, WarehouseSettings, TokenSettings):
+    """Everything the etl service reads from its environment (TokenSettings: how it verifies its
+    callers; its REDIS_URL serves the token deny list alone, etl keeps nothing in Redis)."""
 
     port: Port = DEFAULT_GRPC_PORTS["etl"]
     kafka_consumer_group: str = "counterpick-etl"

@@ -17,10 +17,16 @@ from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
 from services.common.dota import Side, SkillBracket
 from services.common.dota_proto import bracket_to_proto, side_to_proto
-from services.common.errors import CounterpickError, DependencyUnavailable, InvalidArgument
+from services.common.errors import (
+    CounterpickError,
+    DependencyUnavailable,
+    InvalidArgument,
+    PermissionDenied,
+)
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
+from services.common.tokens import KeySource, require_caller, verifier_from_settings
 from services.common.warehouse.direct import ReadKind, WarehouseRead
 from services.common.warehouse.ipc import ipc_chunks
 from services.etl import dead_letters
@@ -39,6 +45,12 @@ _SKIP_REASONS = {
     reason.name.removeprefix("SKIP_REASON_").lower(): reason.number
     for reason in pb.SkipReason.DESCRIPTOR.values
 }
+
+# The service identity (sub of its service token) allowed to read per-player rows.
+MODEL_SERVICE_SUBJECT = "service:model"
+_PER_PLAYER_QUERIES = frozenset(
+    {pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS, pb.WAREHOUSE_QUERY_PLAYER_HERO_GROUPS}
+)
 
 
 def match_to_proto(match: CleanMatch) -> events_pb2.Match:
@@ -128,6 +140,13 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         if warehouse is None:
             raise DependencyUnavailable("clickhouse", "the warehouse is not open yet")
         read = _warehouse_read(request)
+        if request.query in _PER_PLAYER_QUERIES:
+            caller = require_caller()
+            # Per-player rows are personal data: only the model (personal scores) reads them.
+            if caller.user_id != MODEL_SERVICE_SUBJECT:
+                raise PermissionDenied(
+                    f"per-player warehouse reads are for {MODEL_SERVICE_SUBJECT} only"
+                )
         try:
             async for chunk in _in_thread(_read_chunks(warehouse, read)):
                 yield pb.ReadWarehouseResponse(arrow_ipc=chunk)
@@ -322,12 +341,15 @@ def _warehouse_read(request: pb.ReadWarehouseRequest) -> WarehouseRead:
     )
 
 
-def build_server(settings: EtlSettings) -> GrpcServer:
-    """The etl server: stores open, then the warehouse is migrated and consumption starts."""
-    return build_server_and_runtime(settings)[0]
+def build_server(settings: EtlSettings, key_source: KeySource | None = None) -> GrpcServer:
+    """The etl server: stores open, then the warehouse is migrated and consumption starts.
+    Every RPC needs an admin or service token (the access options of etl_service.proto)."""
+    return build_server_and_runtime(settings, key_source)[0]
 
 
-def build_server_and_runtime(settings: EtlSettings) -> tuple[GrpcServer, EtlRuntime]:
+def build_server_and_runtime(
+    settings: EtlSettings, key_source: KeySource | None = None
+) -> tuple[GrpcServer, EtlRuntime]:
     """The etl server and its runtime, whose `failed` event `__main__` exits on."""
     stores = Stores(settings)
     runtime = EtlRuntime(settings, stores)
@@ -338,5 +360,6 @@ def build_server_and_runtime(settings: EtlSettings) -> tuple[GrpcServer, EtlRunt
         services=[registration(servicer, pb_grpc.add_EtlServiceServicer_to_server, SERVICE_NAME)],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
+        verifier=verifier_from_settings(settings, key_source),
     )
     return server, runtime

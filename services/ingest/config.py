@@ -13,12 +13,13 @@ from services.common.config import (
     Port,
     RedisSettings,
     ServiceSettings,
+    TokenSettings,
 )
 
 SourceName = Literal["opendota_public", "opendota_parsed", "steam_sequence"]
 
 
-class IngestSettings(ServiceSettings, KafkaSettings, RedisSettings):
+class IngestSettings(ServiceSettings, KafkaSettings, RedisSettings, TokenSettings):
     """Everything the ingest service reads from its environment."""
 
     port: Port = DEFAULT_GRPC_PORTS["ingest"]

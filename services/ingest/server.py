@@ -14,6 +14,7 @@ from services.common.errors import InvalidArgument, RateLimited
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp
+from services.common.tokens import KeySource, verifier_from_settings
 from services.ingest.backfill import MAX_RUNNING, TooManyJobs
 from services.ingest.config import IngestSettings
 from services.ingest.runtime import IngestRuntime, source_down
@@ -149,8 +150,9 @@ def _state(health: SourceHealth) -> pb.SourceState.ValueType:
     return pb.SOURCE_STATE_HEALTHY
 
 
-def build_server(settings: IngestSettings) -> GrpcServer:
-    """The ingest server: stores open, then backfills resume and the sources start polling."""
+def build_server(settings: IngestSettings, key_source: KeySource | None = None) -> GrpcServer:
+    """The ingest server: stores open, then backfills resume and the sources start polling.
+    Every RPC needs an admin or service token (the access options of ingest_service.proto)."""
     stores = Stores(settings)
     runtime = IngestRuntime(settings, stores)
     server = GrpcServer(
@@ -163,6 +165,7 @@ def build_server(settings: IngestSettings) -> GrpcServer:
         ],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
+        verifier=verifier_from_settings(settings, key_source),
     )
     for source in settings.ingest_sources:
         server.set_health(source_health_name(source), True)

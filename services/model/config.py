@@ -9,12 +9,13 @@ from services.common.config import (
     PeerAddress,
     Port,
     RedisSettings,
+    ServiceCredentialSettings,
     ServiceSettings,
     TokenSettings,
 )
 
 
-class ModelSettings(ServiceSettings, RedisSettings, TokenSettings):
+class ModelSettings(ServiceSettings, RedisSettings, TokenSettings, ServiceCredentialSettings):
     """Everything the model service reads from its environment."""
 
     port: Port = DEFAULT_GRPC_PORTS["model"]

@@ -23,9 +23,10 @@ from services.common.errors import DependencyUnavailable, InvalidArgument, Permi
 from services.common.paging import fingerprint, slice_page
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
+from services.common.service_tokens import ServiceTokens
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
-from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
+from services.common.tokens import KeySource, require_caller, verifier_from_settings
 from services.common.warehouse import open_reader
 from services.common.warehouse.reader import WarehouseReader
 from services.model.config import ModelSettings
@@ -524,7 +525,12 @@ def _quality(quality: Quality) -> pb.QualityMetrics:
 
 def open_source(settings: ModelSettings) -> WarehouseReader | None:
     """The warehouse the model reads: a direct DSN, else the etl service's read RPC."""
-    return open_reader(settings.model_warehouse_dsn, settings.etl_addr)
+    # Reads through etl carry the model's own service token (its SERVICE_CREDENTIAL_FILE).
+    return open_reader(
+        settings.model_warehouse_dsn,
+        settings.etl_addr,
+        tokens=ServiceTokens.from_settings(settings),
+    )
 
 
 def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:
@@ -559,11 +565,7 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
         ],
         on_start=[stores.open, start],
         on_stop=[runtime.stop, stores.close],
-        verifier=TokenVerifier(
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
-        ),
+        verifier=verifier_from_settings(settings, key_source),
         rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "model"),
     )
     # Redis or warehouse outages show as NOT_SERVING entries "<service>/redis" and

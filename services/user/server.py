@@ -22,12 +22,7 @@ from services.common.errors import InvalidArgument
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
 from services.common.timestamps import to_timestamp as _timestamp
-from services.common.tokens import (
-    KeySource,
-    TokenVerifier,
-    jwks_from_auth,
-    require_caller,
-)
+from services.common.tokens import KeySource, require_caller, verifier_from_settings
 from services.user.config import UserSettings
 from services.user.profiles import (
     SERVICE_ROLE,
@@ -201,11 +196,7 @@ def build_server(settings: UserSettings, key_source: KeySource | None = None) ->
     Tokens are verified against the auth service's published keys unless `key_source` is given.
     """
     runtime = UserRuntime(settings)
-    verifier = TokenVerifier(
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
-        fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
-    )
+    verifier = verifier_from_settings(settings, key_source)
     servicer = UserServicer(runtime, frozenset(load_constants().heroes))
     return GrpcServer(
         name="user",

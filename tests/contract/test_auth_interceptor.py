@@ -45,7 +45,11 @@ async def stub(ring: KeyRing) -> AsyncIterator[pb_grpc.ModelServiceAsyncStub]:
             )
         ],
         verifier=TokenVerifier(
-            issuer=ISSUER, audience=AUDIENCE, fetch_keys=SigningKeys(ring).source
+            # Signatures and access rules only; revocation is test_api_keys's.
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            fetch_keys=SigningKeys(ring).source,
+            deny_list=None,
         ),
     )
     port = await server.start()

@@ -26,7 +26,7 @@ from services.auth.config import AuthSettings
 from services.auth.server import build_server
 from services.common.config import ServiceSettings
 from services.common.server import GrpcServer, registration
-from services.common.tokens import TokenVerifier, current_caller, jwks_from_auth
+from services.common.tokens import DenyList, TokenVerifier, current_caller, jwks_from_auth
 from tests.conftest import free_port
 from tests.openid_provider import OpenIdProvider, running_provider  # noqa: F401 - the provider fixture
 from tests.rpc import Failure, bearer, fails
@@ -116,6 +116,7 @@ async def auth(
             issuer=settings.token_issuer,
             audience=settings.token_audience,
             fetch_keys=jwks_from_auth(f"127.0.0.1:{auth_port}"),
+            deny_list=DenyList(redis_url),
         ),
     )
     await user_server.start()
@@ -152,6 +153,7 @@ async def test_login_refresh_revoke_end_to_end(auth: Auth, provider: OpenIdProvi
         issuer="counterpick-auth",
         audience="counterpick",
         fetch_keys=jwks_from_auth(f"127.0.0.1:{auth.port}"),
+        deny_list=DenyList(auth.settings.redis_url),
     )
     caller = await verifier.verify(done.tokens.access_token)
     assert (caller.user_id, caller.roles, caller.steamid64) == (
@@ -428,6 +430,7 @@ def verifier_of(auth: Auth, port: int | None = None) -> TokenVerifier:
         issuer="counterpick-auth",
         audience="counterpick",
         fetch_keys=jwks_from_auth(f"127.0.0.1:{port or auth.port}"),
+        deny_list=DenyList(auth.settings.redis_url),
     )
 
 

@@ -19,13 +19,16 @@ from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
 from services.cli.__main__ import main
+from services.cli.token import AUTH_KEYS_DIR
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores, ensure_kafka_topics
+from services.common.tokens import verifier_from_settings
 from services.etl.config import EtlSettings
 from services.etl.loader import FetchOutcome
 from services.etl.repo import Warehouse
 from services.etl.runtime import EtlRuntime
 from services.etl.server import SERVICE_NAME, EtlServicer
+from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
 from tests.contract.test_pipeline import publish, summary_ref
 
@@ -53,6 +56,8 @@ class RunningEtl:
     settings: EtlSettings
     upstream: FlakyOpenDota
     state_dir: Path
+    # The deployment's signing keys, in the state dir where the CLI mints its token from.
+    keys: SigningKeys
 
     def dlq(self, *args: str) -> tuple[int, str]:
         """Run `counterpick dlq ...` (in a thread: it runs its own event loop)."""
@@ -69,8 +74,12 @@ class RunningEtl:
 
 
 @pytest.fixture
-async def etl(kafka_bootstrap: str, tmp_path: Path, data_dir: Path) -> AsyncIterator[RunningEtl]:
+async def etl(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, data_dir: Path
+) -> AsyncIterator[RunningEtl]:
     suffix = uuid.uuid4().hex[:8]
+    state_dir = tmp_path / "state"
+    keys = SigningKeys.create(state_dir / AUTH_KEYS_DIR)
     settings = EtlSettings.model_validate(
         {
             "port": 0,
@@ -82,6 +91,7 @@ async def etl(kafka_bootstrap: str, tmp_path: Path, data_dir: Path) -> AsyncIter
             "kafka_session_timeout_ms": 2000,
             "warehouse_dsn": f"chdb://{tmp_path / 'warehouse'}",
             "etl_batch_size": 50,
+            "redis_url": redis_url,  # the token deny list's
         }
     )
     await ensure_kafka_topics(
@@ -105,10 +115,12 @@ async def etl(kafka_bootstrap: str, tmp_path: Path, data_dir: Path) -> AsyncIter
         ],
         on_start=[stores.open, runtime.start],
         on_stop=[runtime.stop, stores.close],
+        # As in the mesh: the dead-letter RPCs need an admin token (the CLI mints one).
+        verifier=verifier_from_settings(settings, keys.source),
     )
     port = await server.start()
     try:
-        yield RunningEtl(f"127.0.0.1:{port}", runtime, settings, upstream, tmp_path / "state")
+        yield RunningEtl(f"127.0.0.1:{port}", runtime, settings, upstream, state_dir, keys)
     finally:
         await server.stop(0)
 
@@ -185,6 +197,7 @@ async def test_dlq_refuses_an_ambiguous_or_empty_replay(etl: RunningEtl) -> None
     assert code == 2
     async with grpc.aio.insecure_channel(etl.address) as channel:
         stub = pb_grpc.EtlServiceStub(channel)
+        admin = etl.keys.metadata("admin")
         for request in (
             pb.ReplayDeadLettersRequest(),
             pb.ReplayDeadLettersRequest(match_ids=pb.DeadLetterMatchIds()),
@@ -192,9 +205,9 @@ async def test_dlq_refuses_an_ambiguous_or_empty_replay(etl: RunningEtl) -> None
             pb.ReplayDeadLettersRequest(all=False),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.ReplayDeadLetters(request)
+                await stub.ReplayDeadLetters(request, metadata=admin)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
-        empty = await stub.ListDeadLetters(pb.ListDeadLettersRequest())
+        empty = await stub.ListDeadLetters(pb.ListDeadLettersRequest(), metadata=admin)
         assert (empty.total, list(empty.entries)) == (0, [])
 
 

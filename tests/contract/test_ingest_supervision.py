@@ -4,6 +4,7 @@ late finishers, gaps, supervised pollers that survive every kind of error, durab
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,12 +32,17 @@ from services.ingest.repo import CursorStore, JobStore, WindowStore, seen_key
 from services.ingest.server import build_server, source_health_name
 from services.ingest.sources import MatchIdPagedSource, SourceHealth, supervise
 from services.ingest.state import JobRecord
+from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
 from tests.feed_replayer import FaultPlan, FeedReplayer, load_public_matches, match_end
 
 Stores = tuple[aioredis.Redis, MatchRefPublisher]
 # Longer than any game of the data set (7,577 s), as the real default (3 h) is.
 LATE_WINDOW = 8000.0
+
+# Keys the ingest servers of these tests verify with: GetIngestStatus needs an admin or service.
+_KEYS = SigningKeys.create(Path(tempfile.mkdtemp(prefix="counterpick-keys-")))
+_ADMIN = _KEYS.metadata("admin")
 
 
 async def topic_ids(bootstrap: str, topic: str, expected: set[int]) -> list[int]:
@@ -302,7 +308,7 @@ async def test_a_source_that_keeps_failing_is_down_in_status_and_grpc_health(
             "ingest_max_backoff_seconds": 0.2,
         }
     )
-    server = build_server(settings)
+    server = build_server(settings, key_source=_KEYS.source)
     port = await server.start()
     entry = source_health_name("opendota_public")
     try:
@@ -311,7 +317,9 @@ async def test_a_source_that_keeps_failing_is_down_in_status_and_grpc_health(
             status = None
             async with asyncio.timeout(60):
                 while status is None or status.state != pb.SOURCE_STATE_DOWN:
-                    status = (await stub.GetIngestStatus(pb.GetIngestStatusRequest())).sources[0]
+                    status = (
+                        await stub.GetIngestStatus(pb.GetIngestStatusRequest(), metadata=_ADMIN)
+                    ).sources[0]
                     await asyncio.sleep(0.1)
             assert status.last_error
             assert not status.HasField("lag_matches")
@@ -346,7 +354,7 @@ async def test_a_restarted_ingest_resumes_a_backfill_from_its_progress(
             "opendota_base_url": f"http://127.0.0.1:{free_port()}/api",
         }
     )
-    server = build_server(settings)
+    server = build_server(settings, key_source=_KEYS.source)
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -354,7 +362,9 @@ async def test_a_restarted_ingest_resumes_a_backfill_from_its_progress(
             listed = None
             async with asyncio.timeout(60):
                 while listed is None or listed.state != pb.BACKFILL_STATE_SUCCEEDED:
-                    response = await stub.GetIngestStatus(pb.GetIngestStatusRequest())
+                    response = await stub.GetIngestStatus(
+                        pb.GetIngestStatusRequest(), metadata=_ADMIN
+                    )
                     listed = next(j for j in response.jobs if j.job_id == "killed-job")
                     await asyncio.sleep(0.1)
             assert listed.published == listed.total == 2500

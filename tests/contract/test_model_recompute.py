@@ -4,6 +4,7 @@ the same counts as a direct read, and personal scores find a planted player's ed
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -21,7 +22,8 @@ from services.common.config import ServiceSettings
 from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer, registration
-from services.common.tokens import STEAM_ID64_BASE, Caller, set_current_caller
+from services.common.service_tokens import StaticToken
+from services.common.tokens import STEAM_ID64_BASE, Caller, TokenVerifier, set_current_caller
 from services.common.warehouse.etl_rpc import EtlReader
 from services.common.warehouse.reader import WarehouseReader
 from services.etl.matches import CleanMatch, MatchSource, PlayerRow
@@ -34,6 +36,7 @@ from services.model.snapshot import ModelSnapshot
 from services.model.statistics import BracketStatistics, Counts
 from services.model.warehouse_counts import PatchBracket, read_counts
 from services.model.winmodel.served import DraftModel
+from tests.auth_keys import SigningKeys
 from tests.contract.test_model_service import draft_table
 from tests.warehouse_drafts import insert_draft_table
 
@@ -174,6 +177,15 @@ class ArrivingMatches:
         self._reader.close()
 
 
+# Keys the etl servers of these tests verify with, and the model's service token they accept.
+_KEYS = SigningKeys.create(Path(tempfile.mkdtemp(prefix="counterpick-keys-")))
+
+
+def model_reader(address: str) -> EtlReader:
+    """An EtlReader that reads as the model service does (its service token)."""
+    return EtlReader(address, tokens=StaticToken(_KEYS.token("service", user_id="service:model")))
+
+
 @asynccontextmanager
 async def etl_read_server(warehouse: Warehouse) -> AsyncIterator[str]:
     """The address of a real etl ReadWarehouse server over `warehouse`, stopped on exit."""
@@ -196,6 +208,13 @@ async def etl_read_server(warehouse: Warehouse) -> AsyncIterator[str]:
                 servicer, etl_grpc.add_EtlServiceServicer_to_server, "counterpick.etl.v1.EtlService"
             )
         ],
+        # Etl admits only admin and service callers, per-player reads only the model's identity.
+        verifier=TokenVerifier(
+            issuer="counterpick-auth",
+            audience="counterpick",
+            fetch_keys=_KEYS.source,
+            deny_list=None,  # no revocations in these tests
+        ),
     )
     port = await server.start()
     try:
@@ -208,7 +227,7 @@ async def etl_read_server(warehouse: Warehouse) -> AsyncIterator[str]:
 async def etl_reader(warehouse: Warehouse) -> AsyncIterator[EtlReader]:
     """An EtlReader on a real etl ReadWarehouse server over `warehouse`."""
     async with etl_read_server(warehouse) as address:
-        reader = EtlReader(address)
+        reader = model_reader(address)
         try:
             yield reader
         finally:
@@ -273,7 +292,7 @@ async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Wareho
     insert_draft_table(warehouse, draft_table(3_000, "7.40", 1, seed=4))
     warehouse.insert_matches(player_matches(300, 90_000, seed=4))
     async with etl_read_server(warehouse) as address:
-        reader = EtlReader(address)
+        reader = model_reader(address)
         try:
             assert (await _thread(reader.hero_counts)).equals(warehouse.hero_counts())
             assert (await _thread(reader.pair_counts, "7.40")).equals(warehouse.pair_counts("7.40"))
@@ -287,7 +306,7 @@ async def test_the_etl_read_rpc_gives_what_a_direct_read_gives(warehouse: Wareho
         finally:
             reader.close()
     warehouse.close()
-    dead = EtlReader(address)
+    dead = model_reader(address)
     with pytest.raises(ConnectionError):
         dead.hero_counts()
     dead.close()

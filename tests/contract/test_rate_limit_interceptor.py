@@ -28,7 +28,7 @@ from services.common.rate_limit import (
     rate_limiter_from_settings,
 )
 from services.common.server import GrpcServer, ServiceRegistration
-from services.common.tokens import Caller, TokenVerifier, current_caller
+from services.common.tokens import Caller, DenyList, TokenVerifier, current_caller
 from tests.auth_keys import AUDIENCE, ISSUER, SigningKeys
 from tests.conftest import free_port
 from tests.rpc import Failure, Metadata, bearer, fails, failure
@@ -127,7 +127,9 @@ async def limited_server(redis_url: str, tmp_path: Path, **settings: Any) -> Asy
         name="echo",
         settings=config,
         services=[ServiceRegistration(SERVICE, _add_echo)],
-        verifier=TokenVerifier(issuer=ISSUER, audience=AUDIENCE, fetch_keys=keys.source),
+        verifier=TokenVerifier(
+            issuer=ISSUER, audience=AUDIENCE, fetch_keys=keys.source, deny_list=DenyList(redis_url)
+        ),
         rate_limiter=rate_limiter_from_settings(config, redis_url, "echo"),
     )
     port = await server.start()

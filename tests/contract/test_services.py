@@ -22,7 +22,9 @@ from services.ingest.config import IngestSettings
 from services.ingest.server import build_server as build_ingest
 from services.user.config import UserSettings
 from services.user.server import build_server as build_user
+from tests.auth_keys import SigningKeys
 from tests.conftest import free_port
+from tests.rpc import bearer, fails
 
 # (service, builder, settings class, one RPC that is not built yet)
 Builder = Callable[[Any], GrpcServer]
@@ -70,7 +72,7 @@ async def test_service_serves_health_and_answers_unimplemented_honestly(
 
 
 async def test_ingest_reports_its_sources_and_accepts_backfills(
-    redis_url: str, kafka_bootstrap: str
+    redis_url: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     from counterpick.ingest.v1 import ingest_service_pb2 as ingest_pb
     from counterpick.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
@@ -84,13 +86,33 @@ async def test_ingest_reports_its_sources_and_accepts_backfills(
             "opendota_base_url": f"http://127.0.0.1:{free_port()}/api",
         }
     )
-    server = build_ingest(settings)
+    keys = SigningKeys.create(tmp_path / "keys")
+    admin = keys.metadata("admin")
+    server = build_ingest(settings, key_source=keys.source)
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = ingest_grpc.IngestServiceStub(channel)
+            backfill = ingest_pb.BackfillRequest(ids=ingest_pb.MatchIdList(match_ids=[7, 8, 9]))
+            # An operations API: no anonymous callers, no mere users.
+            anonymous = await fails(stub.Backfill(backfill))
+            assert (anonymous.code, anonymous.reason) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "ERROR_REASON_UNAUTHENTICATED",
+            )
+            user = await fails(
+                stub.GetIngestStatus(
+                    ingest_pb.GetIngestStatusRequest(), metadata=keys.metadata("user")
+                )
+            )
+            assert (user.code, user.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ERROR_REASON_PERMISSION_DENIED",
+            )
             for _ in range(100):
-                status = await stub.GetIngestStatus(ingest_pb.GetIngestStatusRequest())
+                status = await stub.GetIngestStatus(
+                    ingest_pb.GetIngestStatusRequest(), metadata=admin
+                )
                 if status.sources[0].last_error:
                     break
                 await asyncio.sleep(0.1)
@@ -98,15 +120,14 @@ async def test_ingest_reports_its_sources_and_accepts_backfills(
             assert source.name == "opendota_public"
             assert source.state in (ingest_pb.SOURCE_STATE_DEGRADED, ingest_pb.SOURCE_STATE_DOWN)
             assert "ConnectError" in source.last_error or "timed out" in source.last_error
-            accepted = await stub.Backfill(
-                ingest_pb.BackfillRequest(ids=ingest_pb.MatchIdList(match_ids=[7, 8, 9]))
-            )
+            accepted = await stub.Backfill(backfill, metadata=keys.metadata("service"))
             assert accepted.accepted_count == 3
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Backfill(
                     ingest_pb.BackfillRequest(
                         range=ingest_pb.MatchIdRange(first_match_id=10, last_match_id=5)
-                    )
+                    ),
+                    metadata=admin,
                 )
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
@@ -114,7 +135,7 @@ async def test_ingest_reports_its_sources_and_accepts_backfills(
 
 
 async def test_etl_reports_status_and_rejects_a_bad_reprocess(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     from counterpick.etl.v1 import etl_service_pb2 as etl_pb
     from counterpick.etl.v1 import etl_service_pb2_grpc as etl_grpc
@@ -124,24 +145,54 @@ async def test_etl_reports_status_and_rejects_a_bad_reprocess(
             "port": 0,
             "kafka_bootstrap_servers": kafka_bootstrap,
             "warehouse_dsn": f"chdb://{tmp_path / 'warehouse'}",
+            "redis_url": redis_url,  # the token deny list's
             "kafka_consumer_group": f"etl-{free_port()}",
             "kafka_session_timeout_ms": 2000,
             "opendota_base_url": f"http://127.0.0.1:{free_port()}/api",
         }
     )
-    server = build_etl(settings)
+    keys = SigningKeys.create(tmp_path / "keys")
+    admin = keys.metadata("admin")
+    server = build_etl(settings, key_source=keys.source)
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = etl_grpc.EtlServiceStub(channel)
-            status = await stub.GetEtlStatus(etl_pb.GetEtlStatusRequest())
+            anonymous = await fails(stub.GetEtlStatus(etl_pb.GetEtlStatusRequest()))
+            assert (anonymous.code, anonymous.reason) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "ERROR_REASON_UNAUTHENTICATED",
+            )
+            user = await fails(
+                stub.GetEtlStatus(etl_pb.GetEtlStatusRequest(), metadata=keys.metadata("user"))
+            )
+            assert (user.code, user.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ERROR_REASON_PERMISSION_DENIED",
+            )
+            # Per-player rows are for the model's own identity; another service is refused.
+            per_player = etl_pb.ReadWarehouseRequest(
+                query=etl_pb.WAREHOUSE_QUERY_PLAYER_HERO_RECORDS, account_id=42
+            )
+            draft = bearer(keys.token("service", user_id="service:draft"))
+            refused = await fails(stub.ReadWarehouse(per_player, metadata=draft).read())
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "ERROR_REASON_PERMISSION_DENIED",
+            )
+            model = bearer(keys.token("service", user_id="service:model"))
+            async for _ in stub.ReadWarehouse(per_player, metadata=model):
+                pass  # allowed: the (empty) result streams
+            status = await stub.GetEtlStatus(etl_pb.GetEtlStatusRequest(), metadata=admin)
             assert status.consumer_group == settings.kafka_consumer_group
             assert status.topic == "match_ids_raw"
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.ReprocessMatch(etl_pb.ReprocessMatchRequest())
+                await stub.ReprocessMatch(etl_pb.ReprocessMatchRequest(), metadata=admin)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.ReprocessMatch(etl_pb.ReprocessMatchRequest(match_id=1), timeout=60)
+                await stub.ReprocessMatch(
+                    etl_pb.ReprocessMatchRequest(match_id=1), metadata=admin, timeout=60
+                )
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)

@@ -17,6 +17,7 @@ from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from services.common.stores import ensure_kafka_topics
 from services.etl.repo import Warehouse
+from tests.auth_keys import SigningKeys, verifying_env
 from tests.conftest import REPO_ROOT, free_port
 from tests.contract.test_pipeline import publish, summary_ref
 
@@ -35,18 +36,18 @@ def _start_etl(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def _status(port: int) -> pb.GetEtlStatusResponse | None:
+async def _status(port: int, keys: SigningKeys) -> pb.GetEtlStatusResponse | None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             return await pb_grpc.EtlServiceStub(channel).GetEtlStatus(
-                pb.GetEtlStatusRequest(), timeout=2
+                pb.GetEtlStatusRequest(), metadata=keys.metadata("admin"), timeout=2
             )
         except grpc.aio.AioRpcError:
             return None
 
 
 async def test_sigkill_mid_batch_then_restart_stores_every_match_once(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     topic, dlq = f"crash-{suffix}", f"crash-dlq-{suffix}"
@@ -56,7 +57,10 @@ async def test_sigkill_mid_batch_then_restart_stores_every_match_once(
         kafka_bootstrap, topic, [(str(r.match_id).encode(), r.SerializeToString()) for r in refs]
     )
     port = free_port()
+    # GetEtlStatus needs an admin token: etl verifies it against the keys' JWKS file.
+    keys = SigningKeys.create(tmp_path / "auth-keys")
     env = {
+        **verifying_env(keys, tmp_path, redis_url),
         "PORT": str(port),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "KAFKA_TOPIC_MATCH_IDS": topic,
@@ -73,7 +77,7 @@ async def test_sigkill_mid_batch_then_restart_stores_every_match_once(
     loaded_before_kill = 0
     async with asyncio.timeout(120):
         while loaded_before_kill < 2000:
-            status = await _status(port)
+            status = await _status(port, keys)
             loaded_before_kill = status.matches_loaded if status else 0
             assert etl.poll() is None, log.read_text()[-2000:]
             await asyncio.sleep(0.02)
@@ -85,7 +89,7 @@ async def test_sigkill_mid_batch_then_restart_stores_every_match_once(
     try:
         async with asyncio.timeout(180):
             while True:
-                status = await _status(port)
+                status = await _status(port, keys)
                 # Committed offsets, not end offsets: tansu's ListOffsets(latest) can trail
                 # the records a consumer has already read.
                 if (

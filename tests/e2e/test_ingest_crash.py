@@ -49,6 +49,7 @@ from services.etl import transform
 from services.etl.pipeline import MatchPipeline
 from services.etl.repo import Warehouse
 from services.ingest.repo import CursorStore, floor_key, seen_key
+from tests.auth_keys import SigningKeys, verifying_env
 from tests.conftest import REPO_ROOT, free_port
 from tests.replay_server import PublicMatchesFeed, ReplayServer, recorded_public_matches
 
@@ -163,11 +164,11 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
-async def _status(port: int) -> pb.SourceStatus | None:
+async def _status(port: int, keys: SigningKeys) -> pb.SourceStatus | None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             response = await pb_grpc.IngestServiceStub(channel).GetIngestStatus(
-                pb.GetIngestStatusRequest(), timeout=2
+                pb.GetIngestStatusRequest(), metadata=keys.metadata("admin"), timeout=2
             )
         except grpc.aio.AioRpcError:
             return None
@@ -277,11 +278,16 @@ async def test_sigkill_mid_stream_then_restart_publishes_every_match_and_stores_
     assert await cursors.get(SOURCE) is None
 
     port = free_port()
+    # GetIngestStatus needs an admin token: ingest verifies it against the keys' JWKS file, and
+    # reads its deny list past the gate (which only ever holds back ZADDs to `seen:` keys).
+    keys = SigningKeys.create(tmp_path / "auth-keys")
+    verifying = verifying_env(keys, tmp_path, redis_url)
     log = tmp_path / "ingest.log"
     ingest: subprocess.Popen[bytes] | None = None
     try:
         with ReplayServer(data_dir, public_matches=feed) as server:
             env = {
+                **verifying,
                 "PORT": str(port),
                 "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                 "KAFKA_TOPIC_MATCH_IDS": topic,
@@ -327,7 +333,7 @@ async def test_sigkill_mid_stream_then_restart_publishes_every_match_and_stores_
 
             async def caught_up() -> bool:
                 nonlocal last_status
-                last_status = await _status(port)
+                last_status = await _status(port, keys)
                 listed = feed.listed_ids()
                 # A poll that read the newest listed id and ended with nothing left unread.
                 return (

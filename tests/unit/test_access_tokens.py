@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.auth.keys import KeyRing, SigningKey, write_new_key
 from services.auth.tokens import issue_access_token, new_refresh_token, parse_refresh_token
+from services.common.config import TokenSettings
 from services.common.errors import PermissionDenied
 from services.common.tokens import (
     KeySet,
@@ -24,6 +25,7 @@ from services.common.tokens import (
     TokenInvalid,
     TokenVerifier,
     bearer_token,
+    key_source_from_settings,
     require_caller,
     set_current_caller,
 )
@@ -40,7 +42,9 @@ def ring(tmp_path: Path) -> KeyRing:
 
 
 def verifier_for(ring: KeyRing) -> TokenVerifier:
-    return TokenVerifier(issuer=ISSUER, audience=AUDIENCE, fetch_keys=SigningKeys(ring).source)
+    return TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, fetch_keys=SigningKeys(ring).source, deny_list=None
+    )
 
 
 def issue(ring: KeyRing, **overrides: object) -> str:
@@ -194,7 +198,7 @@ async def test_key_rollover_keeps_old_tokens_and_learns_new_keys(tmp_path: Path)
         return KeySet.from_jwks(published["ring"].jwks())
 
     verifier = TokenVerifier(
-        issuer=ISSUER, audience=AUDIENCE, fetch_keys=fetch, min_refresh_seconds=0
+        issuer=ISSUER, audience=AUDIENCE, fetch_keys=fetch, min_refresh_seconds=0, deny_list=None
     )
     await verifier.verify(old_token)
     new_key = write_new_key(directory)
@@ -232,3 +236,26 @@ def test_bearer_metadata_and_role_checks() -> None:
     with pytest.raises(PermissionDenied):
         require_caller("admin", "service")
     set_current_caller(None)
+
+
+async def test_keys_from_a_jwks_file_verify_and_a_rewritten_file_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """AUTH_JWKS_FILE: the public keys from a file instead of auth's GetJwks."""
+    old_ring = KeyRing.load(tmp_path / "keys", create=True)
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps(old_ring.jwks()))
+    settings = TokenSettings(auth_jwks_file=jwks_file)
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        fetch_keys=key_source_from_settings(settings),
+        min_refresh_seconds=0,
+        deny_list=None,
+    )
+    assert (await verifier.verify(issue(old_ring))).user_id
+    new_ring = KeyRing.load(tmp_path / "other-keys", create=True)
+    with pytest.raises(TokenInvalid, match="not a published key"):
+        await verifier.verify(issue(new_ring))
+    jwks_file.write_text(json.dumps(new_ring.jwks()))  # a rollover: the file is rewritten
+    assert (await verifier.verify(issue(new_ring))).user_id

@@ -17,6 +17,8 @@ import pyarrow as pa
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from services.common.channels import open_channel
+from services.common.errors import DependencyUnavailable
+from services.common.service_tokens import ServiceTokens, TokenSource
 from services.common.warehouse.ipc import read_chunks
 
 # Counting 10M matches takes tens of seconds in the warehouse; a read is not a latency path.
@@ -32,9 +34,16 @@ class EtlReader:
     The traced grpc.aio channel lives on an event loop of the reader's own, in a thread of its
     own, so a read works from any thread, the caller's event loop included, and continues the
     caller's trace (the calling thread's context travels with each call onto that loop).
+
+    Every call carries a service token (etl admits only admin and service callers): `tokens`,
+    else the credential the process environment provisions (SERVICE_CREDENTIAL[_FILE]), which
+    is how the model service, building its reader from an address alone, reads as itself.
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tokens: TokenSource | None = None) -> None:
+        self._tokens: TokenSource = (
+            tokens if tokens is not None else ServiceTokens.from_environment()
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="etl-warehouse-reader", daemon=True
@@ -59,8 +68,18 @@ class EtlReader:
         self._thread.join()
         self._loop.close()
 
+    def authorize(self, tokens: TokenSource) -> None:
+        """Send `tokens`' token from now on (for a client such as the CLI that knows better)."""
+        self._tokens = tokens
+
     async def _start(self, request: pb.ReadWarehouseRequest) -> _ReadCall:
-        return self._stub.ReadWarehouse(request, timeout=READ_TIMEOUT_SECONDS)
+        try:
+            metadata = await self._tokens.metadata()
+        except DependencyUnavailable as error:
+            raise ConnectionError(f"etl ReadWarehouse needs a service token: {error}") from error
+        return self._stub.ReadWarehouse(
+            request, metadata=metadata or None, timeout=READ_TIMEOUT_SECONDS
+        )
 
     def _chunks(self, request: pb.ReadWarehouseRequest) -> Iterator[bytes]:
         """The chunks of one ReadWarehouse call, each received only when the decoder asks for

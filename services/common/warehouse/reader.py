@@ -8,6 +8,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from services.common.service_tokens import TokenSource
 from services.common.warehouse.direct import ClickHouseReader
 from services.common.warehouse.etl_rpc import EtlReader
 
@@ -49,13 +50,18 @@ def is_locked(error: BaseException) -> bool:
 
 
 def open_reader(
-    dsn: str | None, etl_address: str, *, etl_when_locked: bool = False
+    dsn: str | None,
+    etl_address: str,
+    *,
+    etl_when_locked: bool = False,
+    tokens: TokenSource | None = None,
 ) -> WarehouseReader:
     """The warehouse reader of a process that does not own the warehouse.
 
     With a `dsn` it reads ClickHouse directly; without one it reads through the etl service at
     `etl_address`, which owns the warehouse. `etl_when_locked` also falls back to the etl when the
-    embedded warehouse at `dsn` is held by another process (a local `counterpick up`).
+    embedded warehouse at `dsn` is held by another process (a local `counterpick up`). `tokens`
+    authorize the etl reads (see EtlReader).
     """
     if dsn:
         try:
@@ -68,4 +74,4 @@ def open_reader(
                 dsn,
                 etl_address,
             )
-    return EtlReader(etl_address)
+    return EtlReader(etl_address, tokens)

@@ -41,7 +41,7 @@ class AuthServiceStub:
     Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
     allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
     the key was created with, space-separated in `scope`, and an RPC that names a required scope
-    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    (the `scope` of the `counterpick.common.v1.access` method option) refuses a token without it with
     PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
     reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
     SubmitAction), "user:read", "user:write".
@@ -124,7 +124,7 @@ class AuthServiceServicer:
     Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
     allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
     the key was created with, space-separated in `scope`, and an RPC that names a required scope
-    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    (the `scope` of the `counterpick.common.v1.access` method option) refuses a token without it with
     PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
     reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
     SubmitAction), "user:read", "user:write".
@@ -264,6 +264,10 @@ class AuthServiceServicer:
         """ExchangeApiKey trades an API key (a bot's, or a service credential) for a short-lived access
         token carrying the key's scopes and its owner's roles and current tier. No access token
         needed; the key is the credential. There is no refresh token: exchange again before expiry.
+        A deployment's service credential (provisioned to each service, accepted by auth as a hash)
+        yields a token with sub "service:<name>", the "service" role and the scopes the deployment
+        grants that service. Tokens of API keys also name the key (claim `api_key`), so revoking
+        the key denies them.
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when api_key is empty;
         UNAUTHENTICATED (ERROR_REASON_TOKEN_INVALID) when the key is unknown, malformed or revoked;
@@ -351,7 +355,7 @@ class AuthService:
     Scopes: a token from a Steam login carries no `scope` claim and may call everything its roles
     allow. A token exchanged for an API key (bots, tools) or a service credential carries the scopes
     the key was created with, space-separated in `scope`, and an RPC that names a required scope
-    (the `counterpick.common.v1.required_scope` method option) refuses a token without it with
+    (the `scope` of the `counterpick.common.v1.access` method option) refuses a token without it with
     PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED). Known scopes: "model:read" (ModelService
     reads), "draft:read" (GetDraft, WatchDraft), "draft:write" (CreateDraft, JoinDraft,
     SubmitAction), "user:read", "user:write".

@@ -22,55 +22,66 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from counterpick.common.v1 import access_pb2 as counterpick_dot_common_dot_v1_dot_access__pb2
 from counterpick.events.v1 import events_pb2 as counterpick_dot_events_dot_v1_dot_events__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$counterpick/etl/v1/etl_service.proto\x12\x12\x63ounterpick.etl.v1\x1a\"counterpick/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x16ListDeadLettersRequest\x12\x37\n\x06reason\x18\x01 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReason\x12\x11\n\tmatch_ids\x18\x02 \x03(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\xa5\x01\n\x17ListDeadLettersResponse\x12\x33\n\x06\x63ounts\x18\x01 \x03(\x0b\x32#.counterpick.etl.v1.DeadLetterCount\x12\x34\n\x07\x65ntries\x18\x02 \x03(\x0b\x32#.counterpick.etl.v1.DeadLetterEntry\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x10\n\x08replayed\x18\x04 \x01(\x03\"Y\n\x0f\x44\x65\x61\x64LetterCount\x12\x37\n\x06reason\x18\x01 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb5\x02\n\x0f\x44\x65\x61\x64LetterEntry\x12\x15\n\x08match_id\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x37\n\x06reason\x18\x02 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12-\n\tfailed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x64\x65\x61\x64_letter_partition\x18\x05 \x01(\x05\x12\x1a\n\x12\x64\x65\x61\x64_letter_offset\x18\x06 \x01(\x03\x12\x16\n\x0eoriginal_topic\x18\x07 \x01(\t\x12\x1a\n\x12original_partition\x18\x08 \x01(\x05\x12\x17\n\x0foriginal_offset\x18\t \x01(\x03\x42\x0b\n\t_match_id\"\xae\x01\n\x18ReplayDeadLettersRequest\x12;\n\tmatch_ids\x18\x01 \x01(\x0b\x32&.counterpick.etl.v1.DeadLetterMatchIdsH\x00\x12\x39\n\x06reason\x18\x02 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReasonH\x00\x12\r\n\x03\x61ll\x18\x03 \x01(\x08H\x00\x42\x0b\n\tselection\"\'\n\x12\x44\x65\x61\x64LetterMatchIds\x12\x11\n\tmatch_ids\x18\x01 \x03(\x04\"j\n\x19ReplayDeadLettersResponse\x12\x16\n\x0ereplayed_count\x18\x01 \x01(\x03\x12\x35\n\x08replayed\x18\x02 \x03(\x0b\x32#.counterpick.etl.v1.DeadLetterEntry\"\xdf\x01\n\x14ReadWarehouseRequest\x12\x31\n\x05query\x18\x01 \x01(\x0e\x32\".counterpick.etl.v1.WarehouseQuery\x12\x12\n\x05patch\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0cloaded_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x04 \x01(\r\x12\x30\n\x0cloaded_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_patch\"*\n\x15ReadWarehouseResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\"\x15\n\x13GetEtlStatusRequest\"\xe3\x02\n\x14GetEtlStatusResponse\x12\x16\n\x0e\x63onsumer_group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x34\n\npartitions\x18\x03 \x03(\x0b\x32 .counterpick.etl.v1.PartitionLag\x12\x11\n\ttotal_lag\x18\x04 \x01(\x03\x12\x1a\n\x12matches_per_second\x18\x05 \x01(\x01\x12\x16\n\x0ematches_loaded\x18\x06 \x01(\x03\x12.\n\x07skipped\x18\x07 \x03(\x0b\x32\x1d.counterpick.etl.v1.SkipCount\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x08 \x01(\x03\x12\x31\n\nlast_batch\x18\t \x01(\x0b\x32\x1d.counterpick.etl.v1.BatchInfo\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x0cPartitionLag\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x02 \x01(\x03\x12\x12\n\nend_offset\x18\x03 \x01(\x03\x12\x0b\n\x03lag\x18\x04 \x01(\x03\"J\n\tSkipCount\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"]\n\tBatchInfo\x12\x0c\n\x04size\x18\x01 \x01(\r\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\")\n\x15ReprocessMatchRequest\x12\x10\n\x08match_id\x18\x01 \x01(\x04\"\xc9\x02\n\x16ReprocessMatchResponse\x12\x10\n\x08match_id\x18\x01 \x01(\x04\x12\x35\n\x07outcome\x18\x02 \x01(\x0e\x32$.counterpick.etl.v1.ReprocessOutcome\x12\x38\n\x0bskip_reason\x18\x03 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReasonH\x00\x88\x01\x01\x12H\n\x12\x64\x65\x61\x64_letter_reason\x18\x04 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReasonH\x01\x88\x01\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12+\n\x05match\x18\x06 \x01(\x0b\x32\x1c.counterpick.events.v1.MatchB\x0e\n\x0c_skip_reasonB\x15\n\x13_dead_letter_reason*\x8c\x02\n\x0eWarehouseQuery\x12\x1f\n\x1bWAREHOUSE_QUERY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWAREHOUSE_QUERY_HERO_COUNTS\x10\x01\x12\x1f\n\x1bWAREHOUSE_QUERY_PAIR_COUNTS\x10\x02\x12 \n\x1cWAREHOUSE_QUERY_MATCH_DRAFTS\x10\x03\x12\'\n#WAREHOUSE_QUERY_PLAYER_HERO_RECORDS\x10\x04\x12$\n WAREHOUSE_QUERY_LATEST_LOADED_AT\x10\x05\x12&\n\"WAREHOUSE_QUERY_PLAYER_HERO_GROUPS\x10\x06*\xea\x01\n\nSkipReason\x12\x1b\n\x17SKIP_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSKIP_REASON_ALREADY_LOADED\x10\x01\x12%\n!SKIP_REASON_UNSUPPORTED_GAME_MODE\x10\x02\x12&\n\"SKIP_REASON_UNSUPPORTED_LOBBY_TYPE\x10\x03\x12\x19\n\x15SKIP_REASON_ABANDONED\x10\x04\x12\x19\n\x15SKIP_REASON_TOO_SHORT\x10\x05\x12\x1a\n\x16SKIP_REASON_INCOMPLETE\x10\x06*\xb2\x01\n\x10ReprocessOutcome\x12!\n\x1dREPROCESS_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18REPROCESS_OUTCOME_LOADED\x10\x01\x12\x1e\n\x1aREPROCESS_OUTCOME_REPLACED\x10\x02\x12\x1d\n\x19REPROCESS_OUTCOME_SKIPPED\x10\x03\x12\x1e\n\x1aREPROCESS_OUTCOME_REJECTED\x10\x04\x32\x9e\x04\n\nEtlService\x12\x61\n\x0cGetEtlStatus\x12\'.counterpick.etl.v1.GetEtlStatusRequest\x1a(.counterpick.etl.v1.GetEtlStatusResponse\x12g\n\x0eReprocessMatch\x12).counterpick.etl.v1.ReprocessMatchRequest\x1a*.counterpick.etl.v1.ReprocessMatchResponse\x12\x66\n\rReadWarehouse\x12(.counterpick.etl.v1.ReadWarehouseRequest\x1a).counterpick.etl.v1.ReadWarehouseResponse0\x01\x12j\n\x0fListDeadLetters\x12*.counterpick.etl.v1.ListDeadLettersRequest\x1a+.counterpick.etl.v1.ListDeadLettersResponse\x12p\n\x11ReplayDeadLetters\x12,.counterpick.etl.v1.ReplayDeadLettersRequest\x1a-.counterpick.etl.v1.ReplayDeadLettersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$counterpick/etl/v1/etl_service.proto\x12\x12\x63ounterpick.etl.v1\x1a\"counterpick/common/v1/access.proto\x1a\"counterpick/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x16ListDeadLettersRequest\x12\x37\n\x06reason\x18\x01 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReason\x12\x11\n\tmatch_ids\x18\x02 \x03(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\"\xa5\x01\n\x17ListDeadLettersResponse\x12\x33\n\x06\x63ounts\x18\x01 \x03(\x0b\x32#.counterpick.etl.v1.DeadLetterCount\x12\x34\n\x07\x65ntries\x18\x02 \x03(\x0b\x32#.counterpick.etl.v1.DeadLetterEntry\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x10\n\x08replayed\x18\x04 \x01(\x03\"Y\n\x0f\x44\x65\x61\x64LetterCount\x12\x37\n\x06reason\x18\x01 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb5\x02\n\x0f\x44\x65\x61\x64LetterEntry\x12\x15\n\x08match_id\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x37\n\x06reason\x18\x02 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12-\n\tfailed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x64\x65\x61\x64_letter_partition\x18\x05 \x01(\x05\x12\x1a\n\x12\x64\x65\x61\x64_letter_offset\x18\x06 \x01(\x03\x12\x16\n\x0eoriginal_topic\x18\x07 \x01(\t\x12\x1a\n\x12original_partition\x18\x08 \x01(\x05\x12\x17\n\x0foriginal_offset\x18\t \x01(\x03\x42\x0b\n\t_match_id\"\xae\x01\n\x18ReplayDeadLettersRequest\x12;\n\tmatch_ids\x18\x01 \x01(\x0b\x32&.counterpick.etl.v1.DeadLetterMatchIdsH\x00\x12\x39\n\x06reason\x18\x02 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReasonH\x00\x12\r\n\x03\x61ll\x18\x03 \x01(\x08H\x00\x42\x0b\n\tselection\"\'\n\x12\x44\x65\x61\x64LetterMatchIds\x12\x11\n\tmatch_ids\x18\x01 \x03(\x04\"j\n\x19ReplayDeadLettersResponse\x12\x16\n\x0ereplayed_count\x18\x01 \x01(\x03\x12\x35\n\x08replayed\x18\x02 \x03(\x0b\x32#.counterpick.etl.v1.DeadLetterEntry\"\xdf\x01\n\x14ReadWarehouseRequest\x12\x31\n\x05query\x18\x01 \x01(\x0e\x32\".counterpick.etl.v1.WarehouseQuery\x12\x12\n\x05patch\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0cloaded_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\naccount_id\x18\x04 \x01(\r\x12\x30\n\x0cloaded_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06_patch\"*\n\x15ReadWarehouseResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\"\x15\n\x13GetEtlStatusRequest\"\xe3\x02\n\x14GetEtlStatusResponse\x12\x16\n\x0e\x63onsumer_group\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x34\n\npartitions\x18\x03 \x03(\x0b\x32 .counterpick.etl.v1.PartitionLag\x12\x11\n\ttotal_lag\x18\x04 \x01(\x03\x12\x1a\n\x12matches_per_second\x18\x05 \x01(\x01\x12\x16\n\x0ematches_loaded\x18\x06 \x01(\x03\x12.\n\x07skipped\x18\x07 \x03(\x0b\x32\x1d.counterpick.etl.v1.SkipCount\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x08 \x01(\x03\x12\x31\n\nlast_batch\x18\t \x01(\x0b\x32\x1d.counterpick.etl.v1.BatchInfo\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x0cPartitionLag\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x02 \x01(\x03\x12\x12\n\nend_offset\x18\x03 \x01(\x03\x12\x0b\n\x03lag\x18\x04 \x01(\x03\"J\n\tSkipCount\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"]\n\tBatchInfo\x12\x0c\n\x04size\x18\x01 \x01(\r\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\r\")\n\x15ReprocessMatchRequest\x12\x10\n\x08match_id\x18\x01 \x01(\x04\"\xc9\x02\n\x16ReprocessMatchResponse\x12\x10\n\x08match_id\x18\x01 \x01(\x04\x12\x35\n\x07outcome\x18\x02 \x01(\x0e\x32$.counterpick.etl.v1.ReprocessOutcome\x12\x38\n\x0bskip_reason\x18\x03 \x01(\x0e\x32\x1e.counterpick.etl.v1.SkipReasonH\x00\x88\x01\x01\x12H\n\x12\x64\x65\x61\x64_letter_reason\x18\x04 \x01(\x0e\x32\'.counterpick.events.v1.DeadLetterReasonH\x01\x88\x01\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12+\n\x05match\x18\x06 \x01(\x0b\x32\x1c.counterpick.events.v1.MatchB\x0e\n\x0c_skip_reasonB\x15\n\x13_dead_letter_reason*\x8c\x02\n\x0eWarehouseQuery\x12\x1f\n\x1bWAREHOUSE_QUERY_UNSPECIFIED\x10\x00\x12\x1f\n\x1bWAREHOUSE_QUERY_HERO_COUNTS\x10\x01\x12\x1f\n\x1bWAREHOUSE_QUERY_PAIR_COUNTS\x10\x02\x12 \n\x1cWAREHOUSE_QUERY_MATCH_DRAFTS\x10\x03\x12\'\n#WAREHOUSE_QUERY_PLAYER_HERO_RECORDS\x10\x04\x12$\n WAREHOUSE_QUERY_LATEST_LOADED_AT\x10\x05\x12&\n\"WAREHOUSE_QUERY_PLAYER_HERO_GROUPS\x10\x06*\xea\x01\n\nSkipReason\x12\x1b\n\x17SKIP_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSKIP_REASON_ALREADY_LOADED\x10\x01\x12%\n!SKIP_REASON_UNSUPPORTED_GAME_MODE\x10\x02\x12&\n\"SKIP_REASON_UNSUPPORTED_LOBBY_TYPE\x10\x03\x12\x19\n\x15SKIP_REASON_ABANDONED\x10\x04\x12\x19\n\x15SKIP_REASON_TOO_SHORT\x10\x05\x12\x1a\n\x16SKIP_REASON_INCOMPLETE\x10\x06*\xb2\x01\n\x10ReprocessOutcome\x12!\n\x1dREPROCESS_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18REPROCESS_OUTCOME_LOADED\x10\x01\x12\x1e\n\x1aREPROCESS_OUTCOME_REPLACED\x10\x02\x12\x1d\n\x19REPROCESS_OUTCOME_SKIPPED\x10\x03\x12\x1e\n\x1aREPROCESS_OUTCOME_REJECTED\x10\x04\x32\x8e\x05\n\nEtlService\x12w\n\x0cGetEtlStatus\x12\'.counterpick.etl.v1.GetEtlStatusRequest\x1a(.counterpick.etl.v1.GetEtlStatusResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07service\x12}\n\x0eReprocessMatch\x12).counterpick.etl.v1.ReprocessMatchRequest\x1a*.counterpick.etl.v1.ReprocessMatchResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07service\x12|\n\rReadWarehouse\x12(.counterpick.etl.v1.ReadWarehouseRequest\x1a).counterpick.etl.v1.ReadWarehouseResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07service0\x01\x12\x80\x01\n\x0fListDeadLetters\x12*.counterpick.etl.v1.ListDeadLettersRequest\x1a+.counterpick.etl.v1.ListDeadLettersResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07service\x12\x86\x01\n\x11ReplayDeadLetters\x12,.counterpick.etl.v1.ReplayDeadLettersRequest\x1a-.counterpick.etl.v1.ReplayDeadLettersResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07serviceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'counterpick.etl.v1.etl_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WAREHOUSEQUERY']._serialized_start=2435
-  _globals['_WAREHOUSEQUERY']._serialized_end=2703
-  _globals['_SKIPREASON']._serialized_start=2706
-  _globals['_SKIPREASON']._serialized_end=2940
-  _globals['_REPROCESSOUTCOME']._serialized_start=2943
-  _globals['_REPROCESSOUTCOME']._serialized_end=3121
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=129
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=244
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=247
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=412
-  _globals['_DEADLETTERCOUNT']._serialized_start=414
-  _globals['_DEADLETTERCOUNT']._serialized_end=503
-  _globals['_DEADLETTERENTRY']._serialized_start=506
-  _globals['_DEADLETTERENTRY']._serialized_end=815
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=818
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=992
-  _globals['_DEADLETTERMATCHIDS']._serialized_start=994
-  _globals['_DEADLETTERMATCHIDS']._serialized_end=1033
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=1035
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=1141
-  _globals['_READWAREHOUSEREQUEST']._serialized_start=1144
-  _globals['_READWAREHOUSEREQUEST']._serialized_end=1367
-  _globals['_READWAREHOUSERESPONSE']._serialized_start=1369
-  _globals['_READWAREHOUSERESPONSE']._serialized_end=1411
-  _globals['_GETETLSTATUSREQUEST']._serialized_start=1413
-  _globals['_GETETLSTATUSREQUEST']._serialized_end=1434
-  _globals['_GETETLSTATUSRESPONSE']._serialized_start=1437
-  _globals['_GETETLSTATUSRESPONSE']._serialized_end=1792
-  _globals['_PARTITIONLAG']._serialized_start=1794
-  _globals['_PARTITIONLAG']._serialized_end=1886
-  _globals['_SKIPCOUNT']._serialized_start=1888
-  _globals['_SKIPCOUNT']._serialized_end=1962
-  _globals['_BATCHINFO']._serialized_start=1964
-  _globals['_BATCHINFO']._serialized_end=2057
-  _globals['_REPROCESSMATCHREQUEST']._serialized_start=2059
-  _globals['_REPROCESSMATCHREQUEST']._serialized_end=2100
-  _globals['_REPROCESSMATCHRESPONSE']._serialized_start=2103
-  _globals['_REPROCESSMATCHRESPONSE']._serialized_end=2432
-  _globals['_ETLSERVICE']._serialized_start=3124
-  _globals['_ETLSERVICE']._serialized_end=3666
+  _globals['_ETLSERVICE'].methods_by_name['GetEtlStatus']._loaded_options = None
+  _globals['_ETLSERVICE'].methods_by_name['GetEtlStatus']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_ETLSERVICE'].methods_by_name['ReprocessMatch']._loaded_options = None
+  _globals['_ETLSERVICE'].methods_by_name['ReprocessMatch']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_ETLSERVICE'].methods_by_name['ReadWarehouse']._loaded_options = None
+  _globals['_ETLSERVICE'].methods_by_name['ReadWarehouse']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_ETLSERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
+  _globals['_ETLSERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_ETLSERVICE'].methods_by_name['ReplayDeadLetters']._loaded_options = None
+  _globals['_ETLSERVICE'].methods_by_name['ReplayDeadLetters']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_WAREHOUSEQUERY']._serialized_start=2471
+  _globals['_WAREHOUSEQUERY']._serialized_end=2739
+  _globals['_SKIPREASON']._serialized_start=2742
+  _globals['_SKIPREASON']._serialized_end=2976
+  _globals['_REPROCESSOUTCOME']._serialized_start=2979
+  _globals['_REPROCESSOUTCOME']._serialized_end=3157
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=165
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=280
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=283
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=448
+  _globals['_DEADLETTERCOUNT']._serialized_start=450
+  _globals['_DEADLETTERCOUNT']._serialized_end=539
+  _globals['_DEADLETTERENTRY']._serialized_start=542
+  _globals['_DEADLETTERENTRY']._serialized_end=851
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=854
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=1028
+  _globals['_DEADLETTERMATCHIDS']._serialized_start=1030
+  _globals['_DEADLETTERMATCHIDS']._serialized_end=1069
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=1071
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=1177
+  _globals['_READWAREHOUSEREQUEST']._serialized_start=1180
+  _globals['_READWAREHOUSEREQUEST']._serialized_end=1403
+  _globals['_READWAREHOUSERESPONSE']._serialized_start=1405
+  _globals['_READWAREHOUSERESPONSE']._serialized_end=1447
+  _globals['_GETETLSTATUSREQUEST']._serialized_start=1449
+  _globals['_GETETLSTATUSREQUEST']._serialized_end=1470
+  _globals['_GETETLSTATUSRESPONSE']._serialized_start=1473
+  _globals['_GETETLSTATUSRESPONSE']._serialized_end=1828
+  _globals['_PARTITIONLAG']._serialized_start=1830
+  _globals['_PARTITIONLAG']._serialized_end=1922
+  _globals['_SKIPCOUNT']._serialized_start=1924
+  _globals['_SKIPCOUNT']._serialized_end=1998
+  _globals['_BATCHINFO']._serialized_start=2000
+  _globals['_BATCHINFO']._serialized_end=2093
+  _globals['_REPROCESSMATCHREQUEST']._serialized_start=2095
+  _globals['_REPROCESSMATCHREQUEST']._serialized_end=2136
+  _globals['_REPROCESSMATCHRESPONSE']._serialized_start=2139
+  _globals['_REPROCESSMATCHRESPONSE']._serialized_end=2468
+  _globals['_ETLSERVICE']._serialized_start=3160
+  _globals['_ETLSERVICE']._serialized_end=3814
 # @@protoc_insertion_point(module_scope)

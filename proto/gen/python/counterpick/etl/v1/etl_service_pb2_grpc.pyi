@@ -63,12 +63,15 @@ class EtlServiceStub:
     yields record batches, so neither side needs to hold the whole encoded result. It
     lets the model service read the embedded warehouse, whose directory only one process (etl)
     may open; against a ClickHouse server the model reads directly. Aggregations run inside the
-    warehouse, so only aggregates (or the rows asked for) leave it.
+    warehouse, so only aggregates (or the rows asked for) leave it. The per-player queries
+    (WAREHOUSE_QUERY_PLAYER_HERO_RECORDS, WAREHOUSE_QUERY_PLAYER_HERO_GROUPS) are for the model
+    service's own identity only (a service token with sub "service:model").
 
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
     missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
     "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
-    GetEtlStatus.
+    GetEtlStatus, and PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a per-player query
+    by another service.
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_etl_service_pb2.ListDeadLettersRequest, _etl_service_pb2.ListDeadLettersResponse]
     """ListDeadLetters reads `match_ids_dlq` and reports the open dead letters: counts per reason
@@ -127,12 +130,15 @@ class EtlServiceAsyncStub(EtlServiceStub):
     yields record batches, so neither side needs to hold the whole encoded result. It
     lets the model service read the embedded warehouse, whose directory only one process (etl)
     may open; against a ClickHouse server the model reads directly. Aggregations run inside the
-    warehouse, so only aggregates (or the rows asked for) leave it.
+    warehouse, so only aggregates (or the rows asked for) leave it. The per-player queries
+    (WAREHOUSE_QUERY_PLAYER_HERO_RECORDS, WAREHOUSE_QUERY_PLAYER_HERO_GROUPS) are for the model
+    service's own identity only (a service token with sub "service:model").
 
     Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
     missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
     "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
-    GetEtlStatus.
+    GetEtlStatus, and PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a per-player query
+    by another service.
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_etl_service_pb2.ListDeadLettersRequest, _etl_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """ListDeadLetters reads `match_ids_dlq` and reports the open dead letters: counts per reason
@@ -206,12 +212,15 @@ class EtlServiceServicer(metaclass=_abc_1.ABCMeta):
         yields record batches, so neither side needs to hold the whole encoded result. It
         lets the model service read the embedded warehouse, whose directory only one process (etl)
         may open; against a ClickHouse server the model reads directly. Aggregations run inside the
-        warehouse, so only aggregates (or the rows asked for) leave it.
+        warehouse, so only aggregates (or the rows asked for) leave it. The per-player queries
+        (WAREHOUSE_QUERY_PLAYER_HERO_RECORDS, WAREHOUSE_QUERY_PLAYER_HERO_GROUPS) are for the model
+        service's own identity only (a service token with sub "service:model").
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) for an unspecified query or a
         missing account_id; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
         "clickhouse") when the query fails; UNAUTHENTICATED and PERMISSION_DENIED as for
-        GetEtlStatus.
+        GetEtlStatus, and PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a per-player query
+        by another service.
         """
 
     @_abc_1.abstractmethod

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from counterpick.common.v1 import access_pb2 as counterpick_dot_common_dot_v1_dot_access__pb2
 from counterpick.events.v1 import events_pb2 as counterpick_dot_events_dot_v1_dot_events__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*counterpick/ingest/v1/ingest_service.proto\x12\x15\x63ounterpick.ingest.v1\x1a\"counterpick/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x16GetIngestStatusRequest\"\xb1\x01\n\x17GetIngestStatusResponse\x12\x34\n\x07sources\x18\x01 \x03(\x0b\x32#.counterpick.ingest.v1.SourceStatus\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x04jobs\x18\x03 \x03(\x0b\x32\".counterpick.ingest.v1.BackfillJob\"\xe3\x01\n\x0b\x42\x61\x63kfillJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32$.counterpick.ingest.v1.BackfillState\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x11\n\tpublished\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xab\x06\n\x0cSourceStatus\x12\x32\n\x06source\x18\x01 \x01(\x0e\x32\".counterpick.events.v1.MatchSource\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".counterpick.ingest.v1.SourceState\x12\x1c\n\x12next_match_seq_num\x18\x05 \x01(\x04H\x00\x12\x17\n\rlast_match_id\x18\x06 \x01(\x04H\x00\x12\x18\n\x0blag_matches\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x18\n\x0blag_seconds\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12\x33\n\x0flast_success_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x31\n\rlast_error_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrequests_made\x18\x0c \x01(\x03\x12\x1e\n\x16rate_limited_responses\x18\r \x01(\x03\x12\x19\n\x11matches_published\x18\x0e \x01(\x03\x12\x14\n\x0c\x65rrors_total\x18\x0f \x01(\x03\x12M\n\x0e\x65rrors_by_kind\x18\x10 \x03(\x0b\x32\x35.counterpick.ingest.v1.SourceStatus.ErrorsByKindEntry\x12\x10\n\x08restarts\x18\x11 \x01(\x03\x12\x10\n\x08\x62\x61\x64_rows\x18\x12 \x01(\x03\x12\x11\n\topen_gaps\x18\x13 \x01(\x05\x12\x31\n\roldest_gap_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0e\x66loor_match_id\x18\x15 \x01(\x04H\x03\x88\x01\x01\x1a\x33\n\x11\x45rrorsByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x08\n\x06\x63ursorB\x0e\n\x0c_lag_matchesB\x0e\n\x0c_lag_secondsB\x11\n\x0f_floor_match_id\"\x84\x01\n\x0f\x42\x61\x63kfillRequest\x12\x34\n\x05range\x18\x01 \x01(\x0b\x32#.counterpick.ingest.v1.MatchIdRangeH\x00\x12\x31\n\x03ids\x18\x02 \x01(\x0b\x32\".counterpick.ingest.v1.MatchIdListH\x00\x42\x08\n\x06target\"=\n\x0cMatchIdRange\x12\x16\n\x0e\x66irst_match_id\x18\x01 \x01(\x04\x12\x15\n\rlast_match_id\x18\x02 \x01(\x04\" \n\x0bMatchIdList\x12\x11\n\tmatch_ids\x18\x01 \x03(\x04\":\n\x10\x42\x61\x63kfillResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x03*\x84\x01\n\rBackfillState\x12\x1e\n\x1a\x42\x41\x43KFILL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_RUNNING\x10\x01\x12\x1c\n\x18\x42\x41\x43KFILL_STATE_SUCCEEDED\x10\x02\x12\x19\n\x15\x42\x41\x43KFILL_STATE_FAILED\x10\x03*\x92\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SOURCE_STATE_HEALTHY\x10\x01\x12\x19\n\x15SOURCE_STATE_DEGRADED\x10\x02\x12\x15\n\x11SOURCE_STATE_DOWN\x10\x03\x12\x19\n\x15SOURCE_STATE_DISABLED\x10\x04\x32\xde\x01\n\rIngestService\x12p\n\x0fGetIngestStatus\x12-.counterpick.ingest.v1.GetIngestStatusRequest\x1a..counterpick.ingest.v1.GetIngestStatusResponse\x12[\n\x08\x42\x61\x63kfill\x12&.counterpick.ingest.v1.BackfillRequest\x1a\'.counterpick.ingest.v1.BackfillResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*counterpick/ingest/v1/ingest_service.proto\x12\x15\x63ounterpick.ingest.v1\x1a\"counterpick/common/v1/access.proto\x1a\"counterpick/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x16GetIngestStatusRequest\"\xb1\x01\n\x17GetIngestStatusResponse\x12\x34\n\x07sources\x18\x01 \x03(\x0b\x32#.counterpick.ingest.v1.SourceStatus\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x04jobs\x18\x03 \x03(\x0b\x32\".counterpick.ingest.v1.BackfillJob\"\xe3\x01\n\x0b\x42\x61\x63kfillJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32$.counterpick.ingest.v1.BackfillState\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x11\n\tpublished\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xab\x06\n\x0cSourceStatus\x12\x32\n\x06source\x18\x01 \x01(\x0e\x32\".counterpick.events.v1.MatchSource\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".counterpick.ingest.v1.SourceState\x12\x1c\n\x12next_match_seq_num\x18\x05 \x01(\x04H\x00\x12\x17\n\rlast_match_id\x18\x06 \x01(\x04H\x00\x12\x18\n\x0blag_matches\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x18\n\x0blag_seconds\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12\x33\n\x0flast_success_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\n \x01(\t\x12\x31\n\rlast_error_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrequests_made\x18\x0c \x01(\x03\x12\x1e\n\x16rate_limited_responses\x18\r \x01(\x03\x12\x19\n\x11matches_published\x18\x0e \x01(\x03\x12\x14\n\x0c\x65rrors_total\x18\x0f \x01(\x03\x12M\n\x0e\x65rrors_by_kind\x18\x10 \x03(\x0b\x32\x35.counterpick.ingest.v1.SourceStatus.ErrorsByKindEntry\x12\x10\n\x08restarts\x18\x11 \x01(\x03\x12\x10\n\x08\x62\x61\x64_rows\x18\x12 \x01(\x03\x12\x11\n\topen_gaps\x18\x13 \x01(\x05\x12\x31\n\roldest_gap_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0e\x66loor_match_id\x18\x15 \x01(\x04H\x03\x88\x01\x01\x1a\x33\n\x11\x45rrorsByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x08\n\x06\x63ursorB\x0e\n\x0c_lag_matchesB\x0e\n\x0c_lag_secondsB\x11\n\x0f_floor_match_id\"\x84\x01\n\x0f\x42\x61\x63kfillRequest\x12\x34\n\x05range\x18\x01 \x01(\x0b\x32#.counterpick.ingest.v1.MatchIdRangeH\x00\x12\x31\n\x03ids\x18\x02 \x01(\x0b\x32\".counterpick.ingest.v1.MatchIdListH\x00\x42\x08\n\x06target\"=\n\x0cMatchIdRange\x12\x16\n\x0e\x66irst_match_id\x18\x01 \x01(\x04\x12\x15\n\rlast_match_id\x18\x02 \x01(\x04\" \n\x0bMatchIdList\x12\x11\n\tmatch_ids\x18\x01 \x03(\x04\":\n\x10\x42\x61\x63kfillResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x02 \x01(\x03*\x84\x01\n\rBackfillState\x12\x1e\n\x1a\x42\x41\x43KFILL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_RUNNING\x10\x01\x12\x1c\n\x18\x42\x41\x43KFILL_STATE_SUCCEEDED\x10\x02\x12\x19\n\x15\x42\x41\x43KFILL_STATE_FAILED\x10\x03*\x92\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SOURCE_STATE_HEALTHY\x10\x01\x12\x19\n\x15SOURCE_STATE_DEGRADED\x10\x02\x12\x15\n\x11SOURCE_STATE_DOWN\x10\x03\x12\x19\n\x15SOURCE_STATE_DISABLED\x10\x04\x32\x8b\x02\n\rIngestService\x12\x86\x01\n\x0fGetIngestStatus\x12-.counterpick.ingest.v1.GetIngestStatusRequest\x1a..counterpick.ingest.v1.GetIngestStatusResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07service\x12q\n\x08\x42\x61\x63kfill\x12&.counterpick.ingest.v1.BackfillRequest\x1a\'.counterpick.ingest.v1.BackfillResponse\"\x14\xca\xf3\x18\x10\x12\x05\x61\x64min\x12\x07serviceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,28 +36,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SOURCESTATUS_ERRORSBYKINDENTRY']._loaded_options = None
   _globals['_SOURCESTATUS_ERRORSBYKINDENTRY']._serialized_options = b'8\001'
-  _globals['_BACKFILLSTATE']._serialized_start=1681
-  _globals['_BACKFILLSTATE']._serialized_end=1813
-  _globals['_SOURCESTATE']._serialized_start=1816
-  _globals['_SOURCESTATE']._serialized_end=1962
-  _globals['_GETINGESTSTATUSREQUEST']._serialized_start=138
-  _globals['_GETINGESTSTATUSREQUEST']._serialized_end=162
-  _globals['_GETINGESTSTATUSRESPONSE']._serialized_start=165
-  _globals['_GETINGESTSTATUSRESPONSE']._serialized_end=342
-  _globals['_BACKFILLJOB']._serialized_start=345
-  _globals['_BACKFILLJOB']._serialized_end=572
-  _globals['_SOURCESTATUS']._serialized_start=575
-  _globals['_SOURCESTATUS']._serialized_end=1386
-  _globals['_SOURCESTATUS_ERRORSBYKINDENTRY']._serialized_start=1274
-  _globals['_SOURCESTATUS_ERRORSBYKINDENTRY']._serialized_end=1325
-  _globals['_BACKFILLREQUEST']._serialized_start=1389
-  _globals['_BACKFILLREQUEST']._serialized_end=1521
-  _globals['_MATCHIDRANGE']._serialized_start=1523
-  _globals['_MATCHIDRANGE']._serialized_end=1584
-  _globals['_MATCHIDLIST']._serialized_start=1586
-  _globals['_MATCHIDLIST']._serialized_end=1618
-  _globals['_BACKFILLRESPONSE']._serialized_start=1620
-  _globals['_BACKFILLRESPONSE']._serialized_end=1678
-  _globals['_INGESTSERVICE']._serialized_start=1965
-  _globals['_INGESTSERVICE']._serialized_end=2187
+  _globals['_INGESTSERVICE'].methods_by_name['GetIngestStatus']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['GetIngestStatus']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_INGESTSERVICE'].methods_by_name['Backfill']._loaded_options = None
+  _globals['_INGESTSERVICE'].methods_by_name['Backfill']._serialized_options = b'\312\363\030\020\022\005admin\022\007service'
+  _globals['_BACKFILLSTATE']._serialized_start=1717
+  _globals['_BACKFILLSTATE']._serialized_end=1849
+  _globals['_SOURCESTATE']._serialized_start=1852
+  _globals['_SOURCESTATE']._serialized_end=1998
+  _globals['_GETINGESTSTATUSREQUEST']._serialized_start=174
+  _globals['_GETINGESTSTATUSREQUEST']._serialized_end=198
+  _globals['_GETINGESTSTATUSRESPONSE']._serialized_start=201
+  _globals['_GETINGESTSTATUSRESPONSE']._serialized_end=378
+  _globals['_BACKFILLJOB']._serialized_start=381
+  _globals['_BACKFILLJOB']._serialized_end=608
+  _globals['_SOURCESTATUS']._serialized_start=611
+  _globals['_SOURCESTATUS']._serialized_end=1422
+  _globals['_SOURCESTATUS_ERRORSBYKINDENTRY']._serialized_start=1310
+  _globals['_SOURCESTATUS_ERRORSBYKINDENTRY']._serialized_end=1361
+  _globals['_BACKFILLREQUEST']._serialized_start=1425
+  _globals['_BACKFILLREQUEST']._serialized_end=1557
+  _globals['_MATCHIDRANGE']._serialized_start=1559
+  _globals['_MATCHIDRANGE']._serialized_end=1620
+  _globals['_MATCHIDLIST']._serialized_start=1622
+  _globals['_MATCHIDLIST']._serialized_end=1654
+  _globals['_BACKFILLRESPONSE']._serialized_start=1656
+  _globals['_BACKFILLRESPONSE']._serialized_end=1714
+  _globals['_INGESTSERVICE']._serialized_start=2001
+  _globals['_INGESTSERVICE']._serialized_end=2268
 # @@protoc_insertion_point(module_scope)

@@ -22,48 +22,61 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from counterpick.common.v1 import access_pb2 as counterpick_dot_common_dot_v1_dot_access__pb2
 from counterpick.common.v1 import common_pb2 as counterpick_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&counterpick/user/v1/user_service.proto\x12\x13\x63ounterpick.user.v1\x1a\"counterpick/common/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsteamid64\x18\x02 \x01(\x06\x12\x12\n\naccount_id\x18\x03 \x01(\r\x12\x14\n\x0cpersona_name\x18\x04 \x01(\t\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_login_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x04tier\x18\x08 \x01(\x0e\x32\'.counterpick.common.v1.SubscriptionTier\x12\x35\n\x0bpreferences\x18\t \x01(\x0b\x32 .counterpick.user.v1.Preferences\x12\x0f\n\x07version\x18\n \x01(\x03\"\xa3\x02\n\x0bPreferences\x12<\n\x13preferred_positions\x18\x01 \x03(\x0e\x32\x1f.counterpick.common.v1.Position\x12\x1a\n\x12hero_pool_hero_ids\x18\x02 \x03(\x05\x12\x1a\n\x12\x66\x61vourite_hero_ids\x18\x03 \x03(\x05\x12\x19\n\x11\x64isliked_hero_ids\x18\x04 \x03(\x05\x12\x42\n\x15\x64\x65\x66\x61ult_skill_bracket\x18\x05 \x01(\x0e\x32#.counterpick.common.v1.SkillBracket\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd4\x01\n\x0cSubscription\x12\x35\n\x04tier\x18\x01 \x01(\x0e\x32\'.counterpick.common.v1.SubscriptionTier\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\trenews_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x11GetProfileRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"C\n\x12GetProfileResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x1c.counterpick.user.v1.Profile\"\xf1\x01\n\x14UpdateProfileRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0cpersona_name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x17\n\navatar_url\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\n\n\x08_user_idB\x0f\n\r_persona_nameB\r\n\x0b_avatar_urlB\x13\n\x11_expected_version\"F\n\x15UpdateProfileResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x1c.counterpick.user.v1.Profile\"9\n\x15GetPreferencesRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"O\n\x16GetPreferencesResponse\x12\x35\n\x0bpreferences\x18\x01 \x01(\x0b\x32 .counterpick.user.v1.Preferences\"\xd8\x01\n\x18UpdatePreferencesRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x35\n\x0bpreferences\x18\x02 \x01(\x0b\x32 .counterpick.user.v1.Preferences\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\n\n\x08_user_idB\x13\n\x11_expected_version\"R\n\x19UpdatePreferencesResponse\x12\x35\n\x0bpreferences\x18\x01 \x01(\x0b\x32 .counterpick.user.v1.Preferences\":\n\x16GetSubscriptionRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"R\n\x17GetSubscriptionResponse\x12\x37\n\x0csubscription\x18\x01 \x01(\x0b\x32!.counterpick.user.v1.Subscription\"U\n\x16UpsertSteamUserRequest\x12\x11\n\tsteamid64\x18\x01 \x01(\x06\x12\x14\n\x0cpersona_name\x18\x02 \x01(\t\x12\x12\n\navatar_url\x18\x03 \x01(\t\"Y\n\x17UpsertSteamUserResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x1c.counterpick.user.v1.Profile\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x32\x8f\x05\n\x0bUserService\x12]\n\nGetProfile\x12&.counterpick.user.v1.GetProfileRequest\x1a\'.counterpick.user.v1.GetProfileResponse\x12\x66\n\rUpdateProfile\x12).counterpick.user.v1.UpdateProfileRequest\x1a*.counterpick.user.v1.UpdateProfileResponse\x12i\n\x0eGetPreferences\x12*.counterpick.user.v1.GetPreferencesRequest\x1a+.counterpick.user.v1.GetPreferencesResponse\x12r\n\x11UpdatePreferences\x12-.counterpick.user.v1.UpdatePreferencesRequest\x1a..counterpick.user.v1.UpdatePreferencesResponse\x12l\n\x0fGetSubscription\x12+.counterpick.user.v1.GetSubscriptionRequest\x1a,.counterpick.user.v1.GetSubscriptionResponse\x12l\n\x0fUpsertSteamUser\x12+.counterpick.user.v1.UpsertSteamUserRequest\x1a,.counterpick.user.v1.UpsertSteamUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&counterpick/user/v1/user_service.proto\x12\x13\x63ounterpick.user.v1\x1a\"counterpick/common/v1/access.proto\x1a\"counterpick/common/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tsteamid64\x18\x02 \x01(\x06\x12\x12\n\naccount_id\x18\x03 \x01(\r\x12\x14\n\x0cpersona_name\x18\x04 \x01(\t\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_login_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x04tier\x18\x08 \x01(\x0e\x32\'.counterpick.common.v1.SubscriptionTier\x12\x35\n\x0bpreferences\x18\t \x01(\x0b\x32 .counterpick.user.v1.Preferences\x12\x0f\n\x07version\x18\n \x01(\x03\"\xa3\x02\n\x0bPreferences\x12<\n\x13preferred_positions\x18\x01 \x03(\x0e\x32\x1f.counterpick.common.v1.Position\x12\x1a\n\x12hero_pool_hero_ids\x18\x02 \x03(\x05\x12\x1a\n\x12\x66\x61vourite_hero_ids\x18\x03 \x03(\x05\x12\x19\n\x11\x64isliked_hero_ids\x18\x04 \x03(\x05\x12\x42\n\x15\x64\x65\x66\x61ult_skill_bracket\x18\x05 \x01(\x0e\x32#.counterpick.common.v1.SkillBracket\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd4\x01\n\x0cSubscription\x12\x35\n\x04tier\x18\x01 \x01(\x0e\x32\'.counterpick.common.v1.SubscriptionTier\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\trenews_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x11GetProfileRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"C\n\x12GetProfileResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x1c.counterpick.user.v1.Profile\"\xf1\x01\n\x14UpdateProfileRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0cpersona_name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x17\n\navatar_url\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\n\n\x08_user_idB\x0f\n\r_persona_nameB\r\n\x0b_avatar_urlB\x13\n\x11_expected_version\"F\n\x15UpdateProfileResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x1c.counterpick.user.v1.Profile\"9\n\x15GetPreferencesRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"O\n\x16GetPreferencesResponse\x12\x35\n\x0bpreferences\x18\x01 \x01(\x0b\x32 .counterpick.user.v1.Preferences\"\xd8\x01\n\x18UpdatePreferencesRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x35\n\x0bpreferences\x18\x02 \x01(\x0b\x32 .counterpick.user.v1.Preferences\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\n\n\x08_user_idB\x13\n\x11_expected_version\"R\n\x19UpdatePreferencesResponse\x12\x35\n\x0bpreferences\x18\x01 \x01(\x0b\x32 .counterpick.user.v1.Preferences\":\n\x16GetSubscriptionRequest\x12\x14\n\x07user_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_user_id\"R\n\x17GetSubscriptionResponse\x12\x37\n\x0csubscription\x18\x01 \x01(\x0b\x32!.counterpick.user.v1.Subscription\"U\n\x16UpsertSteamUserRequest\x12\x11\n\tsteamid64\x18\x01 \x01(\x06\x12\x14\n\x0cpersona_name\x18\x02 \x01(\t\x12\x12\n\navatar_url\x18\x03 \x01(\t\"Y\n\x17UpsertSteamUserResponse\x12-\n\x07profile\x18\x01 \x01(\x0b\x32\x1c.counterpick.user.v1.Profile\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x32\xf6\x05\n\x0bUserService\x12n\n\nGetProfile\x12&.counterpick.user.v1.GetProfileRequest\x1a\'.counterpick.user.v1.GetProfileResponse\"\x0f\xca\xf3\x18\x0b\x1a\tuser:read\x12x\n\rUpdateProfile\x12).counterpick.user.v1.UpdateProfileRequest\x1a*.counterpick.user.v1.UpdateProfileResponse\"\x10\xca\xf3\x18\x0c\x1a\nuser:write\x12z\n\x0eGetPreferences\x12*.counterpick.user.v1.GetPreferencesRequest\x1a+.counterpick.user.v1.GetPreferencesResponse\"\x0f\xca\xf3\x18\x0b\x1a\tuser:read\x12\x84\x01\n\x11UpdatePreferences\x12-.counterpick.user.v1.UpdatePreferencesRequest\x1a..counterpick.user.v1.UpdatePreferencesResponse\"\x10\xca\xf3\x18\x0c\x1a\nuser:write\x12}\n\x0fGetSubscription\x12+.counterpick.user.v1.GetSubscriptionRequest\x1a,.counterpick.user.v1.GetSubscriptionResponse\"\x0f\xca\xf3\x18\x0b\x1a\tuser:read\x12{\n\x0fUpsertSteamUser\x12+.counterpick.user.v1.UpsertSteamUserRequest\x1a,.counterpick.user.v1.UpsertSteamUserResponse\"\r\xca\xf3\x18\t\x12\x07serviceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'counterpick.user.v1.user_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROFILE']._serialized_start=167
-  _globals['_PROFILE']._serialized_end=500
-  _globals['_PREFERENCES']._serialized_start=503
-  _globals['_PREFERENCES']._serialized_end=794
-  _globals['_SUBSCRIPTION']._serialized_start=797
-  _globals['_SUBSCRIPTION']._serialized_end=1009
-  _globals['_GETPROFILEREQUEST']._serialized_start=1011
-  _globals['_GETPROFILEREQUEST']._serialized_end=1064
-  _globals['_GETPROFILERESPONSE']._serialized_start=1066
-  _globals['_GETPROFILERESPONSE']._serialized_end=1133
-  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1136
-  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1377
-  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1379
-  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1449
-  _globals['_GETPREFERENCESREQUEST']._serialized_start=1451
-  _globals['_GETPREFERENCESREQUEST']._serialized_end=1508
-  _globals['_GETPREFERENCESRESPONSE']._serialized_start=1510
-  _globals['_GETPREFERENCESRESPONSE']._serialized_end=1589
-  _globals['_UPDATEPREFERENCESREQUEST']._serialized_start=1592
-  _globals['_UPDATEPREFERENCESREQUEST']._serialized_end=1808
-  _globals['_UPDATEPREFERENCESRESPONSE']._serialized_start=1810
-  _globals['_UPDATEPREFERENCESRESPONSE']._serialized_end=1892
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1894
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1952
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=1954
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=2036
-  _globals['_UPSERTSTEAMUSERREQUEST']._serialized_start=2038
-  _globals['_UPSERTSTEAMUSERREQUEST']._serialized_end=2123
-  _globals['_UPSERTSTEAMUSERRESPONSE']._serialized_start=2125
-  _globals['_UPSERTSTEAMUSERRESPONSE']._serialized_end=2214
-  _globals['_USERSERVICE']._serialized_start=2217
-  _globals['_USERSERVICE']._serialized_end=2872
+  _globals['_USERSERVICE'].methods_by_name['GetProfile']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['GetProfile']._serialized_options = b'\312\363\030\013\032\tuser:read'
+  _globals['_USERSERVICE'].methods_by_name['UpdateProfile']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['UpdateProfile']._serialized_options = b'\312\363\030\014\032\nuser:write'
+  _globals['_USERSERVICE'].methods_by_name['GetPreferences']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['GetPreferences']._serialized_options = b'\312\363\030\013\032\tuser:read'
+  _globals['_USERSERVICE'].methods_by_name['UpdatePreferences']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['UpdatePreferences']._serialized_options = b'\312\363\030\014\032\nuser:write'
+  _globals['_USERSERVICE'].methods_by_name['GetSubscription']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['GetSubscription']._serialized_options = b'\312\363\030\013\032\tuser:read'
+  _globals['_USERSERVICE'].methods_by_name['UpsertSteamUser']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['UpsertSteamUser']._serialized_options = b'\312\363\030\t\022\007service'
+  _globals['_PROFILE']._serialized_start=203
+  _globals['_PROFILE']._serialized_end=536
+  _globals['_PREFERENCES']._serialized_start=539
+  _globals['_PREFERENCES']._serialized_end=830
+  _globals['_SUBSCRIPTION']._serialized_start=833
+  _globals['_SUBSCRIPTION']._serialized_end=1045
+  _globals['_GETPROFILEREQUEST']._serialized_start=1047
+  _globals['_GETPROFILEREQUEST']._serialized_end=1100
+  _globals['_GETPROFILERESPONSE']._serialized_start=1102
+  _globals['_GETPROFILERESPONSE']._serialized_end=1169
+  _globals['_UPDATEPROFILEREQUEST']._serialized_start=1172
+  _globals['_UPDATEPROFILEREQUEST']._serialized_end=1413
+  _globals['_UPDATEPROFILERESPONSE']._serialized_start=1415
+  _globals['_UPDATEPROFILERESPONSE']._serialized_end=1485
+  _globals['_GETPREFERENCESREQUEST']._serialized_start=1487
+  _globals['_GETPREFERENCESREQUEST']._serialized_end=1544
+  _globals['_GETPREFERENCESRESPONSE']._serialized_start=1546
+  _globals['_GETPREFERENCESRESPONSE']._serialized_end=1625
+  _globals['_UPDATEPREFERENCESREQUEST']._serialized_start=1628
+  _globals['_UPDATEPREFERENCESREQUEST']._serialized_end=1844
+  _globals['_UPDATEPREFERENCESRESPONSE']._serialized_start=1846
+  _globals['_UPDATEPREFERENCESRESPONSE']._serialized_end=1928
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1930
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1988
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=1990
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=2072
+  _globals['_UPSERTSTEAMUSERREQUEST']._serialized_start=2074
+  _globals['_UPSERTSTEAMUSERREQUEST']._serialized_end=2159
+  _globals['_UPSERTSTEAMUSERRESPONSE']._serialized_start=2161
+  _globals['_UPSERTSTEAMUSERRESPONSE']._serialized_end=2250
+  _globals['_USERSERVICE']._serialized_start=2253
+  _globals['_USERSERVICE']._serialized_end=3011
 # @@protoc_insertion_point(module_scope)
