@@ -9,12 +9,13 @@ from services.common.config import (
     PeerAddress,
     Port,
     RedisSettings,
+    ServiceCredentialSettings,
     ServiceSettings,
     TokenSettings,
 )
 
 
-class DraftSettings(ServiceSettings, RedisSettings, TokenSettings):
+class DraftSettings(ServiceSettings, RedisSettings, TokenSettings, ServiceCredentialSettings):
     """Everything the draft service reads from its environment."""
 
     port: Port = DEFAULT_GRPC_PORTS["draft"]

@@ -16,11 +16,12 @@ import redis.asyncio as aioredis
 
 from services.common.channels import open_channel
 from services.common.dota_constants import DotaConstants
+from services.common.service_tokens import ServiceTokens
 from services.draft.config import DraftSettings
 from services.draft.drafts import Drafts
 from services.draft.hub import DraftHub, Overflowed
 from services.draft.repo import DraftStore
-from services.draft.suggestions import MetadataProvider, Suggester, no_token
+from services.draft.suggestions import MetadataProvider, Suggester
 from services.draft.sweeper import Sweeper
 from services.draft.watch import Watch
 
@@ -28,13 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def service_metadata(settings: DraftSettings) -> MetadataProvider:
-    """The token ModelService and UserService calls carry.
-
-    SERVICE TOKENS: wire `ServiceTokens.from_settings(settings).metadata` here (from
-    services/common/service_tokens.py) once it is merged; until then calls go without a token.
-    """
-    del settings
-    return no_token
+    """The token ModelService and UserService calls carry: the draft service's own service token,
+    exchanged for its credential (SERVICE_CREDENTIAL[_FILE]) and renewed before it expires."""
+    return ServiceTokens.from_settings(settings).metadata
 
 
 @dataclass

@@ -14,7 +14,7 @@ from services.common.errors import InvalidArgument
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
 from services.common.stores import Stores
-from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
+from services.common.tokens import KeySource, require_caller, verifier_from_settings
 from services.draft.config import DraftSettings
 from services.draft.convert import action_applied_to_proto as _applied
 from services.draft.convert import (
@@ -165,9 +165,5 @@ def build_server(
         on_start=[stores.open, start],
         on_stop=[runtime.stop, stores.close],
         rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "draft"),
-        verifier=TokenVerifier(
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
-        ),
+        verifier=verifier_from_settings(settings, key_source),
     )
