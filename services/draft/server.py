@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,9 +42,18 @@ def _actor() -> Actor:
     return Actor(caller.user_id, caller.account_id, admin=caller.has_any_role("admin"))
 
 
+# Draft ids are url-safe base64 (22 characters); anything else never names a draft, and is kept
+# out of the Redis keys built from it.
+_DRAFT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _draft_id(value: str) -> str:
     if not value:
         raise InvalidArgument("draft_id is required", field="draft_id")
+    if _DRAFT_ID.fullmatch(value) is None:
+        raise InvalidArgument(
+            "draft_id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'", field="draft_id"
+        )
     return value
 
 
@@ -100,7 +110,7 @@ class DraftServicer(pb_grpc.DraftServiceServicer):
 
     async def GetDraft(self, request: pb.GetDraftRequest, context: Any) -> pb.GetDraftResponse:
         require_caller()
-        document, _ = await self._runtime.drafts.get(_draft_id(request.draft_id))
+        document = await self._runtime.drafts.view(_draft_id(request.draft_id))
         return pb.GetDraftResponse(draft=draft_to_proto(document, utcnow()))
 
     async def SubmitAction(

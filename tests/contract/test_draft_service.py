@@ -193,7 +193,9 @@ class Replicas:
         )
 
 
-def draft_settings(redis_url: str, prefix: str, model_addr: str, user_addr: str) -> DraftSettings:
+def draft_settings(
+    redis_url: str, prefix: str, model_addr: str, user_addr: str, **overrides: Any
+) -> DraftSettings:
     return DraftSettings.model_validate(
         {
             "port": 0,
@@ -204,6 +206,7 @@ def draft_settings(redis_url: str, prefix: str, model_addr: str, user_addr: str)
             "draft_sweep_interval_seconds": 0.05,
             "draft_peer_timeout_seconds": 2,
             "store_wait_seconds": 2,
+            **overrides,
         }
     )
 
@@ -216,10 +219,11 @@ async def replicas(
     *,
     count: int = 2,
     user_addr: str | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Replicas]:
     prefix = f"test:draft:{time.monotonic_ns()}"
     settings = draft_settings(
-        redis_url, prefix, model_addr, user_addr or f"127.0.0.1:{free_port()}"
+        redis_url, prefix, model_addr, user_addr or f"127.0.0.1:{free_port()}", **overrides
     )
     servers = [
         build_server(settings, key_source=keys.source, metadata=service_tokens(keys))
@@ -469,6 +473,17 @@ async def test_every_illegal_action_gets_its_status_and_reason(mesh: Replicas) -
             "ERROR_REASON_NOT_FOUND",
         ),
         (
+            # Not a draft id at all: refused before it goes anywhere near a Redis key.
+            stub.GetDraft(pb.GetDraftRequest(draft_id="x:*:doc"), metadata=alice),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ERROR_REASON_INVALID_ARGUMENT",
+        ),
+        (
+            stub.GetDraft(pb.GetDraftRequest(draft_id="a" * 65), metadata=alice),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ERROR_REASON_INVALID_ARGUMENT",
+        ),
+        (
             stub.JoinDraft(
                 pb.JoinDraftRequest(draft_id=draft_id, invite_code="wrong"),
                 metadata=mesh.user("dave"),
@@ -616,7 +631,90 @@ async def test_of_twenty_racing_submitters_exactly_one_wins(mesh: Replicas) -> N
     assert [a.hero_id for a in draft.state.actions] == [HEROES[0], winner]
 
 
+async def test_racing_captains_with_expected_sequence_get_version_mismatch(
+    mesh: Replicas,
+) -> None:
+    # Two captains: once Radiant's second ban lands the turn is Dire's, but every other racer
+    # sent expected_sequence 1 and lost a race; it must hear VERSION_MISMATCH, not that it may
+    # not act.
+    created = await create(mesh)
+    draft_id = created.draft.draft_id
+    alice = mesh.user("alice", ALICE_ACCOUNT)
+    await mesh.stubs[1].JoinDraft(
+        pb.JoinDraftRequest(draft_id=draft_id, invite_code=created.invite_code),
+        metadata=mesh.user("bob", BOB_ACCOUNT),
+    )
+    await mesh.stubs[0].SubmitAction(
+        pb.SubmitActionRequest(draft_id=draft_id, action=action(BAN, RADIANT, HEROES[0])),
+        metadata=alice,
+    )
+    outcomes = await asyncio.gather(
+        *(
+            mesh.stubs[racer % 2].SubmitAction(
+                pb.SubmitActionRequest(
+                    draft_id=draft_id,
+                    action=action(BAN, RADIANT, HEROES[racer + 1]),
+                    expected_sequence=1,
+                ),
+                metadata=alice,
+            )
+            for racer in range(10)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(1 for o in outcomes if isinstance(o, pb.SubmitActionResponse)) == 1
+    for outcome in outcomes:
+        if isinstance(outcome, grpc.aio.AioRpcError):
+            assert outcome.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert failure(outcome).reason == "ERROR_REASON_VERSION_MISMATCH"
+        else:
+            assert isinstance(outcome, pb.SubmitActionResponse)
+
+
 # -- timers ------------------------------------------------------------------------------------
+
+
+async def test_a_submit_after_the_deadline_before_the_sweep_meets_the_clock(
+    redis_url: str, model: Model
+) -> None:
+    # No sweeper runs in time: Radiant's first ban ran out but is not committed when the ban,
+    # sent with the sequence read before the deadline, arrives.
+    async with replicas(
+        redis_url, model.keys, model.address, count=1, draft_sweep_interval_seconds=60
+    ) as mesh:
+        created = await create(
+            mesh,
+            seat=pb.CREATOR_SEAT_BOTH,
+            timers=pb.DraftTimers(step_time=Duration(seconds=1), reserve_time=Duration()),
+        )
+        draft_id = created.draft.draft_id
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        assert created.draft.sequence == 0
+        await asyncio.sleep(1.1)
+        late = await fails(
+            mesh.stubs[0].SubmitAction(
+                pb.SubmitActionRequest(
+                    draft_id=draft_id, action=action(BAN, RADIANT, HEROES[0]), expected_sequence=0
+                ),
+                metadata=alice,
+            )
+        )
+        assert late.reason == "ERROR_REASON_VERSION_MISMATCH"
+        # GetDraft shows the draft as the clock left it: re-read, and the ban meets step 1.
+        draft = (
+            await mesh.stubs[0].GetDraft(pb.GetDraftRequest(draft_id=draft_id), metadata=alice)
+        ).draft
+        assert draft.sequence == 1
+        acted = await mesh.stubs[0].SubmitAction(
+            pb.SubmitActionRequest(
+                draft_id=draft_id,
+                action=action(BAN, RADIANT, HEROES[0]),
+                expected_sequence=draft.sequence,
+            ),
+            metadata=alice,
+        )
+        assert acted.event.sequence == 2
+        assert acted.event.action.order == 0
 
 
 async def log_entries(redis_url: str, draft_id: str) -> list[dict[str, Any]]:
