@@ -6,6 +6,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from counterpick.common.v1 import common_pb2
 from counterpick.draft.v1 import draft_service_pb2 as pb
 from counterpick.draft.v1 import draft_service_pb2_grpc as pb_grpc
@@ -14,7 +16,7 @@ from services.common.dota_proto import bracket_from_proto, side_from_proto, side
 from services.common.errors import InvalidArgument
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
-from services.common.stores import Stores
+from services.common.stores import redis_client, wait_for
 from services.common.tokens import KeySource, TokenVerifier, jwks_from_auth, require_caller
 from services.draft.config import DraftSettings
 from services.draft.convert import action_applied_to_proto as _applied
@@ -154,15 +156,19 @@ def build_server(
     """The draft server: Redis opens, then the store, hub and sweeper start. Tokens are verified
     against the auth service's JWKS (or `key_source`, for tests); peer calls carry `metadata`
     (a service token; tests pass one)."""
-    stores = Stores(settings)
     constants = load_constants()
     runtime = DraftRuntime(settings, constants, metadata or service_metadata(settings))
+    redis: list[aioredis.Redis] = []
 
     async def start() -> None:
-        assert stores.redis is not None
-        await runtime.start(stores.redis)
+        redis.append(await _connect_redis(settings))
+        await runtime.start(redis[0])
 
-    return GrpcServer(
+    async def close_redis() -> None:
+        while redis:
+            await redis.pop().aclose()
+
+    server = GrpcServer(
         name="draft",
         settings=settings,
         services=[
@@ -172,8 +178,9 @@ def build_server(
                 SERVICE_NAME,
             )
         ],
-        on_start=[stores.open, start],
-        on_stop=[runtime.stop, stores.close],
+        on_start=[start],
+        on_shutdown_begin=[runtime.begin_shutdown],
+        on_stop=[runtime.stop, close_redis],
         rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "draft"),
         verifier=TokenVerifier(
             issuer=settings.token_issuer,
@@ -181,3 +188,27 @@ def build_server(
             fetch_keys=key_source or jwks_from_auth(settings.auth_addr),
         ),
     )
+    runtime.report_watch_health = lambda ok: server.set_health(f"{SERVICE_NAME}/watch", ok)
+    return server
+
+
+# A socket read or write stuck longer than this fails the call even where no asyncio timeout
+# bounds it (the store's calls time out after 2 s, the hub's XREAD after its block time).
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+
+
+async def _connect_redis(settings: DraftSettings) -> aioredis.Redis:
+    """The replica's Redis client, with a socket timeout, once Redis answers a PING."""
+
+    async def attempt() -> aioredis.Redis:
+        client = redis_client(
+            settings.redis_url, socket_timeout_seconds=REDIS_SOCKET_TIMEOUT_SECONDS
+        )
+        try:
+            await client.ping()
+        except Exception:
+            await client.aclose()
+            raise
+        return client
+
+    return await wait_for("redis", attempt, timeout_seconds=settings.store_wait_seconds)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.dota import Side
-from services.common.errors import DependencyUnavailable
 from services.draft.drafts import Drafts
+from services.draft.errors import ReplicaUnavailable
 from services.draft.rooms import DraftDocument
 
 STEP_TYPES = frozenset({"action_applied", "ban_skipped"})
@@ -55,7 +55,21 @@ class Subscriber(Protocol):
 
     def subscribe(
         self, draft_id: str, after_event_id: str
-    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
+    ) -> AbstractAsyncContextManager[Feed]: ...
+
+
+class Feed(Protocol):
+    """A live subscription (`services.draft.hub.Subscription`)."""
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+
+# The values of Subscription.end_reason (services.draft.hub) that watching tells apart.
+_GONE = "gone"
+_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -122,11 +136,15 @@ class Watch:
                     if event.payload["type"] == "completed":
                         return
             if not overflowed:
-                # The hub ends a subscription when the draft's stream is gone (expired: this
-                # raises NotFound) or when this replica shuts down.
-                await self._drafts.get(draft_id)
-                raise DependencyUnavailable(
-                    "draft", "this replica is shutting down; reconnect and resume"
+                # The hub ended the subscription: the draft's stream is gone (expired: this
+                # raises NotFound), the replica shuts down, or its reader failed.
+                reason = subscription.end_reason
+                if reason == _GONE:
+                    await self._drafts.get(draft_id)
+                raise ReplicaUnavailable(
+                    ReplicaUnavailable.READER_FAILED
+                    if reason == _FAILED
+                    else ReplicaUnavailable.SHUTTING_DOWN
                 )
             # Too slow for its queue: start over from a fresh snapshot.
             resume_after = None

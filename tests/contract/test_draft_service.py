@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -888,6 +890,86 @@ async def test_redis_down_is_unavailable_and_the_service_recovers(
             assert acted.draft.sequence == 1
     finally:
         private.stop()
+
+
+async def test_a_stuck_redis_fails_calls_fast_and_watchers_carry_on(
+    tmp_path: Path, model: Model
+) -> None:
+    # A Redis that accepts connections but does not answer (SIGSTOP) while a watcher streams:
+    # SubmitAction and a new WatchDraft fail with UNAVAILABLE within the store's timeout, and
+    # once Redis answers the watcher gets what comes next without reconnecting.
+    private = RedisProcess(tmp_path / "redis")
+    private.start()
+    assert private.process is not None
+    pid = private.process.pid
+    try:
+        async with replicas(private.url, model.keys, model.address, count=1) as mesh:
+            alice = mesh.user("alice", ALICE_ACCOUNT)
+            created = await create(mesh, seat=pb.CREATOR_SEAT_BOTH)
+            draft_id = created.draft.draft_id
+            watcher = Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=draft_id), alice)
+            await watcher.until(lambda m: m.HasField("snapshot"))
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                submit = await fails(
+                    mesh.stubs[0].SubmitAction(
+                        pb.SubmitActionRequest(
+                            draft_id=draft_id, action=action(BAN, RADIANT, HEROES[0])
+                        ),
+                        metadata=alice,
+                        timeout=10,
+                    )
+                )
+                assert submit.code == grpc.StatusCode.UNAVAILABLE
+                assert submit.metadata["dependency"] == "redis"
+                late = Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=draft_id), alice)
+                await late.task
+                assert late.error is not None
+                assert late.error.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() - started < 8
+                await asyncio.sleep(1)  # the hub's reader times out and retries meanwhile
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            acted = await mesh.stubs[0].SubmitAction(
+                pb.SubmitActionRequest(draft_id=draft_id, action=action(BAN, RADIANT, HEROES[1])),
+                metadata=alice,
+            )
+            assert acted.draft.sequence == 1
+            await watcher.until(lambda m: m.HasField("action_applied") and m.sequence == 1)
+            assert watcher.error is None
+            watcher.call.cancel()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        private.stop()
+
+
+async def test_shutdown_ends_open_watches_at_once_with_unavailable(
+    redis_url: str, model: Model
+) -> None:
+    # A graceful stop must not wait its whole grace period for each open WatchDraft: watchers
+    # get UNAVAILABLE (this replica is shutting down) at once and reconnect elsewhere.
+    async with replicas(
+        redis_url, model.keys, model.address, count=1, shutdown_grace_seconds=10
+    ) as mesh:
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        created = await create(mesh, seat=pb.CREATOR_SEAT_BOTH)
+        watchers = [
+            Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=created.draft.draft_id), alice)
+            for _ in range(3)
+        ]
+        for watcher in watchers:
+            await watcher.until(lambda m: m.HasField("snapshot"))
+        started = time.monotonic()
+        await mesh.servers[0].stop()
+        assert time.monotonic() - started < 3
+        for watcher in watchers:
+            await watcher.task
+            assert watcher.error is not None
+            assert watcher.error.code() == grpc.StatusCode.UNAVAILABLE
+            ended = failure(watcher.error)
+            assert ended.metadata["situation"] == "shutting_down"
+            assert "shutting down" in (watcher.error.details() or "")
 
 
 # -- personalisation ---------------------------------------------------------------------------
