@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,10 @@ from google.protobuf.duration_pb2 import Duration
 from counterpick.common.v1 import common_pb2 as c
 from counterpick.draft.v1 import draft_service_pb2 as pb
 from counterpick.draft.v1 import draft_service_pb2_grpc as pb_grpc
+from counterpick.model.v1 import model_service_pb2 as model_pb
 from counterpick.model.v1 import model_service_pb2_grpc as model_grpc
 from counterpick.user.v1 import user_service_pb2 as user_pb
+from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer
 from services.draft.config import DraftSettings
@@ -970,6 +973,134 @@ async def test_shutdown_ends_open_watches_at_once_with_unavailable(
             ended = failure(watcher.error)
             assert ended.metadata["situation"] == "shutting_down"
             assert "shutting down" in (watcher.error.details() or "")
+
+
+# -- suggestions: once per change, never per watcher --------------------------------------------
+
+
+class CountingModel(model_grpc.ModelServiceServicer):
+    """A ModelService that counts calls per draft position (the heroes acted so far)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, tuple[int, ...]]] = Counter()
+        self.started: dict[tuple[str, tuple[int, ...]], float] = {}
+
+    def _count(self, method: str, request: Any) -> None:
+        key = (method, tuple(a.hero_id for a in request.draft.actions))
+        self.calls[key] += 1
+        self.started.setdefault(key, time.monotonic())
+
+    async def SuggestPicks(self, request: Any, context: Any) -> Any:
+        self._count("picks", request)
+        return model_pb.SuggestPicksResponse(model_version="counting")
+
+    async def SuggestBans(self, request: Any, context: Any) -> Any:
+        self._count("bans", request)
+        return model_pb.SuggestBansResponse()
+
+    async def PredictWin(self, request: Any, context: Any) -> Any:
+        self._count("win", request)
+        return model_pb.PredictWinResponse(radiant_win_probability=0.5, model_version="counting")
+
+
+class SlowUsers(user_grpc.UserServiceServicer):
+    """A UserService whose GetPreferences takes `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.answered: list[float] = []
+
+    async def GetPreferences(self, request: Any, context: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        self.answered.append(time.monotonic())
+        return user_pb.GetPreferencesResponse(preferences=user_pb.Preferences())
+
+
+@contextlib.asynccontextmanager
+async def fake_peers(
+    users_delay: float,
+) -> AsyncIterator[tuple[CountingModel, SlowUsers, str, str]]:
+    # Fakes of only the RPCs the draft service calls (the others stay abstract, unimplemented).
+    model = CountingModel()  # type: ignore[abstract]
+    users = SlowUsers(users_delay)  # type: ignore[abstract]
+    server = grpc.aio.server()
+    model_grpc.add_ModelServiceServicer_to_server(model, server)
+    user_grpc.add_UserServiceServicer_to_server(users, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield model, users, f"127.0.0.1:{port}", f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+async def test_suggestions_are_asked_once_per_change_whatever_the_watchers(
+    redis_url: str, model: Model
+) -> None:
+    # Two drafts, three watchers each over two replicas, actions through both replicas: the
+    # model is asked exactly once per draft and sequence, and the captain's preferences are
+    # asked alongside the model calls, not before them.
+    async with (
+        fake_peers(users_delay=0.3) as (counting, users, model_addr, user_addr),
+        replicas(redis_url, model.keys, model_addr, user_addr=user_addr) as mesh,
+    ):
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        drafts = [
+            (
+                await create(
+                    # A bracket of its own: CreateDraft does not ask UserService for one.
+                    mesh,
+                    seat=pb.CREATOR_SEAT_BOTH,
+                    account_id=ALICE_ACCOUNT,
+                    bracket=c.SKILL_BRACKET_ALL,
+                )
+            ).draft
+            for _ in range(2)
+        ]
+        watchers = [
+            Watcher(mesh.stubs[n % 2], pb.WatchDraftRequest(draft_id=draft.draft_id), alice)
+            for draft in drafts
+            for n in range(3)
+        ]
+        for turn in range(4):
+            for index, draft in enumerate(drafts):
+                expected = draft.next_action
+                drafts[index] = (
+                    await mesh.stubs[(turn + index) % 2].SubmitAction(
+                        pb.SubmitActionRequest(
+                            draft_id=draft.draft_id,
+                            action=action(expected.kind, expected.side, free_hero(draft, index)),
+                        ),
+                        metadata=alice,
+                    )
+                ).draft
+            for watcher in watchers:
+                await watcher.until(
+                    lambda m, t=turn: m.HasField("suggestions_updated") and m.sequence == t + 1
+                )
+        await asyncio.sleep(0.3)  # nothing more comes
+        # Once per draft and sequence after each action (the watchers waited for each). The
+        # creation's own request may be dropped when the first action comes before the model
+        # answers it (a newer change asks afresh), and the empty draft is both drafts' position.
+        positions = {
+            tuple(a.hero_id for a in draft.state.actions[:n])
+            for draft in drafts
+            for n in (1, 2, 3, 4)
+        }
+        assert len(positions) == 8
+        for method in ("picks", "bans", "win"):
+            assert {key: counting.calls[(method, key)] for key in positions} == dict.fromkeys(
+                positions, 1
+            )
+            assert 1 <= counting.calls[(method, ())] <= 2
+        assert set(counting.calls) == {
+            (method, key) for method in ("picks", "bans", "win") for key in {*positions, ()}
+        }
+        # UserService (0.3 s) did not hold the model calls up.
+        first_preferences = min(users.answered)
+        assert counting.started[("bans", ())] < first_preferences - 0.2
+        for watcher in watchers:
+            watcher.call.cancel()
 
 
 # -- personalisation ---------------------------------------------------------------------------
