@@ -39,6 +39,7 @@ from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer
 from services.draft.config import DraftSettings
 from services.draft.repo import decode_entry, text
+from services.draft.runtime import DraftRuntime
 from services.draft.server import build_server
 from services.etl.repo import Warehouse
 from services.model.config import ModelSettings
@@ -973,6 +974,86 @@ async def test_shutdown_ends_open_watches_at_once_with_unavailable(
             ended = failure(watcher.error)
             assert ended.metadata["situation"] == "shutting_down"
             assert "shutting down" in (watcher.error.details() or "")
+
+
+class GatedHub:
+    """Wraps a replica's hub so that its watch handlers take nothing from their subscriptions
+    while `gate` is clear: a watcher whose stream is stalled, while the hub keeps delivering."""
+
+    def __init__(self, hub: Any, gate: asyncio.Event) -> None:
+        self.hub, self.gate = hub, gate
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, draft_id: str, after_event_id: str) -> AsyncIterator[Any]:
+        async with self.hub.subscribe(draft_id, after_event_id) as subscription:
+            yield GatedFeed(subscription, self.gate)
+
+
+class GatedFeed:
+    def __init__(self, subscription: Any, gate: asyncio.Event) -> None:
+        self.subscription, self.gate = subscription, gate
+
+    @property
+    def end_reason(self) -> str | None:
+        return self.subscription.end_reason  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> GatedFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        await self.gate.wait()
+        return await anext(self.subscription)
+
+
+async def test_a_stalled_watcher_overflows_and_resyncs_from_a_snapshot(
+    redis_url: str, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    watch = DraftRuntime.watch
+
+    def gated(runtime: DraftRuntime) -> Any:
+        stream = watch(runtime)
+        stream._hub = GatedHub(runtime.hub, gate)
+        return stream
+
+    monkeypatch.setattr(DraftRuntime, "watch", gated)
+    async with replicas(
+        redis_url, model.keys, model.address, count=1, draft_watch_queue_size=8
+    ) as mesh:
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        draft = (await create(mesh, seat=pb.CREATOR_SEAT_BOTH)).draft
+        watcher = Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=draft.draft_id), alice)
+        await watcher.until(lambda m: m.HasField("snapshot"))
+        for _ in range(12):  # well past the queue of 8 (suggestions come too)
+            expected = draft.next_action
+            draft = (
+                await mesh.stubs[0].SubmitAction(
+                    pb.SubmitActionRequest(
+                        draft_id=draft.draft_id,
+                        action=action(expected.kind, expected.side, free_hero(draft)),
+                    ),
+                    metadata=alice,
+                )
+            ).draft
+        await asyncio.sleep(0.3)
+        gate.set()
+        await watcher.until(lambda m: m.HasField("snapshot") and m.sequence >= 9)
+        expected = draft.next_action
+        await mesh.stubs[0].SubmitAction(
+            pb.SubmitActionRequest(
+                draft_id=draft.draft_id,
+                action=action(expected.kind, expected.side, free_hero(draft)),
+            ),
+            metadata=alice,
+        )
+        await watcher.until(lambda m: m.HasField("action_applied") and m.sequence == 13)
+        snapshots = [m for m in watcher.messages if m.HasField("snapshot")]
+        assert len(snapshots) == 2
+        # After the fresh snapshot the stream goes on without a gap or a repeat.
+        after = watcher.messages[watcher.messages.index(snapshots[1]) :]
+        steps = [m.sequence for m in after if m.HasField("action_applied")]
+        assert steps == list(range(snapshots[1].snapshot.sequence + 1, 14))
+        watcher.call.cancel()
 
 
 # -- suggestions: once per change, never per watcher --------------------------------------------
