@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,9 +35,11 @@ from services.draft.drafts import NewDraft, utcnow
 from services.draft.rooms import Actor
 from services.draft.runtime import DraftRuntime, service_metadata
 from services.draft.suggestions import MetadataProvider
-from services.draft.watch import Snapshot
+from services.draft.watch import Entry, Snapshot
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DraftService"].full_name
+# Converted WatchDraft messages kept per replica: recent entries of the drafts being watched.
+_MESSAGE_CACHE_SIZE = 4096
 
 
 def _actor() -> Actor:
@@ -69,6 +72,10 @@ class DraftServicer(pb_grpc.DraftServiceServicer):
     def __init__(self, runtime: DraftRuntime, constants: DotaConstants) -> None:
         self._runtime = runtime
         self._constants = constants
+        # WatchDraft messages of recent log entries by draft and event id (ids are per stream):
+        # every watcher of a draft on this replica is sent the same entry, converted once
+        # (protobuf messages are only read when sent, so one object serves every stream).
+        self._messages: OrderedDict[tuple[str, str], pb.WatchDraftResponse] = OrderedDict()
 
     async def CreateDraft(
         self, request: pb.CreateDraftRequest, context: Any
@@ -145,7 +152,19 @@ class DraftServicer(pb_grpc.DraftServiceServicer):
             if isinstance(item, Snapshot):
                 yield snapshot_message(item.document, utcnow())
             else:
-                yield watch_message(item.payload)
+                yield self._message(draft_id, item)
+
+    def _message(self, draft_id: str, entry: Entry) -> pb.WatchDraftResponse:
+        """The message of a log entry, converted once per replica (bounded cache)."""
+        if entry.event_id is None:
+            return watch_message(entry.payload)
+        key = (draft_id, entry.event_id)
+        message = self._messages.get(key)
+        if message is None:
+            message = self._messages[key] = watch_message(entry.payload)
+            if len(self._messages) > _MESSAGE_CACHE_SIZE:
+                self._messages.popitem(last=False)
+        return message
 
 
 def build_server(

@@ -79,11 +79,14 @@ class Snapshot:
     document: DraftDocument
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """Send one log entry (its payload, tagged with "type")."""
+    """Send one log entry (its payload, tagged with "type"). `event_id` is its id in the log
+    (None for one made up here): the same for every watcher, so the transport can convert each
+    entry once per replica rather than once per watcher."""
 
     payload: dict[str, Any]
+    event_id: str | None = None
 
 
 WatchItem = Snapshot | Entry
@@ -132,7 +135,7 @@ class Watch:
                         continue
                     if event.payload["type"] in STEP_TYPES:
                         position = event.sequence
-                    yield Entry(event.payload)
+                    yield Entry(event.payload, event.event_id)
                     if event.payload["type"] == "completed":
                         return
             if not overflowed:
@@ -170,20 +173,20 @@ class Watch:
         # The log may also hold what happened since the draft was read: sent now, in order.
         for entry in entries:
             if entry.payload["type"] in STEP_TYPES and entry.sequence > position:
-                items.append(Entry(entry.payload))
+                items.append(Entry(entry.payload, entry.event_id))
                 position = entry.sequence
             elif entry.payload["type"] == "captain_joined" and not _seated(document, entry):
-                items.append(Entry(entry.payload))
+                items.append(Entry(entry.payload, entry.event_id))
         latest = [
             e
             for e in entries
             if e.payload["type"] == "suggestions_updated" and e.sequence == position
         ]
         if latest:
-            items.append(Entry(latest[-1].payload))
+            items.append(Entry(latest[-1].payload, latest[-1].event_id))
         finished = [e for e in entries if e.payload["type"] == "completed"]
         if finished:
-            items.append(Entry(finished[-1].payload))
+            items.append(Entry(finished[-1].payload, finished[-1].event_id))
             return _Start(items, cursor, position, done=True)
         if document.state.completed and position >= sequence:
             # The log lost the draft's own `completed` entry (trimmed): one without probability.
