@@ -97,6 +97,9 @@ class GrpcServer:
     services: Sequence[ServiceRegistration]
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()
+    # Run when graceful shutdown begins (health NOT_SERVING), before in-flight calls are waited
+    # for: a service ends its long-lived streams here so they do not hold the grace period up.
+    on_shutdown_begin: Sequence[Hook] = ()
     # When set, every call's bearer token is verified (see AuthInterceptor).
     verifier: TokenVerifier | None = None
     # When set, every call but health and reflection is counted against its caller's quota
@@ -197,6 +200,11 @@ class GrpcServer:
             return
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        for hook in self.on_shutdown_begin:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
         await self._server.stop(grace)
         self._server = None
         for hook in self.on_stop:

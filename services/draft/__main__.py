@@ -9,7 +9,7 @@ from services.draft.server import build_server
 def main() -> None:
     """Read settings, then serve until SIGTERM."""
     settings = load_settings(DraftSettings)
-    run_service("draft", settings, lambda: build_server(settings))
+    run_service("draft", settings, lambda: build_server(settings, freeze_gc=True))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@ draft store, producing the events every watcher sees.
 
 Every change is load -> check (seat and rules) -> commit with compare-and-set on the stored
 revision. A lost race re-loads and re-checks, so of N racing submitters exactly one wins and each
-other one gets the error the draft as it now stands gives its action (VERSION_MISMATCH when it
-sent expected_sequence, else DUPLICATE_HERO, ILLEGAL_DRAFT_ACTION ...). Timeouts go through the
-same loop; the rules make them deterministic, so two replicas applying the same timeout compute
-the same change and only one commit lands.
+other one gets the error the draft as it now stands gives its action (DUPLICATE_HERO,
+ILLEGAL_DRAFT_ACTION, PERMISSION_DENIED ...) or, when its action would still be legal,
+VERSION_MISMATCH: an action is meant for the step the draft stood at when it arrived, never
+carried over to the next one (where one side acts twice in a row, a double click must not ban
+two heroes). With expected_sequence, a mismatch is VERSION_MISMATCH before anything else; it is
+compared with the sequence after the timeouts due by now (the sequence GetDraft shows).
+Timeouts go through the same loop; the rules make them deterministic, so two replicas applying
+the same timeout compute the same change and only one commit lands.
 
 No gRPC or protobuf here. The store is anything shaped like `services.draft.repo.DraftStore`
 (`DraftStorage`); event payloads are plain dicts tagged with "type".
@@ -14,6 +18,7 @@ No gRPC or protobuf here. The store is anything shaped like `services.draft.repo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import secrets
@@ -25,7 +30,7 @@ from typing import Any, Protocol
 from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.errors import NotFound
-from services.draft.errors import DraftExpired
+from services.draft.errors import DraftExpired, VersionMismatch
 from services.draft.modes import DraftMode
 from services.draft.rooms import (
     Actor,
@@ -102,8 +107,9 @@ class FinalPrediction:
     model_version: str
 
 
-# Asked before a finishing change commits, so `completed` carries the probability atomically
-# with the last action; None when the model is unavailable.
+# Asked (once, bounded by `final_prediction_seconds`) before a finishing change commits, so
+# `completed` carries the probability atomically with the last action; None when the model is
+# unavailable or slow.
 FinalPredictor = Callable[[DraftDocument], Awaitable[FinalPrediction | None]]
 ChangeListener = Callable[[DraftDocument], None]
 PreferenceReader = Callable[[str], Awaitable[SkillBracket | None]]
@@ -212,8 +218,10 @@ class Drafts:
         on_change: ChangeListener | None = None,
         default_bracket: PreferenceReader | None = None,
         now: Callable[[], datetime] = utcnow,
+        final_prediction_seconds: float = 0.5,
     ) -> None:
         self._store = store
+        self._final_timeout = final_prediction_seconds
         self._constants = constants
         self._predict_final = predict_final
         self._on_change = on_change
@@ -270,6 +278,15 @@ class Drafts:
             raise DraftExpired(draft_id)
         return document, int(stored.revision)
 
+    async def view(self, draft_id: str) -> DraftDocument:
+        """The draft as it stands now: the stored one with the timeouts due by now applied (the
+        sweeper may not have committed them yet; it will commit exactly these), so the sequence
+        shown is the one SubmitAction's expected_sequence is compared with."""
+        document, _ = await self.get(draft_id)
+        now = max(self._now(), document.state.updated_at)
+        caught_up, events = apply_timeout(document.state, now)
+        return replace(document, state=caught_up) if events else document
+
     async def join(
         self, actor: Actor, draft_id: str, code: str, account_id: int | None
     ) -> tuple[DraftDocument, Side]:
@@ -307,14 +324,31 @@ class Drafts:
         expected_sequence: int | None = None,
     ) -> Submitted:
         """Apply `action` for `actor`; raises the seat's or the rules' error, re-checking after a
-        lost race."""
+        lost race (see the module docstring for which error a racer that lost gets)."""
+        # The sequence this request met first: after a lost race the action is re-checked
+        # against the draft that won, and refused with VERSION_MISMATCH if it is still legal
+        # there, rather than applied to a step it was not meant for.
+        met: int | None = None
+        predictions = _Predictions()
         for _ in range(MAX_ATTEMPTS):
             document, revision = await self.get(draft_id)
             now = max(self._now(), document.state.updated_at)
             caught_up, _ = apply_timeout(document.state, now)
+            if expected_sequence is not None and expected_sequence != caught_up.sequence:
+                # Before the seat check: a racer that lost learns it lost, not that it may not
+                # act (the winner's action moved the turn to the other captain).
+                raise VersionMismatch(
+                    draft_id, expected=expected_sequence, actual=caught_up.sequence
+                )
             check_may_act(document, caught_up, actor, action)
             state, events = apply(document.state, action, now, expected_sequence=expected_sequence)
-            committed = await self._commit(document, revision, state, events, now)
+            if met is None:
+                met = caught_up.sequence
+            elif met != caught_up.sequence:
+                raise VersionMismatch(draft_id, expected=met, actual=caught_up.sequence)
+            committed = await self._commit(
+                document, revision, state, events, now, predictions=predictions
+            )
             if committed is not None:
                 applied = [
                     payload
@@ -330,6 +364,7 @@ class Drafts:
         Replicas racing on the same timeout compute the same change (the rules are
         deterministic), and compare-and-set lets exactly one commit land.
         """
+        predictions = _Predictions()
         for _ in range(MAX_ATTEMPTS):
             try:
                 document, revision = await self.get(draft_id)
@@ -339,7 +374,10 @@ class Drafts:
             state, events = apply_timeout(document.state, now)
             if not events:
                 return False
-            if await self._commit(document, revision, state, events, now) is not None:
+            if (
+                await self._commit(document, revision, state, events, now, predictions=predictions)
+                is not None
+            ):
                 return True
         return False
 
@@ -350,12 +388,14 @@ class Drafts:
         state: DraftState,
         events: Sequence[DraftEvent],
         now: datetime,
+        *,
+        predictions: _Predictions,
     ) -> DraftDocument | None:
         """Compare-and-set the new state with its events; None when another change won."""
         after = replace(document, state=state)
         prediction = None
-        if state.completed and self._predict_final is not None:
-            prediction = await self._predict_final(after)
+        if state.completed:
+            prediction = await self._final_prediction(after, predictions)
         ok = await self._store.commit(
             state.draft_id,
             expected_revision=revision,
@@ -369,6 +409,35 @@ class Drafts:
         self._changed(after)
         return after
 
+    async def _final_prediction(
+        self, document: DraftDocument, predictions: _Predictions
+    ) -> FinalPrediction | None:
+        """The model's word on a finished draft, asked once per final state and call (a retry
+        after a lost race reuses it) and waited for at most `final_prediction_seconds`: the
+        draft's last change must not wait on the model."""
+        if self._predict_final is None:
+            return None
+        key = (document.state.sequence, document.state.actions)
+        if predictions.key != key:
+            predictions.key = key
+            try:
+                async with asyncio.timeout(self._final_timeout):
+                    predictions.value = await self._predict_final(document)
+            except TimeoutError:
+                log.info("draft %s: no final prediction in time", document.draft_id)
+                predictions.value = None
+        return predictions.value
+
     def _changed(self, document: DraftDocument) -> None:
         if self._on_change is not None:
             self._on_change(document)
+
+
+class _Predictions:
+    """The final prediction one call already asked for, by the final state it was for."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self) -> None:
+        self.key: object = None
+        self.value: FinalPrediction | None = None

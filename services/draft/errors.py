@@ -7,6 +7,7 @@ exactly once, like every other service's errors (`services.common.interceptors`)
 from __future__ import annotations
 
 from services.common.errors import (
+    DependencyUnavailable,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -136,3 +137,24 @@ class NotYourAccount(PermissionDenied):
             f"account_id {account_id} is not the caller's own Steam account",
             metadata={"field": "account_id"},
         )
+
+
+class ReplicaUnavailable(DependencyUnavailable):
+    """This replica cannot go on serving a watch: it is shutting down, or its event reader is
+    recovering from a failure. UNAVAILABLE: reconnect (any replica serves any draft) and resume
+    after the last sequence seen. The ErrorInfo's `dependency` is "draft-replica" (the replica
+    itself, not a store) and `situation` says which case it is."""
+
+    SHUTTING_DOWN = "shutting_down"
+    READER_FAILED = "reader_failed"
+
+    def __init__(self, situation: str) -> None:
+        message = (
+            "this draft replica is shutting down; reconnect and resume after your last sequence"
+            if situation == self.SHUTTING_DOWN
+            else "this draft replica cannot stream events right now; reconnect and resume after "
+            "your last sequence"
+        )
+        super().__init__("draft-replica", message)
+        self.metadata["situation"] = situation
+        self.situation = situation

@@ -23,20 +23,25 @@ Overflow: delivery never waits. A subscriber whose queue is full has it cleared 
 A subscription whose after id is older than what the stream still keeps (trimmed) starts with
 `Overflowed` for the same reason.
 
-Failures: when Redis is down the reader retries with backoff; subscribers just wait, and since
-cursors are kept they continue without loss. A subscription ends (its iterator stops) when its
-draft's stream no longer exists (expired), checked when it joins and every few seconds, or when
-the hub stops.
+Failures: when Redis is down, or stuck (every Redis call of the reader is bounded by the store's
+timeout, XREAD by its block time plus a margin), the reader retries with backoff; subscribers
+just wait, and since cursors are kept they continue without loss. A bug in the reader ends every
+subscription (their clients reconnect, possibly elsewhere), is reported through `on_health`, and
+the reader restarts after a backoff; meanwhile new subscriptions end at once rather than wait for
+events that would not come. A subscription ends (its iterator stops; `end_reason` says why) when
+its draft's stream no longer exists (expired), checked when it joins and every few seconds, when
+the replica begins to shut down (`end_all`), or when the hub stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,6 +53,11 @@ from services.draft.repo import DraftStore, LoggedEvent, decode_entry, text
 log = logging.getLogger(__name__)
 
 type EventId = tuple[int, int]
+
+# Why a subscription ended (Subscription.end_reason).
+GONE = "gone"  # the draft's stream no longer exists: it expired (or never was)
+STOPPING = "stopping"  # this replica is shutting down
+FAILED = "failed"  # the reader failed; it restarts, but this subscription is over
 
 
 def parse_event_id(event_id: str) -> EventId:
@@ -95,6 +105,7 @@ class Subscription:
         self._ready = asyncio.Event()
         self._entered = False
         self._ended = False
+        self.end_reason: str | None = None
         self.overflows = 0
 
     async def __aenter__(self) -> Self:
@@ -111,7 +122,7 @@ class Subscription:
         trace: TracebackType | None,
     ) -> None:
         self._hub._leave(self)
-        self._end()
+        self._end(STOPPING)
 
     def __aiter__(self) -> AsyncIterator[LoggedEvent | Overflowed]:
         return self
@@ -149,8 +160,10 @@ class Subscription:
         self.overflows += 1
         self._ready.set()
 
-    def _end(self) -> None:
-        self._ended = True
+    def _end(self, reason: str) -> None:
+        if not self._ended:
+            self._ended = True
+            self.end_reason = reason
         self._ready.set()
 
 
@@ -176,6 +189,7 @@ class DraftHub:
         block_ms: int = 2000,
         gone_check_seconds: float = 5.0,
         max_backoff_seconds: float = 2.0,
+        on_health: Callable[[bool], None] | None = None,
     ) -> None:
         if queue_size < 1 or block_ms < 1:
             raise ValueError("queue_size and block_ms must be >= 1")
@@ -184,6 +198,14 @@ class DraftHub:
         self._block_ms = block_ms
         self._gone_check = gone_check_seconds
         self._max_backoff = max_backoff_seconds
+        self._on_health = on_health
+        # Every Redis call of the reader but the blocking XREAD waits at most this long.
+        self._timeout = store.timeout_seconds
+        # Set while the reader recovers from a bug and after end_all: joins end at once.
+        self._refusing: str | None = None
+        self.restarts = 0
+        # Redis calls of the reader that failed or timed out (each is retried after a backoff).
+        self.read_failures = 0
         self._streams: dict[str, _Stream] = {}
         # Joined but not taken in by the reader yet; a dict for O(1) leaves, ordered by join.
         self._pending: dict[Subscription, None] = {}
@@ -205,7 +227,8 @@ class DraftHub:
     async def start(self) -> None:
         """Start the reader task (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="draft-hub-reader")
+            self._refusing = None
+            self._task = asyncio.create_task(self._supervise(), name="draft-hub-reader")
 
     async def stop(self) -> None:
         """Stop reading, end every subscription and close the reader's connection."""
@@ -220,7 +243,13 @@ class DraftHub:
                     log.exception("draft hub task failed")
         self._task = self._unblocker = None
         await self._disconnect()
-        self._end_all()
+        self._end_all(STOPPING)
+
+    def end_all(self) -> None:
+        """End every subscription now and refuse new ones: the replica is shutting down, and its
+        watchers should reconnect elsewhere at once rather than hold the shutdown up."""
+        self._refusing = STOPPING
+        self._end_all(STOPPING)
 
     @property
     def running(self) -> bool:
@@ -234,18 +263,22 @@ class DraftHub:
             self, draft_id, self.store.events_key(draft_id), parse_event_id(after_event_id)
         )
 
-    def _end_all(self) -> None:
+    def _end_all(self, reason: str) -> None:
         for stream in self._streams.values():
             for subscriber in stream.subscribers:
-                subscriber._end()
+                subscriber._end(reason)
         for subscriber in self._pending:
-            subscriber._end()
+            subscriber._end(reason)
         self._streams.clear()
         self._pending.clear()
 
     # Called by Subscription.
 
     def _join(self, subscriber: Subscription) -> None:
+        if self._refusing is not None or not self.running:
+            # Nobody would deliver its events: end it now instead of letting it wait forever.
+            subscriber._end(self._refusing or STOPPING)
+            return
         self._pending[subscriber] = None
         self._work.set()
         self._interrupt()
@@ -275,12 +308,42 @@ class DraftHub:
         # answered); retry while that same read is outstanding.
         while self._reading == read:
             try:
-                if await self.store.redis.client_unblock(client_id):
-                    return
+                async with asyncio.timeout(self._timeout):
+                    if await self.store.redis.client_unblock(client_id):
+                        return
             except (RedisError, OSError, TimeoutError) as error:
                 log.debug("client unblock failed: %s", error)
                 return  # the read ends by itself within block_ms
             await asyncio.sleep(0.001)
+
+    async def _supervise(self) -> None:
+        """Run the reader; after a bug, end every subscription, report, back off and restart."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug: fail loudly, and end every watch so that clients reconnect (possibly to
+                # another replica) instead of waiting for events that will never come.
+                log.exception("draft hub reader failed; ending every subscription, restarting")
+                self._refusing = FAILED
+                self._end_all(FAILED)
+                self._report(False)
+                await self._disconnect()
+                await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
+                backoff = min(backoff * 2, 30.0)
+                self.restarts += 1
+                self._refusing = None
+                self._report(True)
+
+    def _report(self, healthy: bool) -> None:
+        if self._on_health is not None:
+            try:
+                self._on_health(healthy)
+            except Exception:
+                log.exception("draft hub: reporting health failed")
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -292,16 +355,11 @@ class DraftHub:
                 raise
             except (RedisError, OSError, TimeoutError) as error:
                 # Subscribers keep their cursors and simply wait; nothing is lost meanwhile.
+                self.read_failures += 1
                 log.warning("draft hub: redis read failed, retrying in %.2fs: %s", backoff, error)
                 await self._disconnect()
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, self._max_backoff)
-            except Exception:
-                # A bug: fail loudly, and end every watch so that clients reconnect (possibly to
-                # another replica) instead of waiting for events that will never come.
-                log.exception("draft hub reader failed; ending every subscription")
-                self._end_all()
-                raise
 
     async def _step(self) -> None:
         if self._pending:
@@ -324,7 +382,10 @@ class DraftHub:
         was trimmed, and lower stream cursors to the newcomers' cursors."""
         joining = list(pending)
         keys = list(dict.fromkeys(subscriber.key for subscriber in joining))
-        async with self.store.redis.pipeline(transaction=False) as pipe:
+        async with (
+            asyncio.timeout(self._timeout),
+            self.store.redis.pipeline(transaction=False) as pipe,
+        ):
             for key in keys:
                 pipe.xinfo_stream(key)
             infos = await pipe.execute(raise_on_error=False)
@@ -338,7 +399,7 @@ class DraftHub:
             del pending[subscriber]
             info = state[subscriber.key]
             if isinstance(info, Exception):  # "no such key": the draft is gone (or never was)
-                subscriber._end()
+                subscriber._end(GONE)
                 continue
             if _trimmed_past(info, subscriber.cursor):
                 subscriber._overflow(format_event_id(subscriber.cursor))
@@ -354,7 +415,10 @@ class DraftHub:
     async def _drop_gone(self) -> None:
         """End the subscriptions of streams that no longer exist (the draft expired)."""
         keys = list(self._streams)
-        async with self.store.redis.pipeline(transaction=False) as pipe:
+        async with (
+            asyncio.timeout(self._timeout),
+            self.store.redis.pipeline(transaction=False) as pipe,
+        ):
             for key in keys:
                 pipe.exists(key)
             found = await pipe.execute()
@@ -362,15 +426,21 @@ class DraftHub:
         for key, exists in zip(keys, found, strict=True):
             if not exists and key in self._streams:
                 for subscriber in self._streams.pop(key).subscribers:
-                    subscriber._end()
+                    subscriber._end(GONE)
 
     async def _connect(self) -> AbstractConnection:
         if self._connection is None:
             pool = self.store.redis.connection_pool
             connection = pool.connection_class(**pool.connection_kwargs)
-            await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-            await connection.send_command("CLIENT", "ID")
-            self._client_id = int(await connection.read_response())
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await connection.connect()  # type: ignore[no-untyped-call]  # untyped
+                    await connection.send_command("CLIENT", "ID")
+                    self._client_id = int(await connection.read_response())
+            except BaseException:
+                with contextlib.suppress(RedisError, OSError):
+                    await connection.disconnect()
+                raise
             self._connection = connection
         return self._connection
 
@@ -396,8 +466,9 @@ class DraftHub:
         self._reading = self._reads
         try:
             await connection.send_command(*args)
-            # A dead server must not hang the reader: allow the block plus a margin.
-            return await connection.read_response(timeout=self._block_ms / 1000 + 5.0)
+            # A dead or stuck server must not hang the reader: allow the block plus the store's
+            # timeout.
+            return await connection.read_response(timeout=self._block_ms / 1000 + self._timeout)
         finally:
             self._reading = None
 

@@ -263,6 +263,11 @@ class DraftStore:
         self._events_after: Any = redis.register_script(_EVENTS_AFTER)
         self._prune_due: Any = redis.register_script(_PRUNE_DUE)
 
+    @property
+    def timeout_seconds(self) -> float:
+        """How long one store call may take before it counts as Redis being down."""
+        return self._timeout
+
     def document_key(self, draft_id: str) -> str:
         """The hash holding the draft's revision and document."""
         return f"{self.prefix}:{draft_id}:doc"

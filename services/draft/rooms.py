@@ -205,7 +205,11 @@ def join(
     document: DraftDocument, actor: Actor, code: str, account_id: int | None
 ) -> tuple[DraftDocument, Side, bool]:
     """Take the seat `code` opens: the new document, the side, and whether anything changed
-    (False when the same captain joins again). Raises SeatUnavailable or NotYourAccount."""
+    (False when the same captain joins again). Raises SeatUnavailable or NotYourAccount.
+
+    Joining again is idempotent: the holder gets the draft as it is, whatever account it names
+    (a seat's account is set when it is taken), so a retried JoinDraft never announces the same
+    captain twice."""
     actor.check_own_account(account_id)
     room = document.room
     side = room.open_side()
@@ -218,8 +222,7 @@ def join(
     if holder is not None:
         if holder.user_id != actor.user_id:
             raise SeatUnavailable(document.draft_id, f"the {side.value} seat is taken")
-        if account_id is None or holder.account_id == account_id:
-            return document, side, False
+        return document, side, False
     captains = {**room.captains, side: Captain(actor.user_id, account_id)}
     return replace(document, room=replace(room, captains=captains)), side, True
 

@@ -524,8 +524,11 @@ def apply(
     """Apply `action` at `now`: the new state and the events to broadcast, in order.
 
     Timeouts due by `now` are applied first (their events lead), so an action that comes after
-    its side's time ran out is judged against the draft as the clock left it. Raises
-    DraftExpired, VersionMismatch (`expected_sequence` is not the stored sequence),
+    its side's time ran out is judged against the draft as the clock left it. `expected_sequence`
+    is compared with the sequence after those timeouts (the one GetDraft shows): a client that
+    read the draft before its clock ran out meant a step the timeout has taken, so its action
+    must not land on the next one. Raises
+    DraftExpired, VersionMismatch (`expected_sequence` is not the caught-up sequence),
     DraftCompleted, UnknownHero, OutOfTurn, WrongKind or DuplicateHero; on an error nothing is
     applied, the due timeouts included (the next call or `apply_timeout` applies them, with the
     same result).
@@ -535,8 +538,8 @@ def apply(
     caught_up, events = _catch_up(state, now, rng)
     if now >= caught_up.expires_at:
         raise DraftExpired(state.draft_id)
-    if expected_sequence is not None and expected_sequence != state.sequence:
-        raise VersionMismatch(state.draft_id, expected=expected_sequence, actual=state.sequence)
+    if expected_sequence is not None and expected_sequence != caught_up.sequence:
+        raise VersionMismatch(state.draft_id, expected=expected_sequence, actual=caught_up.sequence)
     state = caught_up
     step = state.current_step()
     if step is None:

@@ -9,6 +9,7 @@ its event log live in Redis, so any replica serves any call and any watcher.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -42,6 +43,8 @@ class DraftRuntime:
     constants: DotaConstants
     metadata: MetadataProvider
     redis: aioredis.Redis | None = None
+    # Told whether this replica can stream events (the hub's reader is up); see server.py.
+    report_watch_health: Callable[[bool], None] = lambda ok: None
     store: DraftStore = field(init=False)
     hub: DraftHub = field(init=False)
     drafts: Drafts = field(init=False)
@@ -56,7 +59,11 @@ class DraftRuntime:
         self.store = DraftStore(
             redis, prefix=settings.draft_key_prefix, max_events=settings.draft_max_events
         )
-        self.hub = DraftHub(self.store, queue_size=settings.draft_watch_queue_size)
+        self.hub = DraftHub(
+            self.store,
+            queue_size=settings.draft_watch_queue_size,
+            on_health=self.report_watch_health,
+        )
         model = open_channel(settings.model_addr)
         users = open_channel(settings.user_addr)
         self._channels = [model, users]
@@ -84,6 +91,11 @@ class DraftRuntime:
     def watch(self) -> Watch:
         """A watcher's stream logic over this replica's store and hub."""
         return Watch(self.drafts, self.store, self.hub, lambda item: isinstance(item, Overflowed))
+
+    async def begin_shutdown(self) -> None:
+        """End every watch now (UNAVAILABLE: reconnect and resume elsewhere), so that open
+        WatchDraft streams do not hold the graceful shutdown up for its whole grace period."""
+        self.hub.end_all()
 
     async def stop(self) -> None:
         """Stop the sweeper, pending suggestions and the hub; close the peer channels."""

@@ -3,8 +3,10 @@ asked once per change per draft by the replica that committed the change, never 
 
 The answer goes to the draft's event log as `suggestions_updated` for the change's sequence; the
 store drops it if a newer change happened meanwhile. ModelService being down is not an error: the
-draft goes on, this adapter retries in the background until the model answers or the draft moves
-on (the next change then asks afresh). UserService being down only costs personalisation.
+draft goes on, this adapter retries in the background (with jittered backoff, for at most
+`retry_window_seconds`, and for at most `max_retrying` drafts at a time per replica) until the
+model answers or the draft moves on (the next change then asks afresh). UserService being down
+only costs personalisation; it is asked alongside the model, not before it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -62,6 +66,8 @@ class Suggester:
         *,
         call_timeout: float = 3.0,
         retry_seconds: tuple[float, float] = (0.5, 5.0),
+        retry_window_seconds: float = 120.0,
+        max_retrying: int = 64,
     ) -> None:
         self._store = store
         self._model = model_grpc.ModelServiceStub(model)
@@ -70,6 +76,10 @@ class Suggester:
         self._heroes = hero_ids
         self._timeout = call_timeout
         self._retry = retry_seconds
+        self._retry_window = retry_window_seconds
+        self._max_retrying = max_retrying
+        # Drafts whose suggestions wait for the model to come back (bounded by max_retrying).
+        self.retrying = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def schedule(self, document: DraftDocument) -> None:
@@ -101,21 +111,38 @@ class Suggester:
         self._tasks.clear()
 
     async def _run(self, document: DraftDocument) -> None:
+        message = await self.compute(document)
+        if message is None:
+            if self.retrying >= self._max_retrying:
+                log.info(
+                    "suggestions for draft %s: too many retrying, not retried", document.draft_id
+                )
+                return
+            self.retrying += 1
+            try:
+                message = await self._retry_until_answered(document)
+            finally:
+                self.retrying -= 1
+        if message is None:
+            return
+        sequence = document.state.sequence
+        try:
+            await self._store.append(
+                document.draft_id, sequence, suggestions_payload(message, sequence)
+            )
+        except DependencyUnavailable:
+            log.warning("suggestions for draft %s not logged: redis down", document.draft_id)
+
+    async def _retry_until_answered(
+        self, document: DraftDocument
+    ) -> draft_pb.SuggestionsUpdated | None:
+        """Ask again with jittered backoff while the draft stands where it was, for at most the
+        retry window (an abandoned draft must not keep a task alive for its whole lifetime)."""
         delay = self._retry[0]
         sequence = document.state.sequence
-        while True:
-            message = await self.compute(document)
-            if message is not None:
-                try:
-                    await self._store.append(
-                        document.draft_id, sequence, suggestions_payload(message, sequence)
-                    )
-                except DependencyUnavailable:
-                    log.warning(
-                        "suggestions for draft %s not logged: redis down", document.draft_id
-                    )
-                return
-            await asyncio.sleep(delay)
+        give_up = time.monotonic() + self._retry_window
+        while time.monotonic() < give_up:
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
             delay = min(delay * 2, self._retry[1])
             # Retry only while the draft still stands where it was: a newer change (on any
             # replica) asks for its own suggestions.
@@ -124,7 +151,12 @@ class Suggester:
             except DependencyUnavailable:
                 continue
             if stored is None or int(stored.document["state"]["sequence"]) != sequence:
-                return
+                return None
+            message = await self.compute(document)
+            if message is not None:
+                return message
+        log.info("suggestions for draft %s: model still down, gave up", document.draft_id)
+        return None
 
     async def _call(self, method: Any, request: Any) -> Any:
         return await method(request, metadata=await self._metadata(), timeout=self._timeout)
@@ -148,6 +180,13 @@ class Suggester:
         if preferences is None:
             return None
         return bracket_from_proto(preferences.default_skill_bracket)
+
+    async def _suggest_picks(
+        self, document: DraftDocument, side: Side, draft: common_pb2.DraftState
+    ) -> Any:
+        return await self._call(
+            self._model.SuggestPicks, await self._pick_request(document, side, draft)
+        )
 
     async def _pick_request(
         self, document: DraftDocument, side: Side, draft: common_pb2.DraftState
@@ -182,29 +221,36 @@ class Suggester:
         draft = state_to_proto(document.state)
         bracket = bracket_to_proto(document.room.bracket)
         patch = document.state.patch
+        # All at once (the captain's preferences only hold up SuggestPicks); the first failure
+        # cancels the others, since the message needs all three.
         try:
-            picks, bans, win = await asyncio.gather(
-                self._call(
-                    self._model.SuggestPicks, await self._pick_request(document, side, draft)
-                ),
-                self._call(
-                    self._model.SuggestBans,
-                    model_pb.SuggestBansRequest(
-                        draft=draft,
-                        side=side_to_proto(side),
-                        patch=patch,
-                        bracket=bracket,
-                        limit=SUGGESTION_LIMIT,
-                    ),
-                ),
-                self._call(
-                    self._model.PredictWin,
-                    model_pb.PredictWinRequest(draft=draft, patch=patch, bracket=bracket),
-                ),
-            )
-        except grpc.aio.AioRpcError as error:
-            log.info("no suggestions for draft %s: model %s", document.draft_id, error.code())
+            async with asyncio.TaskGroup() as group:
+                picks_task = group.create_task(self._suggest_picks(document, side, draft))
+                bans_task = group.create_task(
+                    self._call(
+                        self._model.SuggestBans,
+                        model_pb.SuggestBansRequest(
+                            draft=draft,
+                            side=side_to_proto(side),
+                            patch=patch,
+                            bracket=bracket,
+                            limit=SUGGESTION_LIMIT,
+                        ),
+                    )
+                )
+                win_task = group.create_task(
+                    self._call(
+                        self._model.PredictWin,
+                        model_pb.PredictWinRequest(draft=draft, patch=patch, bracket=bracket),
+                    )
+                )
+        except ExceptionGroup as errors:
+            failed = [e for e in errors.exceptions if isinstance(e, grpc.aio.AioRpcError)]
+            if len(failed) != len(errors.exceptions):
+                raise
+            log.info("no suggestions for draft %s: model %s", document.draft_id, failed[0].code())
             return None
+        picks, bans, win = picks_task.result(), bans_task.result(), win_task.result()
         radiant = float(win.radiant_win_probability)
         notes = [note for note in (picks.fallback_note, bans.fallback_note) if note]
         return draft_pb.SuggestionsUpdated(

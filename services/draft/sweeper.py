@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -31,11 +33,19 @@ class Sweeper:
         *,
         interval: float,
         now: Callable[[], datetime] = utcnow,
+        concurrency: int = 16,
+        max_backoff_seconds: float = 30.0,
     ) -> None:
         self._due = due
         self._timeout = timeout
         self._interval = interval
         self._now = now
+        # Due drafts are handled this many at a time: one slow draft must not hold the others'
+        # clocks up, and a burst must not flood Redis.
+        self._concurrency = asyncio.Semaphore(concurrency)
+        self._max_backoff = max_backoff_seconds
+        # Drafts whose timeout failed: (failures so far, monotonic time of the next try).
+        self._failing: dict[str, tuple[int, float]] = {}
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
 
@@ -52,19 +62,40 @@ class Sweeper:
             self._task = None
 
     async def sweep(self) -> int:
-        """One pass: the number of drafts whose timeouts this replica committed."""
-        applied = 0
-        for draft_id in await self._due(self._now()):
+        """One pass: the number of drafts whose timeouts this replica committed.
+
+        Drafts are handled concurrently (bounded); one whose timeout fails is retried after a
+        backoff that grows with its failures, so it cannot starve the drafts behind it.
+        """
+        clock = time.monotonic()
+        listed = await self._due(self._now())
+        for forgotten in self._failing.keys() - set(listed):
+            del self._failing[forgotten]  # no longer due (applied elsewhere, or expired)
+        due = [d for d in listed if self._failing.get(d, (0, 0.0))[1] <= clock]
+        results = await asyncio.gather(*(self._one(draft_id) for draft_id in due))
+        unavailable = [r for r in results if isinstance(r, DependencyUnavailable)]
+        applied = sum(1 for r in results if r is True)
+        self.applied += applied
+        if unavailable and len(unavailable) == len(results):
+            raise unavailable[0]  # Redis is down: the pass as a whole failed
+        return applied
+
+    async def _one(self, draft_id: str) -> bool | DependencyUnavailable:
+        async with self._concurrency:
             try:
-                if await self._timeout(draft_id):
-                    applied += 1
-            except DependencyUnavailable:
-                raise
+                applied = await self._timeout(draft_id)
+            except DependencyUnavailable as error:
+                return error
             except Exception:
                 # One bad draft must not stop the clock of every other draft.
-                log.exception("draft %s: timeout failed", draft_id)
-        self.applied += applied
-        return applied
+                failures = self._failing.get(draft_id, (0, 0.0))[0] + 1
+                delay = min(self._interval * 2**failures, self._max_backoff)
+                delay *= 0.5 + random.random()  # noqa: S311 - jitter
+                self._failing[draft_id] = (failures, time.monotonic() + delay)
+                log.exception("draft %s: timeout failed (%d times)", draft_id, failures)
+                return False
+            self._failing.pop(draft_id, None)
+            return applied
 
     async def _run(self) -> None:
         while True:
@@ -72,4 +103,7 @@ class Sweeper:
                 await self.sweep()
             except DependencyUnavailable as error:
                 log.warning("draft sweeper paused: %s", error.message)
+            except Exception:
+                # A bug in the pass itself: keep the clocks of every draft running.
+                log.exception("draft sweeper pass failed")
             await asyncio.sleep(self._interval)

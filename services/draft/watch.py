@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.dota import Side
-from services.common.errors import DependencyUnavailable
 from services.draft.drafts import Drafts
+from services.draft.errors import ReplicaUnavailable
 from services.draft.rooms import DraftDocument
 
 STEP_TYPES = frozenset({"action_applied", "ban_skipped"})
@@ -55,7 +55,21 @@ class Subscriber(Protocol):
 
     def subscribe(
         self, draft_id: str, after_event_id: str
-    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
+    ) -> AbstractAsyncContextManager[Feed]: ...
+
+
+class Feed(Protocol):
+    """A live subscription (`services.draft.hub.Subscription`)."""
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+
+# The values of Subscription.end_reason (services.draft.hub) that watching tells apart.
+_GONE = "gone"
+_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -65,11 +79,14 @@ class Snapshot:
     document: DraftDocument
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """Send one log entry (its payload, tagged with "type")."""
+    """Send one log entry (its payload, tagged with "type"). `event_id` is its id in the log
+    (None for one made up here): the same for every watcher, so the transport can convert each
+    entry once per replica rather than once per watcher."""
 
     payload: dict[str, Any]
+    event_id: str | None = None
 
 
 WatchItem = Snapshot | Entry
@@ -118,15 +135,19 @@ class Watch:
                         continue
                     if event.payload["type"] in STEP_TYPES:
                         position = event.sequence
-                    yield Entry(event.payload)
+                    yield Entry(event.payload, event.event_id)
                     if event.payload["type"] == "completed":
                         return
             if not overflowed:
-                # The hub ends a subscription when the draft's stream is gone (expired: this
-                # raises NotFound) or when this replica shuts down.
-                await self._drafts.get(draft_id)
-                raise DependencyUnavailable(
-                    "draft", "this replica is shutting down; reconnect and resume"
+                # The hub ended the subscription: the draft's stream is gone (expired: this
+                # raises NotFound), the replica shuts down, or its reader failed.
+                reason = subscription.end_reason
+                if reason == _GONE:
+                    await self._drafts.get(draft_id)
+                raise ReplicaUnavailable(
+                    ReplicaUnavailable.READER_FAILED
+                    if reason == _FAILED
+                    else ReplicaUnavailable.SHUTTING_DOWN
                 )
             # Too slow for its queue: start over from a fresh snapshot.
             resume_after = None
@@ -152,20 +173,20 @@ class Watch:
         # The log may also hold what happened since the draft was read: sent now, in order.
         for entry in entries:
             if entry.payload["type"] in STEP_TYPES and entry.sequence > position:
-                items.append(Entry(entry.payload))
+                items.append(Entry(entry.payload, entry.event_id))
                 position = entry.sequence
             elif entry.payload["type"] == "captain_joined" and not _seated(document, entry):
-                items.append(Entry(entry.payload))
+                items.append(Entry(entry.payload, entry.event_id))
         latest = [
             e
             for e in entries
             if e.payload["type"] == "suggestions_updated" and e.sequence == position
         ]
         if latest:
-            items.append(Entry(latest[-1].payload))
+            items.append(Entry(latest[-1].payload, latest[-1].event_id))
         finished = [e for e in entries if e.payload["type"] == "completed"]
         if finished:
-            items.append(Entry(finished[-1].payload))
+            items.append(Entry(finished[-1].payload, finished[-1].event_id))
             return _Start(items, cursor, position, done=True)
         if document.state.completed and position >= sequence:
             # The log lost the draft's own `completed` entry (trimmed): one without probability.

@@ -5,6 +5,8 @@ expiry and Redis outages."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from services.draft.hub import DraftHub, Overflowed, Subscription
+from services.draft.hub import FAILED, GONE, STOPPING, DraftHub, Overflowed, Subscription
 from services.draft.repo import DraftStore, LoggedEvent, text
 from tests.conftest import free_port
 
@@ -290,6 +292,7 @@ async def test_a_subscription_ends_when_the_draft_is_gone(
             items = [item async for item in subscription]
     assert ids(items) == writer.ids
     assert subscription.ended
+    assert subscription.end_reason == GONE
     async with hub.subscribe("never-created", "0-0") as unknown:
         async with asyncio.timeout(5):
             assert [item async for item in unknown] == []
@@ -385,3 +388,88 @@ async def test_subscribers_wait_through_a_redis_outage(
     finally:
         await cut()
         await through_proxy.aclose()
+
+
+async def test_a_stuck_redis_never_hangs_the_reader(tmp_path: Any, hubs: list[DraftHub]) -> None:
+    # A Redis that accepts connections but does not answer (SIGSTOP): every call of the reader
+    # times out and is retried, none waits forever; when Redis answers again events flow.
+    from tests.contract.test_draft_service import RedisProcess
+
+    private = RedisProcess(tmp_path / "redis")
+    private.start()
+    client = aioredis.Redis.from_url(private.url)
+    assert private.process is not None
+    pid = private.process.pid
+    try:
+        store = DraftStore(client, prefix=PREFIX, timeout_seconds=0.5)
+        writer = Writer(store, "stuck")
+        await writer.create(events=1)
+        hub = await start(
+            hubs, store, block_ms=200, gone_check_seconds=0.1, max_backoff_seconds=0.2
+        )
+        async with hub.subscribe("stuck", "0-0") as subscription:
+            assert ids(await collect(subscription, 1)) == writer.ids
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                # Gone checks, reconnects and CLIENT ID each give up after the store timeout.
+                await eventually(lambda: hub.read_failures >= 3, seconds=4)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await writer.commit()
+            assert ids(await collect(subscription, 1)) == writer.ids[1:]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await client.aclose()
+        private.stop()
+
+
+async def test_a_failed_reader_ends_its_watches_reports_and_restarts(
+    clients: Callable[[], aioredis.Redis], hubs: list[DraftHub]
+) -> None:
+    health: list[bool] = []
+    store = DraftStore(clients(), prefix=PREFIX)
+    writer = Writer(store, "buggy")
+    await writer.create(events=1)
+    hub = await start(hubs, store, block_ms=100, on_health=health.append)
+    dispatch = hub._dispatch
+    broken = asyncio.Event()
+
+    def bug(reply: Any) -> None:
+        if not broken.is_set():
+            broken.set()
+            raise KeyError("a bug")
+        dispatch(reply)
+
+    hub._dispatch = bug  # type: ignore[method-assign]
+    async with hub.subscribe("buggy", "0-0") as first:
+        async with asyncio.timeout(5):
+            assert [item async for item in first] == []
+    assert first.end_reason == FAILED
+    assert health[:1] == [False]
+    # While it recovers a new watch ends at once rather than wait; then it serves again.
+    await eventually(lambda: hub.restarts == 1 and hub.running)
+    assert health == [False, True]
+    async with hub.subscribe("buggy", "0-0") as second:
+        assert ids(await collect(second, 1)) == writer.ids
+        await writer.commit()
+        assert ids(await collect(second, 1)) == writer.ids[1:]
+
+
+async def test_end_all_ends_every_watch_and_refuses_new_ones(
+    clients: Callable[[], aioredis.Redis], hubs: list[DraftHub]
+) -> None:
+    store = DraftStore(clients(), prefix=PREFIX)
+    writer = Writer(store, "closing")
+    await writer.create(events=1)
+    hub = await start(hubs, store, block_ms=100)
+    async with hub.subscribe("closing", "0-0") as watching:
+        assert ids(await collect(watching, 1)) == writer.ids
+        hub.end_all()
+        async with asyncio.timeout(1):
+            assert [item async for item in watching] == []
+        assert watching.end_reason == STOPPING
+    async with hub.subscribe("closing", "0-0") as late:
+        assert late.ended
+        assert late.end_reason == STOPPING
+    async with hub.subscribe("never", "0-0") as unknown:
+        assert unknown.end_reason == STOPPING

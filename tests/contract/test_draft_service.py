@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +31,15 @@ from google.protobuf.duration_pb2 import Duration
 from counterpick.common.v1 import common_pb2 as c
 from counterpick.draft.v1 import draft_service_pb2 as pb
 from counterpick.draft.v1 import draft_service_pb2_grpc as pb_grpc
+from counterpick.model.v1 import model_service_pb2 as model_pb
 from counterpick.model.v1 import model_service_pb2_grpc as model_grpc
 from counterpick.user.v1 import user_service_pb2 as user_pb
+from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
 from services.common.dota_constants import load_constants
 from services.common.server import GrpcServer
 from services.draft.config import DraftSettings
 from services.draft.repo import decode_entry, text
+from services.draft.runtime import DraftRuntime
 from services.draft.server import build_server
 from services.etl.repo import Warehouse
 from services.model.config import ModelSettings
@@ -193,7 +199,9 @@ class Replicas:
         )
 
 
-def draft_settings(redis_url: str, prefix: str, model_addr: str, user_addr: str) -> DraftSettings:
+def draft_settings(
+    redis_url: str, prefix: str, model_addr: str, user_addr: str, **overrides: Any
+) -> DraftSettings:
     return DraftSettings.model_validate(
         {
             "port": 0,
@@ -204,6 +212,7 @@ def draft_settings(redis_url: str, prefix: str, model_addr: str, user_addr: str)
             "draft_sweep_interval_seconds": 0.05,
             "draft_peer_timeout_seconds": 2,
             "store_wait_seconds": 2,
+            **overrides,
         }
     )
 
@@ -216,10 +225,11 @@ async def replicas(
     *,
     count: int = 2,
     user_addr: str | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Replicas]:
     prefix = f"test:draft:{time.monotonic_ns()}"
     settings = draft_settings(
-        redis_url, prefix, model_addr, user_addr or f"127.0.0.1:{free_port()}"
+        redis_url, prefix, model_addr, user_addr or f"127.0.0.1:{free_port()}", **overrides
     )
     servers = [
         build_server(settings, key_source=keys.source, metadata=service_tokens(keys))
@@ -469,6 +479,17 @@ async def test_every_illegal_action_gets_its_status_and_reason(mesh: Replicas) -
             "ERROR_REASON_NOT_FOUND",
         ),
         (
+            # Not a draft id at all: refused before it goes anywhere near a Redis key.
+            stub.GetDraft(pb.GetDraftRequest(draft_id="x:*:doc"), metadata=alice),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ERROR_REASON_INVALID_ARGUMENT",
+        ),
+        (
+            stub.GetDraft(pb.GetDraftRequest(draft_id="a" * 65), metadata=alice),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ERROR_REASON_INVALID_ARGUMENT",
+        ),
+        (
             stub.JoinDraft(
                 pb.JoinDraftRequest(draft_id=draft_id, invite_code="wrong"),
                 metadata=mesh.user("dave"),
@@ -616,7 +637,90 @@ async def test_of_twenty_racing_submitters_exactly_one_wins(mesh: Replicas) -> N
     assert [a.hero_id for a in draft.state.actions] == [HEROES[0], winner]
 
 
+async def test_racing_captains_with_expected_sequence_get_version_mismatch(
+    mesh: Replicas,
+) -> None:
+    # Two captains: once Radiant's second ban lands the turn is Dire's, but every other racer
+    # sent expected_sequence 1 and lost a race; it must hear VERSION_MISMATCH, not that it may
+    # not act.
+    created = await create(mesh)
+    draft_id = created.draft.draft_id
+    alice = mesh.user("alice", ALICE_ACCOUNT)
+    await mesh.stubs[1].JoinDraft(
+        pb.JoinDraftRequest(draft_id=draft_id, invite_code=created.invite_code),
+        metadata=mesh.user("bob", BOB_ACCOUNT),
+    )
+    await mesh.stubs[0].SubmitAction(
+        pb.SubmitActionRequest(draft_id=draft_id, action=action(BAN, RADIANT, HEROES[0])),
+        metadata=alice,
+    )
+    outcomes = await asyncio.gather(
+        *(
+            mesh.stubs[racer % 2].SubmitAction(
+                pb.SubmitActionRequest(
+                    draft_id=draft_id,
+                    action=action(BAN, RADIANT, HEROES[racer + 1]),
+                    expected_sequence=1,
+                ),
+                metadata=alice,
+            )
+            for racer in range(10)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(1 for o in outcomes if isinstance(o, pb.SubmitActionResponse)) == 1
+    for outcome in outcomes:
+        if isinstance(outcome, grpc.aio.AioRpcError):
+            assert outcome.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert failure(outcome).reason == "ERROR_REASON_VERSION_MISMATCH"
+        else:
+            assert isinstance(outcome, pb.SubmitActionResponse)
+
+
 # -- timers ------------------------------------------------------------------------------------
+
+
+async def test_a_submit_after_the_deadline_before_the_sweep_meets_the_clock(
+    redis_url: str, model: Model
+) -> None:
+    # No sweeper runs in time: Radiant's first ban ran out but is not committed when the ban,
+    # sent with the sequence read before the deadline, arrives.
+    async with replicas(
+        redis_url, model.keys, model.address, count=1, draft_sweep_interval_seconds=60
+    ) as mesh:
+        created = await create(
+            mesh,
+            seat=pb.CREATOR_SEAT_BOTH,
+            timers=pb.DraftTimers(step_time=Duration(seconds=1), reserve_time=Duration()),
+        )
+        draft_id = created.draft.draft_id
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        assert created.draft.sequence == 0
+        await asyncio.sleep(1.1)
+        late = await fails(
+            mesh.stubs[0].SubmitAction(
+                pb.SubmitActionRequest(
+                    draft_id=draft_id, action=action(BAN, RADIANT, HEROES[0]), expected_sequence=0
+                ),
+                metadata=alice,
+            )
+        )
+        assert late.reason == "ERROR_REASON_VERSION_MISMATCH"
+        # GetDraft shows the draft as the clock left it: re-read, and the ban meets step 1.
+        draft = (
+            await mesh.stubs[0].GetDraft(pb.GetDraftRequest(draft_id=draft_id), metadata=alice)
+        ).draft
+        assert draft.sequence == 1
+        acted = await mesh.stubs[0].SubmitAction(
+            pb.SubmitActionRequest(
+                draft_id=draft_id,
+                action=action(BAN, RADIANT, HEROES[0]),
+                expected_sequence=draft.sequence,
+            ),
+            metadata=alice,
+        )
+        assert acted.event.sequence == 2
+        assert acted.event.action.order == 0
 
 
 async def log_entries(redis_url: str, draft_id: str) -> list[dict[str, Any]]:
@@ -790,6 +894,294 @@ async def test_redis_down_is_unavailable_and_the_service_recovers(
             assert acted.draft.sequence == 1
     finally:
         private.stop()
+
+
+async def test_a_stuck_redis_fails_calls_fast_and_watchers_carry_on(
+    tmp_path: Path, model: Model
+) -> None:
+    # A Redis that accepts connections but does not answer (SIGSTOP) while a watcher streams:
+    # SubmitAction and a new WatchDraft fail with UNAVAILABLE within the store's timeout, and
+    # once Redis answers the watcher gets what comes next without reconnecting.
+    private = RedisProcess(tmp_path / "redis")
+    private.start()
+    assert private.process is not None
+    pid = private.process.pid
+    try:
+        async with replicas(private.url, model.keys, model.address, count=1) as mesh:
+            alice = mesh.user("alice", ALICE_ACCOUNT)
+            created = await create(mesh, seat=pb.CREATOR_SEAT_BOTH)
+            draft_id = created.draft.draft_id
+            watcher = Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=draft_id), alice)
+            await watcher.until(lambda m: m.HasField("snapshot"))
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                submit = await fails(
+                    mesh.stubs[0].SubmitAction(
+                        pb.SubmitActionRequest(
+                            draft_id=draft_id, action=action(BAN, RADIANT, HEROES[0])
+                        ),
+                        metadata=alice,
+                        timeout=10,
+                    )
+                )
+                assert submit.code == grpc.StatusCode.UNAVAILABLE
+                assert submit.metadata["dependency"] == "redis"
+                late = Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=draft_id), alice)
+                await late.task
+                assert late.error is not None
+                assert late.error.code() == grpc.StatusCode.UNAVAILABLE
+                assert time.monotonic() - started < 8
+                await asyncio.sleep(1)  # the hub's reader times out and retries meanwhile
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            acted = await mesh.stubs[0].SubmitAction(
+                pb.SubmitActionRequest(draft_id=draft_id, action=action(BAN, RADIANT, HEROES[1])),
+                metadata=alice,
+            )
+            assert acted.draft.sequence == 1
+            await watcher.until(lambda m: m.HasField("action_applied") and m.sequence == 1)
+            assert watcher.error is None
+            watcher.call.cancel()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        private.stop()
+
+
+async def test_shutdown_ends_open_watches_at_once_with_unavailable(
+    redis_url: str, model: Model
+) -> None:
+    # A graceful stop must not wait its whole grace period for each open WatchDraft: watchers
+    # get UNAVAILABLE (this replica is shutting down) at once and reconnect elsewhere.
+    async with replicas(
+        redis_url, model.keys, model.address, count=1, shutdown_grace_seconds=10
+    ) as mesh:
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        created = await create(mesh, seat=pb.CREATOR_SEAT_BOTH)
+        watchers = [
+            Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=created.draft.draft_id), alice)
+            for _ in range(3)
+        ]
+        for watcher in watchers:
+            await watcher.until(lambda m: m.HasField("snapshot"))
+        started = time.monotonic()
+        await mesh.servers[0].stop()
+        assert time.monotonic() - started < 3
+        for watcher in watchers:
+            await watcher.task
+            assert watcher.error is not None
+            assert watcher.error.code() == grpc.StatusCode.UNAVAILABLE
+            ended = failure(watcher.error)
+            assert ended.metadata["situation"] == "shutting_down"
+            assert "shutting down" in (watcher.error.details() or "")
+
+
+class GatedHub:
+    """Wraps a replica's hub so that its watch handlers take nothing from their subscriptions
+    while `gate` is clear: a watcher whose stream is stalled, while the hub keeps delivering."""
+
+    def __init__(self, hub: Any, gate: asyncio.Event) -> None:
+        self.hub, self.gate = hub, gate
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, draft_id: str, after_event_id: str) -> AsyncIterator[Any]:
+        async with self.hub.subscribe(draft_id, after_event_id) as subscription:
+            yield GatedFeed(subscription, self.gate)
+
+
+class GatedFeed:
+    def __init__(self, subscription: Any, gate: asyncio.Event) -> None:
+        self.subscription, self.gate = subscription, gate
+
+    @property
+    def end_reason(self) -> str | None:
+        return self.subscription.end_reason  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> GatedFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        await self.gate.wait()
+        return await anext(self.subscription)
+
+
+async def test_a_stalled_watcher_overflows_and_resyncs_from_a_snapshot(
+    redis_url: str, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    watch = DraftRuntime.watch
+
+    def gated(runtime: DraftRuntime) -> Any:
+        stream = watch(runtime)
+        stream._hub = GatedHub(runtime.hub, gate)
+        return stream
+
+    monkeypatch.setattr(DraftRuntime, "watch", gated)
+    async with replicas(
+        redis_url, model.keys, model.address, count=1, draft_watch_queue_size=8
+    ) as mesh:
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        draft = (await create(mesh, seat=pb.CREATOR_SEAT_BOTH)).draft
+        watcher = Watcher(mesh.stubs[0], pb.WatchDraftRequest(draft_id=draft.draft_id), alice)
+        await watcher.until(lambda m: m.HasField("snapshot"))
+        for _ in range(12):  # well past the queue of 8 (suggestions come too)
+            expected = draft.next_action
+            draft = (
+                await mesh.stubs[0].SubmitAction(
+                    pb.SubmitActionRequest(
+                        draft_id=draft.draft_id,
+                        action=action(expected.kind, expected.side, free_hero(draft)),
+                    ),
+                    metadata=alice,
+                )
+            ).draft
+        await asyncio.sleep(0.3)
+        gate.set()
+        await watcher.until(lambda m: m.HasField("snapshot") and m.sequence >= 9)
+        expected = draft.next_action
+        await mesh.stubs[0].SubmitAction(
+            pb.SubmitActionRequest(
+                draft_id=draft.draft_id,
+                action=action(expected.kind, expected.side, free_hero(draft)),
+            ),
+            metadata=alice,
+        )
+        await watcher.until(lambda m: m.HasField("action_applied") and m.sequence == 13)
+        snapshots = [m for m in watcher.messages if m.HasField("snapshot")]
+        assert len(snapshots) == 2
+        # After the fresh snapshot the stream goes on without a gap or a repeat.
+        after = watcher.messages[watcher.messages.index(snapshots[1]) :]
+        steps = [m.sequence for m in after if m.HasField("action_applied")]
+        assert steps == list(range(snapshots[1].snapshot.sequence + 1, 14))
+        watcher.call.cancel()
+
+
+# -- suggestions: once per change, never per watcher --------------------------------------------
+
+
+class CountingModel(model_grpc.ModelServiceServicer):
+    """A ModelService that counts calls per draft position (the heroes acted so far)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, tuple[int, ...]]] = Counter()
+        self.started: dict[tuple[str, tuple[int, ...]], float] = {}
+
+    def _count(self, method: str, request: Any) -> None:
+        key = (method, tuple(a.hero_id for a in request.draft.actions))
+        self.calls[key] += 1
+        self.started.setdefault(key, time.monotonic())
+
+    async def SuggestPicks(self, request: Any, context: Any) -> Any:
+        self._count("picks", request)
+        return model_pb.SuggestPicksResponse(model_version="counting")
+
+    async def SuggestBans(self, request: Any, context: Any) -> Any:
+        self._count("bans", request)
+        return model_pb.SuggestBansResponse()
+
+    async def PredictWin(self, request: Any, context: Any) -> Any:
+        self._count("win", request)
+        return model_pb.PredictWinResponse(radiant_win_probability=0.5, model_version="counting")
+
+
+class SlowUsers(user_grpc.UserServiceServicer):
+    """A UserService whose GetPreferences takes `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.answered: list[float] = []
+
+    async def GetPreferences(self, request: Any, context: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        self.answered.append(time.monotonic())
+        return user_pb.GetPreferencesResponse(preferences=user_pb.Preferences())
+
+
+@contextlib.asynccontextmanager
+async def fake_peers(
+    users_delay: float,
+) -> AsyncIterator[tuple[CountingModel, SlowUsers, str, str]]:
+    # Fakes of only the RPCs the draft service calls (the others stay abstract, unimplemented).
+    model = CountingModel()  # type: ignore[abstract]
+    users = SlowUsers(users_delay)  # type: ignore[abstract]
+    server = grpc.aio.server()
+    model_grpc.add_ModelServiceServicer_to_server(model, server)
+    user_grpc.add_UserServiceServicer_to_server(users, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield model, users, f"127.0.0.1:{port}", f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+async def test_suggestions_are_asked_once_per_change_whatever_the_watchers(
+    redis_url: str, model: Model
+) -> None:
+    # Two drafts, three watchers each over two replicas, actions through both replicas: the
+    # model is asked exactly once per draft and sequence, and the captain's preferences are
+    # asked alongside the model calls, not before them.
+    async with (
+        fake_peers(users_delay=0.3) as (counting, users, model_addr, user_addr),
+        replicas(redis_url, model.keys, model_addr, user_addr=user_addr) as mesh,
+    ):
+        alice = mesh.user("alice", ALICE_ACCOUNT)
+        drafts = [
+            (
+                await create(
+                    # A bracket of its own: CreateDraft does not ask UserService for one.
+                    mesh,
+                    seat=pb.CREATOR_SEAT_BOTH,
+                    account_id=ALICE_ACCOUNT,
+                    bracket=c.SKILL_BRACKET_ALL,
+                )
+            ).draft
+            for _ in range(2)
+        ]
+        watchers = [
+            Watcher(mesh.stubs[n % 2], pb.WatchDraftRequest(draft_id=draft.draft_id), alice)
+            for draft in drafts
+            for n in range(3)
+        ]
+        for turn in range(4):
+            for index, draft in enumerate(drafts):
+                expected = draft.next_action
+                drafts[index] = (
+                    await mesh.stubs[(turn + index) % 2].SubmitAction(
+                        pb.SubmitActionRequest(
+                            draft_id=draft.draft_id,
+                            action=action(expected.kind, expected.side, free_hero(draft, index)),
+                        ),
+                        metadata=alice,
+                    )
+                ).draft
+            for watcher in watchers:
+                await watcher.until(
+                    lambda m, t=turn: m.HasField("suggestions_updated") and m.sequence == t + 1
+                )
+        await asyncio.sleep(0.3)  # nothing more comes
+        # Once per draft and sequence after each action (the watchers waited for each). The
+        # creation's own request may be dropped when the first action comes before the model
+        # answers it (a newer change asks afresh), and the empty draft is both drafts' position.
+        positions = {
+            tuple(a.hero_id for a in draft.state.actions[:n])
+            for draft in drafts
+            for n in (1, 2, 3, 4)
+        }
+        assert len(positions) == 8
+        for method in ("picks", "bans", "win"):
+            assert {key: counting.calls[(method, key)] for key in positions} == dict.fromkeys(
+                positions, 1
+            )
+            assert 1 <= counting.calls[(method, ())] <= 2
+        assert set(counting.calls) == {
+            (method, key) for method in ("picks", "bans", "win") for key in {*positions, ()}
+        }
+        # UserService (0.3 s) did not hold the model calls up.
+        first_preferences = min(users.answered)
+        assert counting.started[("bans", ())] < first_preferences - 0.2
+        for watcher in watchers:
+            watcher.call.cancel()
 
 
 # -- personalisation ---------------------------------------------------------------------------

@@ -13,8 +13,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from services.common.dota import Side, SkillBracket
+from services.common.dota_constants import load_constants
 from services.common.errors import DependencyUnavailable
-from services.draft.repo import DraftExists, DraftStore, epoch_ms, text
+from services.draft.drafts import Drafts, NewDraft
+from services.draft.errors import VersionMismatch
+from services.draft.modes import ActionKind, DraftMode
+from services.draft.repo import DraftExists, DraftStore, StoredDraft, epoch_ms, text
+from services.draft.rooms import Actor, CreatorSeat
+from services.draft.rules import Action
 from tests.conftest import free_port
 
 PREFIX = "counterpick:test:draft"
@@ -312,3 +319,53 @@ async def test_redis_down_is_dependency_unavailable() -> None:
             assert caught.value.dependency == "redis"
     finally:
         await client.aclose()
+
+
+class RacingStore(DraftStore):
+    """Holds every load until `racers` loads are in, so they all read the same draft: a race
+    whose outcome does not depend on scheduling."""
+
+    def __init__(self, redis: aioredis.Redis, racers: int) -> None:
+        super().__init__(redis, prefix=PREFIX)
+        self.barrier = asyncio.Barrier(racers)
+        self.racing = False
+
+    async def load(self, draft_id: str) -> StoredDraft | None:
+        loaded = await super().load(draft_id)
+        if self.racing:
+            self.racing = self.barrier.n_waiting + 1 < self.barrier.parties
+            await self.barrier.wait()
+        return loaded
+
+
+async def test_racing_bans_at_a_double_step_ban_one_hero(redis: aioredis.Redis) -> None:
+    # Captains Mode 7.40+ opens F F: Radiant bans at steps 0 and 1. Ten bans of one captain
+    # without expected_sequence (a double click) that all read step 0 ban one hero, not two;
+    # the others learn they lost the race.
+    store = RacingStore(redis, racers=10)
+    drafts = Drafts(store, load_constants())
+    alice = Actor("alice", account_id=1001)
+    new = NewDraft(
+        mode=DraftMode.CAPTAINS_MODE,
+        patch="7.41",
+        bracket=SkillBracket.ALL,
+        our_side=Side.RADIANT,
+        account_id=1001,
+        first_pick=Side.RADIANT,
+        seat=CreatorSeat.BOTH,
+        timers=None,
+    )
+    document, _ = await drafts.create(alice, new)
+    heroes = sorted(load_constants().heroes)
+    store.racing = True
+    outcomes = await asyncio.gather(
+        *(
+            drafts.submit(alice, document.draft_id, Action(ActionKind.BAN, Side.RADIANT, hero))
+            for hero in heroes[:10]
+        ),
+        return_exceptions=True,
+    )
+    assert sum(1 for o in outcomes if not isinstance(o, BaseException)) == 1
+    assert all(isinstance(o, VersionMismatch) for o in outcomes if isinstance(o, BaseException))
+    stored, _ = await drafts.get(document.draft_id)
+    assert stored.state.sequence == 1

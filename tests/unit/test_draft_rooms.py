@@ -8,6 +8,7 @@ contract and end-to-end tests.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ import pytest
 
 from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
-from services.draft.drafts import Drafts, NewDraft
+from services.draft.drafts import Drafts, FinalPrediction, NewDraft
 from services.draft.errors import (
     DuplicateHero,
     NotYourAccount,
@@ -27,7 +28,7 @@ from services.draft.errors import (
     VersionMismatch,
 )
 from services.draft.modes import ActionKind, DraftMode
-from services.draft.rooms import Actor, CreatorSeat, DraftDocument, hash_code
+from services.draft.rooms import Actor, Captain, CreatorSeat, DraftDocument, hash_code
 from services.draft.rules import Action, Timers, clock
 
 CONSTANTS = load_constants()
@@ -54,6 +55,8 @@ class MemoryStore:
         self.deadlines: dict[str, datetime | None] = {}
         # Called between a load and the commit that follows it, to stage a lost race.
         self.before_commit: list[Any] = []
+        # Yield on every load, so that concurrent callers all load before any commits (a race).
+        self.racy = False
 
     async def create(
         self,
@@ -68,7 +71,10 @@ class MemoryStore:
         self.deadlines[draft_id] = deadline
 
     async def load(self, draft_id: str) -> Stored | None:
-        return self.docs.get(draft_id)
+        stored = self.docs.get(draft_id)
+        if self.racy:
+            await asyncio.sleep(0)
+        return stored
 
     async def commit(
         self,
@@ -191,10 +197,130 @@ async def test_a_lost_race_is_rechecked_against_the_draft_that_won() -> None:
     store.before_commit.append(rival_with(app, draft_id, HEROES[5]))
     with pytest.raises(VersionMismatch):
         await app.submit(ALICE, draft_id, ban(Side.RADIANT, HEROES[1]), expected_sequence=1)
-    # Without expected_sequence a different, still legal action goes through after the re-check.
+    # Without expected_sequence an action still legal after the re-check is not carried over to
+    # the next step (S S: Dire bans twice in a row): the racer learns it lost the race.
     store.before_commit.append(rival_with(app, draft_id, HEROES[6]))
+    with pytest.raises(VersionMismatch) as lost:
+        await app.submit(ALICE, draft_id, ban(Side.DIRE, HEROES[7]))
+    assert (lost.value.expected, lost.value.actual) == (2, 3)
     done = await app.submit(ALICE, draft_id, ban(Side.DIRE, HEROES[7]))
     assert done.document.state.sequence == 4
+
+
+async def test_a_double_click_at_a_double_step_bans_one_hero() -> None:
+    # Captains Mode 7.40+ opens F F: Radiant bans at steps 0 and 1. Ten racing bans of one
+    # captain without expected_sequence must not take both steps.
+    store, now = MemoryStore(), Clock()
+    app = drafts(store, now)
+    document, _ = await app.create(ALICE, new_draft())
+    store.racy = True
+    outcomes = await asyncio.gather(
+        *(app.submit(ALICE, document.draft_id, ban(Side.RADIANT, HEROES[i])) for i in range(10)),
+        return_exceptions=True,
+    )
+    wins = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(wins) == 1
+    assert all(isinstance(o, VersionMismatch) for o in outcomes if isinstance(o, BaseException))
+    assert (await app.get(document.draft_id))[0].state.sequence == 1
+
+
+async def test_racing_captains_with_expected_sequence_lose_with_version_mismatch() -> None:
+    # Step 1 is Radiant's second ban; once one lands the turn is Dire's, yet a racer that sent
+    # expected_sequence 1 lost a race: VERSION_MISMATCH, not PERMISSION_DENIED.
+    store, now = MemoryStore(), Clock()
+    app = drafts(store, now)
+    document, code = await app.create(ALICE, new_draft(seat=CreatorSeat.OUR_SIDE))
+    assert code is not None
+    await app.join(BOB, document.draft_id, code, None)
+    await app.submit(ALICE, document.draft_id, ban(Side.RADIANT, HEROES[0]))
+    store.racy = True
+    outcomes = await asyncio.gather(
+        *(
+            app.submit(
+                ALICE, document.draft_id, ban(Side.RADIANT, HEROES[i + 1]), expected_sequence=1
+            )
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(1 for o in outcomes if not isinstance(o, BaseException)) == 1
+    assert all(isinstance(o, VersionMismatch) for o in outcomes if isinstance(o, BaseException))
+    # Dire's captain, a step behind, also learns the draft moved on before who may act.
+    with pytest.raises(VersionMismatch):
+        await app.submit(BOB, document.draft_id, ban(Side.DIRE, HEROES[20]), expected_sequence=0)
+
+
+async def test_an_action_after_the_deadline_with_the_read_sequence_is_a_mismatch() -> None:
+    # Radiant's first ban ran out but no sweeper applied it yet: a ban sent with the sequence
+    # read before the deadline was meant for step 0 and must not land on step 1.
+    store, now = MemoryStore(), Clock()
+    app = drafts(store, now)
+    document, _ = await app.create(ALICE, new_draft(timers=Timers(1.0, 0.0)))
+    now.now = T0 + timedelta(seconds=1.05)
+    with pytest.raises(VersionMismatch):
+        await app.submit(
+            ALICE, document.draft_id, ban(Side.RADIANT, HEROES[5]), expected_sequence=0
+        )
+    # GetDraft's view shows the caught-up draft, whose sequence works.
+    view = await app.view(document.draft_id)
+    assert (view.state.sequence, view.state.skipped) == (1, (0,))
+    done = await app.submit(
+        ALICE, document.draft_id, ban(Side.RADIANT, HEROES[5]), expected_sequence=1
+    )
+    assert done.event["sequence"] == 2
+
+
+async def test_the_final_prediction_is_asked_once_and_never_waited_for_long() -> None:
+    store, now = MemoryStore(), Clock()
+    asked: list[int] = []
+
+    async def slow_model(document: DraftDocument) -> FinalPrediction | None:
+        asked.append(document.state.sequence)
+        await asyncio.sleep(30)
+        return FinalPrediction(0.5, "v")
+
+    app = Drafts(store, CONSTANTS, now=now, predict_final=slow_model, final_prediction_seconds=0.1)
+    document, _ = await app.create(ALICE, new_draft())
+    state = document.state
+    while (turn := state.next_turn()) is not None and state.sequence < 23:
+        taken = state.taken()
+        hero = next(h for h in HEROES if h not in taken)
+        played = await app.submit(ALICE, document.draft_id, Action(turn.kind, turn.side, hero))
+        state = played.document.state
+    turn = state.next_turn()
+    assert turn is not None
+    hero = next(h for h in HEROES if h not in state.taken())
+    # The last pick loses one race (a sweeper's no-op commit, say): the retry reuses the answer.
+    store.before_commit.append(touch(store, document.draft_id))
+    started = time.monotonic()
+    last = await app.submit(ALICE, document.draft_id, Action(turn.kind, turn.side, hero))
+    assert time.monotonic() - started < 1.0
+    assert last.document.state.completed
+    assert asked == [24]
+    completed = [payload for _, payload in store.events if payload["type"] == "completed"]
+    assert len(completed) == 1
+    assert "radiant_win_probability" not in completed[0]
+
+
+def touch(store: MemoryStore, draft_id: str) -> Any:
+    async def bump() -> None:
+        stored = store.docs[draft_id]
+        store.docs[draft_id] = Stored(stored.document, stored.revision + 1)
+
+    return bump
+
+
+async def test_a_captain_joining_again_is_announced_once() -> None:
+    store, now = MemoryStore(), Clock()
+    app = drafts(store, now)
+    document, code = await app.create(ALICE, new_draft(seat=CreatorSeat.OUR_SIDE))
+    assert code is not None
+    await app.join(BOB, document.draft_id, code, None)
+    again, side = await app.join(BOB, document.draft_id, code, 2002)
+    assert side is Side.DIRE
+    joined = [payload for _, payload in store.events if payload["type"] == "captain_joined"]
+    assert len(joined) == 1
+    assert again.room.captain(Side.DIRE) == Captain("bob", None)
 
 
 def rival_with(app: Drafts, draft_id: str, hero: int) -> Any:

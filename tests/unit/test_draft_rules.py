@@ -349,8 +349,13 @@ def test_an_action_after_the_deadline_meets_the_clock_first() -> None:
     assert after.skipped == (0,)
     assert after.bans(Side.RADIANT) == (5,)
     assert after.sequence == 2
-    # The client's expected_sequence is checked against the state it read.
-    assert apply(state, Action(BAN, Side.RADIANT, 5), late, expected_sequence=0)[0] == after
+    # expected_sequence is checked against the caught-up state: a client that read sequence 0
+    # meant step 0, which the clock took, so its ban must not land on step 1.
+    with pytest.raises(VersionMismatch) as mismatch:
+        apply(state, Action(BAN, Side.RADIANT, 5), late, expected_sequence=0)
+    assert (mismatch.value.expected, mismatch.value.actual) == (0, 1)
+    # A client that re-read the draft (GetDraft shows the caught-up sequence 1) gets through.
+    assert apply(state, Action(BAN, Side.RADIANT, 5), late, expected_sequence=1)[0] == after
 
 
 # --- expiry ---------------------------------------------------------------------------------
