@@ -526,7 +526,9 @@ class SubmitActionRequest(_message.Message):
     draft_id: _builtins.str
     """The draft to act on."""
     expected_sequence: _builtins.int
-    """If set, the action applies only if Draft.sequence still equals it."""
+    """If set, the action applies only if Draft.sequence still equals it, counting the timeouts due
+    by the time the server receives it (GetDraft shows the draft with them applied).
+    """
     @_builtins.property
     def action(self) -> _common_pb2.DraftAction:
         """The pick or ban: kind, side and hero_id are required; order is ignored (the server assigns

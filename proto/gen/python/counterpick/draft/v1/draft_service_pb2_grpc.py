@@ -169,8 +169,11 @@ class DraftServiceServicer:
         for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) when the
         caller is not the captain of the side whose turn it is (a spectator, or the other captain) and
         not an admin; FAILED_PRECONDITION with ERROR_REASON_VERSION_MISMATCH
-        (expected_sequence is not the current sequence: another action won the race; re-read and
-        retry) or ERROR_REASON_ILLEGAL_DRAFT_ACTION (the draft is already complete).
+        (expected_sequence is not the current sequence: another action won the race, or the clock
+        applied a timeout; re-read and retry) or ERROR_REASON_ILLEGAL_DRAFT_ACTION (the draft is
+        already complete). Without expected_sequence, a submit that loses a race to a concurrent one
+        is judged against the draft that won (usually VERSION_MISMATCH), never applied to the step
+        after the one it was meant for; send expected_sequence to rule out a double submit entirely.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +196,9 @@ class DraftServiceServicer:
 
         Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT) when draft_id is empty or
         resume_after_sequence is negative; NOT_FOUND (ERROR_REASON_NOT_FOUND) for an unknown or
-        expired draft; UNAVAILABLE mid-stream when the server shuts down (reconnect and resume).
+        expired draft; UNAVAILABLE mid-stream (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
+        "draft-replica", `situation` "shutting_down" or "reader_failed") when the replica serving the
+        stream shuts down or cannot read the event log: reconnect, to any replica, and resume.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
