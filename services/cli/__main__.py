@@ -13,7 +13,7 @@ from services.cli.dlq import REASONS as DLQ_REASONS
 from services.cli.dlq import run_dlq
 from services.cli.health import check_health
 from services.cli.mesh_state import MeshState, describe_child
-from services.cli.up import EDGE_PORT, SERVICES, MeshPlan, run_up
+from services.cli.up import EDGE_PORT, PUBLIC_TLS_PORTS, SERVICES, MeshPlan, run_up
 from services.common.config import DEFAULT_GRPC_PORTS
 
 
@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(".counterpick"),
         help="where embedded stores keep data and services write logs",
     )
+    up.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="PEM certificate chain: draft, model and auth also serve TLS on public ports",
+    )
+    up.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    for name, port in PUBLIC_TLS_PORTS.items():
+        up.add_argument(f"--{name}-tls-port", type=int, default=port)
 
     load = commands.add_parser(
         "import", help="load dump files (CSV/JSON match data) into the warehouse"
@@ -151,10 +159,18 @@ def _status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Parse the command line and run the chosen command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "token":
-        from services.cli.token import mint_token
+        from services.cli.token import mint_token, registered_user_id
 
+        user_id = registered_user_id(args.state_dir, args.account_id)
+        if user_id is None:
+            print(
+                "counterpick: no running user service in the state dir; the token's user is not "
+                "registered (fine for services that only check the signature)",
+                file=sys.stderr,
+            )
         print(
             mint_token(
                 args.state_dir,
@@ -162,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
                 roles=args.role,
                 scopes=args.scope,
                 ttl_seconds=args.ttl_seconds,
+                user_id=user_id,
             )
         )
         return 0
@@ -174,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
         print(accepted.parent)
         return 0
     if args.command == "up":
+        if (args.tls_cert is None) != (args.tls_key is None):
+            parser.error("--tls-cert and --tls-key go together")
         plan = MeshPlan(
             host=args.host,
             edge_port=args.edge_port,
@@ -181,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
             state_dir=args.state_dir,
             kafka_port=args.kafka_port,
             embedded_stores=args.embedded_stores,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ports={name: getattr(args, f"{name}_tls_port") for name in PUBLIC_TLS_PORTS},
         )
+
         return asyncio.run(run_up(plan))
     if args.command == "import":
         from services.cli.importing import run_import

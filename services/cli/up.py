@@ -32,6 +32,11 @@ READY_TIMEOUT_SECONDS = 90.0
 STOP_GRACE_SECONDS = 8.0
 
 
+# The services bots and tools call from outside (draft rooms, model reads, API-key exchange) and
+# the TLS port each serves when `up` is given a certificate.
+PUBLIC_TLS_PORTS = {"draft": 50443, "model": 50444, "auth": 50445}
+
+
 @dataclass
 class MeshPlan:
     """Where each part of the mesh listens."""
@@ -42,6 +47,11 @@ class MeshPlan:
     state_dir: Path = Path(".counterpick")
     kafka_port: int = 9092
     embedded_stores: bool = False
+    # The public API's TLS: certificate chain and key (PEM), and the TLS port of each public
+    # service. Their plain ports stay plaintext for the mesh's own calls.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ports: dict[str, int] = field(default_factory=lambda: dict(PUBLIC_TLS_PORTS))
 
     def address(self, service: str) -> str:
         """host:port of one gRPC service."""
@@ -89,6 +99,10 @@ class Mesh:
                 # The auth service's signing keys live with the rest of the local state.
                 "AUTH_KEYS_DIR": str((self.plan.state_dir / "auth-keys").resolve()),
             }
+            if self.plan.tls_cert is not None and name in self.plan.tls_ports:
+                env["TLS_CERT_FILE"] = str(self.plan.tls_cert.resolve())
+                env["TLS_KEY_FILE"] = str(self.plan.tls_key.resolve()) if self.plan.tls_key else ""
+                env["TLS_PORT"] = str(self.plan.tls_ports[name])
             if name == "auth":
                 env["AUTH_SERVICE_CREDENTIALS_FILE"] = str(accepted)
             else:
@@ -179,6 +193,8 @@ class Mesh:
                     f"gRPC counterpick.{name}.v1; metrics http://{host}:{self.metrics_ports[name]}/metrics",
                 )
             )
+            if self.plan.tls_cert is not None and name in self.plan.tls_ports:
+                rows.append((f"{name} (TLS)", f"{host}:{self.plan.tls_ports[name]}", "public gRPC"))
         for info in self.stores.infos:
             rows.append((info.name, info.address, info.origin))
         width = [max(len(row[i]) for row in rows) for i in range(2)]

@@ -106,6 +106,9 @@ class ServiceSettings(CommonSettings, RateLimitSettings):
     tls_cert_file: FilePath | None = None
     tls_key_file: FilePath | None = None
     tls_client_ca_file: FilePath | None = None
+    # With TLS files, a second, public port: TLS_PORT serves TLS to bots and tools outside the
+    # mesh while PORT stays plaintext for the mesh's private network. Unset, PORT itself is TLS.
+    tls_port: Port | None = None
 
     @model_validator(mode="after")
     def _tls_files_come_together(self) -> ServiceSettings:
@@ -114,6 +117,8 @@ class ServiceSettings(CommonSettings, RateLimitSettings):
             raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")
+        if self.tls_port is not None and self.tls_cert_file is None:
+            raise ValueError("TLS_PORT needs TLS_CERT_FILE and TLS_KEY_FILE")
         return self
 
 

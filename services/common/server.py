@@ -106,6 +106,8 @@ class GrpcServer:
     # (build one with services.common.rate_limit.rate_limiter_from_settings); closed on stop.
     rate_limiter: RateLimitInterceptor | None = None
     port: int = 0
+    # The public TLS port when TLS_PORT is set beside the plaintext one.
+    tls_port: int | None = None
     _server: grpc.aio.Server | None = field(default=None, init=False)
     _health: health.aio.HealthServicer | None = field(default=None, init=False)
     _extra_health: dict[str, bool] = field(default_factory=dict, init=False)
@@ -165,12 +167,17 @@ class GrpcServer:
         )
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(settings)
-        if credentials is None:
+        if credentials is None or settings.tls_port is not None:
             self.port = server.add_insecure_port(address)
         else:
             self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"{self.name}: could not bind {address}")
+        if credentials is not None and settings.tls_port is not None:
+            public = f"{settings.host}:{settings.tls_port}"
+            self.tls_port = server.add_secure_port(public, credentials)
+            if self.tls_port == 0:
+                raise RuntimeError(f"{self.name}: could not bind {public}")
         await server.start()
         serving = health_pb2.HealthCheckResponse.SERVING
         await health_servicer.set("", serving)
@@ -188,6 +195,7 @@ class GrpcServer:
                     "service": self.name,
                     "address": f"{self.settings.host}:{self.port}",
                     "tls": credentials is not None,
+                    "tls_port": self.tls_port,
                     "grpc_services": names,
                 }
             },

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from services.common.channels import ChannelTls, open_channel
 from services.common.config import CommonSettings, ServiceSettings
 from services.common.server import GrpcServer
+from tests.conftest import free_port
 from tests.tls_certs import TlsFiles, make_tls_files
 
 
@@ -126,6 +127,35 @@ async def test_with_a_client_ca_only_certified_clients_get_in(tls: TlsFiles) -> 
             assert await _health(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_a_public_tls_port_beside_the_private_plaintext_one(tls: TlsFiles) -> None:
+    """TLS_PORT: bots reach the service over TLS while the mesh keeps calling PORT in plaintext."""
+    public = free_port()
+    settings = ServiceSettings.model_validate(
+        {
+            "port": 0,
+            "tls_cert_file": tls.server_cert,
+            "tls_key_file": tls.server_key,
+            "tls_port": public,
+        }
+    )
+    server = GrpcServer(name="tls", settings=settings, services=[])
+    port = await server.start()
+    try:
+        assert server.tls_port == public
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as private:
+            assert await _health(private) == health_pb2.HealthCheckResponse.SERVING
+        async with open_channel(
+            f"localhost:{public}", tls=ChannelTls.from_file(tls.ca_cert)
+        ) as secure:
+            assert await _health(secure) == health_pb2.HealthCheckResponse.SERVING
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{public}") as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await _health(plaintext)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+
+
 def test_tls_settings_come_from_the_environment(
     tls: TlsFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,6 +177,7 @@ def test_tls_settings_come_from_the_environment(
         ({"tls_cert_file": "CERT"}, "must be set together"),
         ({"tls_key_file": "KEY"}, "must be set together"),
         ({"tls_client_ca_file": "CA"}, "needs TLS_CERT_FILE"),
+        ({"tls_port": "50443"}, "TLS_PORT needs TLS_CERT_FILE"),
         ({"tls_cert_file": "missing.pem", "tls_key_file": "KEY"}, "does not point to a file"),
     ],
 )
@@ -156,7 +187,8 @@ def test_half_a_tls_configuration_refuses_to_start(
     # Serving plaintext because one variable is missing would be a silent downgrade.
     files = {"CERT": tls.server_cert, "KEY": tls.server_key, "CA": tls.ca_cert}
     resolved = {
-        name: files.get(value, tls.server_cert.parent / value) for name, value in values.items()
+        name: value if name == "tls_port" else files.get(value, tls.server_cert.parent / value)
+        for name, value in values.items()
     }
     with pytest.raises(ValidationError, match=problem):
         ServiceSettings.model_validate(resolved)

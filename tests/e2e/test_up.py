@@ -19,8 +19,9 @@ import psutil
 import pytest
 
 from services.cli.mesh_state import MeshState
-from services.cli.up import SERVICES
+from services.cli.up import PUBLIC_TLS_PORTS, SERVICES
 from tests.conftest import REDIS_URL, REPO_ROOT, free_port
+from tests.tls_certs import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.e2e
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
@@ -42,6 +43,8 @@ class RunningMesh:
     banner: str
     ready_seconds: float
     state_dir: Path
+    tls: TlsFiles
+    tls_ports: dict[str, int]
 
 
 def _grpcurl(*args: str) -> str:
@@ -57,6 +60,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     state_dir = tmp_path_factory.mktemp("mesh")
     ports = {name: free_port() for name in SERVICES}
     edge_port = free_port()
+    # The public API over TLS, as a deployment serves bots: a certificate of the test's own CA.
+    tls = make_tls_files(tmp_path_factory.mktemp("tls"))
+    tls_ports = {name: free_port() for name in PUBLIC_TLS_PORTS}
     argv = [
         sys.executable,
         "-m",
@@ -71,6 +77,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     ]
     for name, port in ports.items():
         argv += [f"--{name}-port", str(port)]
+    argv += ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
+    for name, port in tls_ports.items():
+        argv += [f"--{name}-tls-port", str(port)]
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "WAREHOUSE_DSN"}
     }
@@ -98,7 +107,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
         assert match, f"no address for {name} in:\n{text}"
         addresses[name] = match.group(1)
     yield RunningMesh(
-        process, addresses, f"http://127.0.0.1:{edge_port}", text, ready_seconds, state_dir
+        process,
+        addresses,
+        f"http://127.0.0.1:{edge_port}",
+        text,
+        ready_seconds,
+        state_dir,
+        tls,
+        tls_ports,
     )
     if process.poll() is None:
         process.kill()
@@ -150,6 +166,118 @@ def test_edge_is_ready_and_reports_the_mesh_over_graphql(mesh: RunningMesh) -> N
     assert graphiql.status_code == 200
     assert "graphiql" in graphiql.text.lower()
     assert "counterpick_edge_http_requests_total" in httpx.get(mesh.edge_url + "/metrics").text
+
+
+def test_a_bot_drafts_over_tls_with_grpcurl_as_the_readme_shows(mesh: RunningMesh) -> None:
+    """The README's bot session: a signed-in user's API key, exchanged by the bot for a scoped
+    token, then CreateDraft, WatchDraft and SubmitAction on the public TLS port."""
+
+    def tls_grpcurl(service: str, method: str, body: dict[str, object], token: str = "") -> str:
+        headers = ["-H", f"authorization: Bearer {token}"] if token else []
+        result = subprocess.run(
+            [
+                GRPCURL,
+                "-cacert",
+                str(mesh.tls.ca_cert),
+                *headers,
+                "-d",
+                json.dumps(body),
+                f"localhost:{mesh.tls_ports[service]}",
+                method,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return result.stdout + result.stderr
+
+    token = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "token",
+            "--account-id",
+            "123456",
+            "--state-dir",
+            str(mesh.state_dir),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()[-1]
+    created = json.loads(
+        tls_grpcurl(
+            "auth",
+            "counterpick.auth.v1.AuthService/CreateApiKey",
+            {"name": "e2e bot", "scopes": ["draft:read", "draft:write"]},
+            token,
+        )
+    )
+    exchanged = json.loads(
+        tls_grpcurl(
+            "auth",
+            "counterpick.auth.v1.AuthService/ExchangeApiKey",
+            {"api_key": created["secret"]},
+        )
+    )
+    bot = exchanged["access_token"]
+    draft = json.loads(
+        tls_grpcurl(
+            "draft",
+            "counterpick.draft.v1.DraftService/CreateDraft",
+            {"mode": "DRAFT_MODE_CAPTAINS_MODE", "first_pick_side": "TEAM_SIDE_RADIANT"},
+            bot,
+        )
+    )["draft"]
+    watcher = subprocess.Popen(
+        [
+            GRPCURL,
+            "-cacert",
+            str(mesh.tls.ca_cert),
+            "-H",
+            f"authorization: Bearer {bot}",
+            "-d",
+            json.dumps({"draft_id": draft["draft_id"]}),
+            f"localhost:{mesh.tls_ports['draft']}",
+            "counterpick.draft.v1.DraftService/WatchDraft",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        ban = {
+            "draft_id": draft["draft_id"],
+            "expected_sequence": 0,
+            "action": {"kind": "DRAFT_ACTION_KIND_BAN", "side": "TEAM_SIDE_RADIANT", "hero_id": 1},
+        }
+        time.sleep(1)  # the watcher's snapshot first, so the action arrives live
+        applied = json.loads(
+            tls_grpcurl("draft", "counterpick.draft.v1.DraftService/SubmitAction", ban, bot)
+        )
+        assert applied["event"]["sequence"] == "1"
+        again = tls_grpcurl("draft", "counterpick.draft.v1.DraftService/SubmitAction", ban, bot)
+        assert "ERROR_REASON_VERSION_MISMATCH" in again
+        time.sleep(1)
+    finally:
+        watcher.terminate()
+        output, _ = watcher.communicate(timeout=10)
+    assert '"snapshot"' in output
+    assert '"action_applied"' in output
+    assert output.index('"snapshot"') < output.index('"action_applied"')
+    # Plaintext is not spoken on the public port.
+    plaintext = subprocess.run(
+        [GRPCURL, "-plaintext", f"127.0.0.1:{mesh.tls_ports['draft']}", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert plaintext.returncode != 0
 
 
 def test_each_service_exports_prometheus_metrics(mesh: RunningMesh) -> None:
