@@ -31,6 +31,10 @@ class TokenReused(Unauthenticated):
 
     reason = "ERROR_REASON_TOKEN_REUSED"
 
+    def __init__(self, message: str, *, user_id: str) -> None:
+        super().__init__(message)
+        self.user_id = user_id
+
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
     """Apply services/auth/migrations to the auth schema (shared runner, own schema)."""
@@ -95,7 +99,7 @@ class RefreshTokenStore:
         """Use up the presented token and issue its successor in the same family, with the
         user's current `grants` (the caller looked them up for the token's user; None when the
         token was not usable then, which it cannot have become since)."""
-        reused = False
+        reused = ""  # the user whose stolen token came back
         async with self._pool.acquire() as connection:
             async with connection.transaction():
                 row = await connection.fetchrow(
@@ -115,13 +119,14 @@ class RefreshTokenStore:
                         row["family_id"],
                         now,
                     )
-                    reused = True
+                    reused = str(row["user_id"])
                 else:
                     result = await self._use(connection, row, now, grants)
             if reused:
                 raise TokenReused(
                     "this refresh token was already used; every session of this login is "
-                    "revoked, sign in again"
+                    "revoked, sign in again",
+                    user_id=reused,
                 )
         return result
 

@@ -37,7 +37,13 @@ from services.common.channels import open_channel
 from services.common.errors import DependencyUnavailable
 from services.common.rate_limit import Quota, RateLimiter
 from services.common.stores import Stores
-from services.common.tokens import KeySet, TokenInvalid, TokenVerifier, verifier_from_settings
+from services.common.tokens import (
+    LEEWAY_SECONDS,
+    KeySet,
+    TokenInvalid,
+    TokenVerifier,
+    verifier_from_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +255,13 @@ class AuthRuntime:
             lifetime_seconds=self.settings.access_token_seconds,
         )
         return IssuedTokens(access, refresh_token, refresh_expires)
+
+    async def deny_user_tokens(self, user_id: str, now: datetime) -> None:
+        """Deny every access token of `user_id` issued up to `now` (all sessions signed out,
+        or a stolen refresh token came back), until the longest-lived of them has expired."""
+        longest = max(self.settings.access_token_seconds, self.settings.api_key_token_seconds)
+        until = now + timedelta(seconds=longest + LEEWAY_SECONDS)
+        await self.deny(f"user:{user_id}:{int(now.timestamp())}", until)
 
     async def deny(self, member: str, until: datetime) -> None:
         """Put a revoked jti ("jti:<jti>") or API key ("key:<id>") on the mesh's deny list."""

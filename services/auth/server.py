@@ -15,7 +15,7 @@ from counterpick.common.v1 import common_pb2
 from services.auth import api_keys, openid
 from services.auth.api_keys import ApiKey
 from services.auth.config import AuthSettings
-from services.auth.repo import Session, utc_now
+from services.auth.repo import Session, TokenReused, utc_now
 from services.auth.runtime import AuthRuntime, IssuedTokens
 from services.auth.tokens import parse_refresh_token
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
@@ -140,7 +140,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         # Looked up before the rotation, so a user service outage does not use up the token.
         usable = await runtime.refresh.refresh_token_state(presented, now)
         grants = await runtime.current_grants(usable[0]) if usable is not None else None
-        session, secret, expires = await runtime.refresh.rotate(presented, now, grants)
+        try:
+            session, secret, expires = await runtime.refresh.rotate(presented, now, grants)
+        except TokenReused as theft:
+            # The thief (or the victim) may hold access tokens of that login: deny every token
+            # the user holds now; the victim's other sessions get new ones by refreshing.
+            await runtime.deny_user_tokens(theft.user_id, now)
+            raise
         return pb.RefreshTokenResponse(
             tokens=_token_pair(runtime.issue(session, now, secret.token, expires))
         )
@@ -183,6 +189,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             until = datetime.fromtimestamp(caller.expires_at + LEEWAY_SECONDS, now.tzinfo)
             denied = await runtime.refresh.deny_access_token(caller.jti, caller.user_id, until)
             await runtime.deny(f"jti:{caller.jti}", until)
+            # Every other unexpired access token of the user, whichever session holds it.
+            await runtime.deny_user_tokens(caller.user_id, now)
             return pb.RevokeTokenResponse(revoked_count=families + denied)
         raise InvalidArgument(
             "one of refresh_token, access_token_jti, all_sessions is required", field="target"

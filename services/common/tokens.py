@@ -77,6 +77,8 @@ class Caller:
     scopes: tuple[str, ...] = ()
     # The API key (or "service:<name>" credential) the token was exchanged for; "" for logins.
     api_key_id: str = ""
+    # When the token was issued (its `iat`), for user-wide revocations ("user:<id>:<cutoff>").
+    issued_at: int = 0
 
     @property
     def account_id(self) -> int | None:
@@ -123,6 +125,7 @@ class DenyList:
         self._url = redis_url
         self._refresh_seconds = refresh_seconds
         self._denied: frozenset[str] = frozenset()
+        self._user_cutoffs: dict[str, int] = {}
         self._loaded_at = float("-inf")
         self._client: aioredis.Redis | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -146,7 +149,15 @@ class DenyList:
             log.warning("the token deny list could not be read; keeping the last copy: %s", error)
             self._loaded_at = time.monotonic()  # retry after the interval, not on every call
             return
-        self._denied = frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        denied = frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        cutoffs: dict[str, int] = {}
+        for member in denied:
+            # "user:<user id>:<unix seconds>": every token of that user issued at or before then.
+            kind, _, rest = member.partition(":")
+            user_id, _, cutoff = rest.rpartition(":")
+            if kind == "user" and user_id and cutoff.isdigit():
+                cutoffs[user_id] = max(cutoffs.get(user_id, 0), int(cutoff))
+        self._denied, self._user_cutoffs = denied, cutoffs
         self._loaded_at = time.monotonic()
 
     async def _current(self) -> frozenset[str]:
@@ -159,12 +170,16 @@ class DenyList:
         return self._denied
 
     async def check(self, caller: Caller) -> None:
-        """Raise TokenInvalid when the caller's token or its API key was revoked."""
+        """Raise TokenInvalid when the caller's token or its API key was revoked, or every token
+        its user held when they signed out everywhere (or a stolen refresh token came back)."""
         denied = await self._current()
         if f"jti:{caller.jti}" in denied or (
             caller.api_key_id and f"key:{caller.api_key_id}" in denied
         ):
             raise TokenInvalid("the access token has been revoked")
+        cutoff = self._user_cutoffs.get(caller.user_id)
+        if cutoff is not None and caller.issued_at <= cutoff:
+            raise TokenInvalid("the access token has been revoked (every session was signed out)")
 
 
 class TokenVerifier:
@@ -267,6 +282,7 @@ def _caller(claims: Mapping[str, Any]) -> Caller:
         tier=str(claims.get("tier", "free")),
         scopes=tuple(scope.split()) if isinstance(scope, str) else (),
         api_key_id=str(claims.get("api_key", "")),
+        issued_at=int(claims["iat"]),
     )
 
 

@@ -344,6 +344,27 @@ async def test_an_access_token_revoked_by_jti_is_refused_by_another_service(mesh
     assert await model_answers(mesh, mesh.keys.token("user", user_id=owner)) == grpc.StatusCode.OK
 
 
+async def test_signing_out_everywhere_denies_every_access_token_of_the_user(mesh: Mesh) -> None:
+    owner = str(uuid.uuid4())
+    other = str(uuid.uuid4())
+    phone = mesh.keys.token("user", user_id=owner)  # two sessions of one user
+    laptop = mesh.keys.token("user", user_id=owner)
+    bystander = mesh.keys.token("user", user_id=other)
+    for token in (phone, laptop, bystander):
+        assert await model_answers(mesh, token) == grpc.StatusCode.OK
+    await mesh.auth.RevokeToken(pb.RevokeTokenRequest(all_sessions=True), metadata=bearer(laptop))
+
+    async def both_refused() -> bool:
+        codes = {await model_answers(mesh, token) for token in (phone, laptop)}
+        return codes == {grpc.StatusCode.UNAUTHENTICATED}
+
+    await eventually(both_refused, REVOCATION_SECONDS)
+    assert await model_answers(mesh, bystander) == grpc.StatusCode.OK
+    # A token issued after the sign-out (a new login) is not caught by it.
+    await asyncio.sleep(1.1)
+    assert await model_answers(mesh, mesh.keys.token("user", user_id=owner)) == grpc.StatusCode.OK
+
+
 async def test_the_twenty_first_unrevoked_key_exceeds_the_quota(mesh: Mesh) -> None:
     owner = str(uuid.uuid4())
     metadata = mesh.user_token(owner)

@@ -26,7 +26,13 @@ from services.auth.config import AuthSettings
 from services.auth.server import build_server
 from services.common.config import ServiceSettings
 from services.common.server import GrpcServer, registration
-from services.common.tokens import DenyList, TokenVerifier, current_caller, jwks_from_auth
+from services.common.tokens import (
+    DenyList,
+    TokenInvalid,
+    TokenVerifier,
+    current_caller,
+    jwks_from_auth,
+)
 from tests.conftest import free_port
 from tests.openid_provider import OpenIdProvider, running_provider  # noqa: F401 - the provider fixture
 from tests.rpc import Failure, bearer, fails
@@ -178,6 +184,16 @@ async def test_login_refresh_revoke_end_to_end(auth: Auth, provider: OpenIdProvi
     )
     assert reused.code == grpc.StatusCode.UNAUTHENTICATED
     assert reused.reason == "ERROR_REASON_TOKEN_REUSED"
+    # The access tokens the user held are denied everywhere too, not only the refresh tokens:
+    # a verifier reading the deny list now refuses the token the stolen login had yielded.
+    fresh = TokenVerifier(
+        issuer="counterpick-auth",
+        audience="counterpick",
+        fetch_keys=jwks_from_auth(f"127.0.0.1:{auth.port}"),
+        deny_list=DenyList(auth.settings.redis_url),
+    )
+    with pytest.raises(TokenInvalid, match="revoked"):
+        await fresh.verify(refreshed.tokens.access_token)
     after = await fails(
         auth.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=refreshed.tokens.refresh_token))
     )

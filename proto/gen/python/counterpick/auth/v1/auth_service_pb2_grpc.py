@@ -165,7 +165,8 @@ class AuthServiceServicer:
     def RefreshToken(self, request, context):
         """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
         used up; presenting it again is treated as theft and revokes its whole family (every token
-        descending from the same login). The new access token carries the user's roles and tier as
+        descending from the same login) and every access token the user holds at that moment (other
+        sessions keep their refresh tokens and get new access tokens by refreshing). The new access token carries the user's roles and tier as
         they are now (admin from the service's configuration, tier from the user service), not as
         they were at login.
 

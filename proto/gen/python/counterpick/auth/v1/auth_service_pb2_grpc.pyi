@@ -79,7 +79,8 @@ class AuthServiceStub:
     RefreshToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshTokenRequest, _auth_service_pb2.RefreshTokenResponse]
     """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
     used up; presenting it again is treated as theft and revokes its whole family (every token
-    descending from the same login). The new access token carries the user's roles and tier as
+    descending from the same login) and every access token the user holds at that moment (other
+    sessions keep their refresh tokens and get new access tokens by refreshing). The new access token carries the user's roles and tier as
     they are now (admin from the service's configuration, tier from the user service), not as
     they were at login.
 
@@ -212,7 +213,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     RefreshToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshTokenRequest, _auth_service_pb2.RefreshTokenResponse]  # type: ignore[assignment]
     """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
     used up; presenting it again is treated as theft and revokes its whole family (every token
-    descending from the same login). The new access token carries the user's roles and tier as
+    descending from the same login) and every access token the user holds at that moment (other
+    sessions keep their refresh tokens and get new access tokens by refreshing). The new access token carries the user's roles and tier as
     they are now (admin from the service's configuration, tier from the user service), not as
     they were at login.
 
@@ -360,7 +362,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_service_pb2.RefreshTokenResponse, _abc.Awaitable[_auth_service_pb2.RefreshTokenResponse]]:
         """RefreshToken exchanges a refresh token for a new token pair. The presented refresh token is
         used up; presenting it again is treated as theft and revokes its whole family (every token
-        descending from the same login). The new access token carries the user's roles and tier as
+        descending from the same login) and every access token the user holds at that moment (other
+        sessions keep their refresh tokens and get new access tokens by refreshing). The new access token carries the user's roles and tier as
         they are now (admin from the service's configuration, tier from the user service), not as
         they were at login.
 
