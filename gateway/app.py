@@ -12,12 +12,11 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from strawberry.fastapi import GraphQLRouter
 
 from gateway.auth import JWKS_CACHE_SECONDS, JwksCache, caller_dependency, key_source_from, require
 from gateway.clients import MeshClients
 from gateway.config import EdgeSettings
-from gateway.schema import Context, schema
+from gateway.graphql.router import graphql_router
 from services.common.errors import DependencyUnavailable
 from services.common.tokens import Caller, DenyList, TokenVerifier
 
@@ -48,28 +47,24 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     def clients() -> MeshClients:
         return clients_holder["mesh"]
 
-    async def get_context() -> Context:
-        return Context(clients())
-
     app = FastAPI(
         title="counterpick edge",
         description="GraphQL and WebSocket edge of the counterpick gRPC mesh.",
         lifespan=lifespan,
     )
-    app.include_router(GraphQLRouter(schema, context_getter=get_context), prefix="/graphql")
 
     async def fetch_jwks() -> dict[str, Any]:
         return json.loads(await clients().jwks_json())  # type: ignore[no-any-return]
 
     jwks = JwksCache(fetch_jwks)
-    optional_caller = caller_dependency(
-        TokenVerifier(
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            fetch_keys=key_source_from(jwks),
-            deny_list=DenyList(settings.redis_url),
-        )
+    verifier = TokenVerifier(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        fetch_keys=key_source_from(jwks),
+        deny_list=DenyList(settings.redis_url),
     )
+    optional_caller = caller_dependency(verifier)
+    app.include_router(graphql_router(clients, verifier), prefix="/graphql")
 
     @app.get(
         "/.well-known/jwks.json",
