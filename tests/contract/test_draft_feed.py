@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import grpc
@@ -71,6 +72,9 @@ class Upstream(pb_grpc.DraftServiceServicer):
             self.break_at = len(self.log)
             self.changed.notify_all()
 
+    def _moved(self, position: int, cut_seen: int | None) -> bool:
+        return len(self.log) > position or self.break_at != cut_seen
+
     async def GetDraft(self, request: pb.GetDraftRequest, context: Any) -> pb.GetDraftResponse:
         return pb.GetDraftResponse(draft=self.draft())
 
@@ -94,9 +98,7 @@ class Upstream(pb_grpc.DraftServiceServicer):
             cut_seen = self.break_at
             while True:
                 async with self.changed:
-                    await self.changed.wait_for(
-                        lambda: len(self.log) > position or self.break_at != cut_seen
-                    )
+                    await self.changed.wait_for(partial(self._moved, position, cut_seen))
                     if self.break_at != cut_seen:
                         self.break_at = None
                         await context.abort(grpc.StatusCode.UNAVAILABLE, "replica shutting down")
@@ -111,7 +113,7 @@ class Upstream(pb_grpc.DraftServiceServicer):
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
     server = grpc.aio.server()
-    service = Upstream()
+    service = Upstream()  # type: ignore[abstract]
     pb_grpc.add_DraftServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -122,7 +124,7 @@ async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
 
 
 async def take(events: AsyncIterator[FeedEvent], count: int) -> list[FeedEvent]:
-    out = []
+    out: list[FeedEvent] = []
     async with asyncio.timeout(5):
         while len(out) < count:
             out.append(await anext(events))
@@ -131,7 +133,7 @@ async def take(events: AsyncIterator[FeedEvent], count: int) -> list[FeedEvent]:
 
 async def wait_until(check: Any, seconds: float = 5.0) -> None:
     async with asyncio.timeout(seconds):
-        while not check():
+        while not check():  # noqa: ASYNC110 - polls state owned by grpc's server tasks
             await asyncio.sleep(0.01)
 
 
