@@ -15,8 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from gateway.auth import JWKS_CACHE_SECONDS, JwksCache, caller_dependency, key_source_from, require
 from gateway.clients import MeshClients
-from gateway.config import EdgeSettings
+from gateway.config import EdgeSettings, edge_service_tokens
+from gateway.draft_feed import DraftFeed
 from gateway.graphql.router import graphql_router
+from gateway.overlay import OverlaySettings, overlay_router
 from services.common.errors import DependencyUnavailable
 from services.common.tokens import Caller, DenyList, TokenVerifier
 
@@ -33,15 +35,19 @@ HTTP_SECONDS = Histogram(
 def create_app(settings: EdgeSettings) -> FastAPI:
     """Build the edge app; channels open at startup and close at shutdown."""
     clients_holder: dict[str, MeshClients] = {}
+    feed_holder: dict[str, DraftFeed] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         clients_holder["mesh"] = MeshClients(
             settings.peer_addresses(), settings.grpc_timeout_seconds
         )
+        # One WatchDraft per watched draft for the whole process, as the edge itself.
+        feed_holder["feed"] = DraftFeed([settings.draft_addr], edge_service_tokens(settings))
         try:
             yield
         finally:
+            await feed_holder.pop("feed").close()
             await clients_holder.pop("mesh").close()
 
     def clients() -> MeshClients:
@@ -64,6 +70,15 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         deny_list=DenyList(settings.redis_url),
     )
     optional_caller = caller_dependency(verifier)
+    app.include_router(
+        overlay_router(
+            verifier=verifier,
+            feed=lambda: feed_holder["feed"],
+            draft_channel=lambda: clients().channels["draft"],
+            settings=OverlaySettings(),
+            timeout_seconds=settings.grpc_timeout_seconds,
+        )
+    )
     app.include_router(graphql_router(clients, verifier), prefix="/graphql")
 
     @app.get(
