@@ -12,12 +12,13 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from strawberry.fastapi import GraphQLRouter
 
 from gateway.auth import JWKS_CACHE_SECONDS, JwksCache, caller_dependency, key_source_from, require
 from gateway.clients import MeshClients
-from gateway.config import EdgeSettings
-from gateway.schema import Context, schema
+from gateway.config import EdgeSettings, edge_service_tokens
+from gateway.draft_feed import DraftFeed
+from gateway.graphql.router import graphql_router
+from gateway.overlay import OverlaySettings, overlay_router
 from services.common.errors import DependencyUnavailable
 from services.common.tokens import Caller, DenyList, TokenVerifier
 
@@ -34,42 +35,51 @@ HTTP_SECONDS = Histogram(
 def create_app(settings: EdgeSettings) -> FastAPI:
     """Build the edge app; channels open at startup and close at shutdown."""
     clients_holder: dict[str, MeshClients] = {}
+    feed_holder: dict[str, DraftFeed] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         clients_holder["mesh"] = MeshClients(
             settings.peer_addresses(), settings.grpc_timeout_seconds
         )
+        # One WatchDraft per watched draft for the whole process, as the edge itself.
+        feed_holder["feed"] = DraftFeed([settings.draft_addr], edge_service_tokens(settings))
         try:
             yield
         finally:
+            await feed_holder.pop("feed").close()
             await clients_holder.pop("mesh").close()
 
     def clients() -> MeshClients:
         return clients_holder["mesh"]
-
-    async def get_context() -> Context:
-        return Context(clients())
 
     app = FastAPI(
         title="counterpick edge",
         description="GraphQL and WebSocket edge of the counterpick gRPC mesh.",
         lifespan=lifespan,
     )
-    app.include_router(GraphQLRouter(schema, context_getter=get_context), prefix="/graphql")
 
     async def fetch_jwks() -> dict[str, Any]:
         return json.loads(await clients().jwks_json())  # type: ignore[no-any-return]
 
     jwks = JwksCache(fetch_jwks)
-    optional_caller = caller_dependency(
-        TokenVerifier(
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            fetch_keys=key_source_from(jwks),
-            deny_list=DenyList(settings.redis_url),
+    verifier = TokenVerifier(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        fetch_keys=key_source_from(jwks),
+        deny_list=DenyList(settings.redis_url),
+    )
+    optional_caller = caller_dependency(verifier)
+    app.include_router(
+        overlay_router(
+            verifier=verifier,
+            feed=lambda: feed_holder["feed"],
+            draft_channel=lambda: clients().channels["draft"],
+            settings=OverlaySettings(),
+            timeout_seconds=settings.grpc_timeout_seconds,
         )
     )
+    app.include_router(graphql_router(clients, verifier), prefix="/graphql")
 
     @app.get(
         "/.well-known/jwks.json",

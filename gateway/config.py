@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
     CommonSettings,
     PeerAddress,
     Port,
+    ServiceCredentialSettings,
     TokenSettings,
 )
+from services.common.service_tokens import ServiceTokens
 
 
 def _local(service: str) -> str:
@@ -32,3 +36,14 @@ class EdgeSettings(CommonSettings, TokenSettings):
     def peer_addresses(self) -> dict[str, str]:
         """Service name -> host:port, in mesh order."""
         return {name: getattr(self, f"{name}_addr") for name in DEFAULT_GRPC_PORTS}
+
+
+def edge_service_tokens(settings: EdgeSettings) -> ServiceTokens:
+    """The edge's own service token, for the calls it makes as itself (the shared WatchDraft
+    streams of the overlay feed, MirrorGameDraft for GSI): its credential is SERVICE_CREDENTIAL
+    or SERVICE_CREDENTIAL_FILE (ServiceCredentialSettings), exchanged at AUTH_ADDR."""
+    credentials = ServiceCredentialSettings()
+    credential = credentials.service_credential
+    if not credential and credentials.service_credential_file:
+        credential = Path(credentials.service_credential_file).read_text()
+    return ServiceTokens(credential=credential.strip(), auth_addr=settings.auth_addr)
