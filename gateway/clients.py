@@ -7,6 +7,7 @@ token, so each service applies its `access` rule to the real caller; `token=None
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,13 +22,24 @@ from counterpick.user.v1 import user_service_pb2 as user_pb
 from counterpick.user.v1 import user_service_pb2_grpc as user_grpc
 from services.common.channels import open_channel
 from services.common.health import check_health
+from services.common.rate_limit import CLIENT_ADDRESS_HEADER
 
 Metadata = tuple[tuple[str, str], ...]
 
+# The address of the browser or overlay this request serves, set per request by the edge's
+# routers. Sent with every call so the services rate-limit anonymous users by their own address
+# (they trust it from the edge only: RATE_LIMIT_TRUSTED_PROXIES), not all of them as the edge.
+client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "counterpick_edge_client_address", default=None
+)
+
 
 def bearer(token: str | None) -> Metadata:
-    """Call metadata presenting the caller's access token (none for an anonymous caller)."""
-    return (("authorization", f"Bearer {token}"),) if token else ()
+    """Call metadata presenting the caller's access token (none for an anonymous caller) and the
+    end client's address."""
+    address = client_address.get()
+    forwarded = ((CLIENT_ADDRESS_HEADER, address),) if address else ()
+    return ((("authorization", f"Bearer {token}"),) if token else ()) + forwarded
 
 
 @dataclass(frozen=True)

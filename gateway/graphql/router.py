@@ -11,7 +11,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from gateway.clients import MeshClients
+from gateway.clients import MeshClients, client_address
 from gateway.graphql.context import Context
 from gateway.graphql.errors import REQUEST_CODES
 from gateway.graphql.loaders import HeroCatalog
@@ -62,6 +62,8 @@ def graphql_router(
 
     async def get_context(connection: HTTPConnection) -> Context:
         mesh = clients()
+        if connection.client is not None:
+            client_address.set(connection.client.host)
         return Context(
             mesh,
             catalog_for(mesh),

@@ -93,6 +93,8 @@ class Mesh:
                 **store_env,
                 **peers,
                 "HOST": self.plan.host,
+                # The edge runs here and calls on behalf of browsers (see rate_limit.py).
+                "RATE_LIMIT_TRUSTED_PROXIES": "127.0.0.1,::1",
                 "PORT": str(self.plan.grpc_ports[name]),
                 "METRICS_PORT": str(self.metrics_ports[name]),
                 "OTEL_SERVICE_NAME": f"counterpick-{name}",

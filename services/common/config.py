@@ -80,6 +80,10 @@ class RateLimitSettings(BaseSettings):
     rate_limit_pro_per_minute: int = Field(default=600, ge=1)
     # Redis key prefix; the service's name is appended, so each service keeps its own counts.
     rate_limit_key_prefix: str = Field(default="counterpick:rate", min_length=1)
+    # Addresses of proxies (the edge) whose x-counterpick-client-address is believed, so
+    # anonymous web users are limited by their own address, not the edge's; comma-separated.
+    # Empty: believe nobody. `counterpick up` trusts loopback, where its edge runs.
+    rate_limit_trusted_proxies: str = ""
 
 
 class ServiceSettings(CommonSettings, RateLimitSettings):

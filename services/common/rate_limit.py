@@ -24,7 +24,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
@@ -113,11 +113,31 @@ def peer_host(peer: str) -> str:
     return text
 
 
-def caller_key(caller: Caller | None, peer: str) -> str:
-    """Whose quota a call uses: the verified user, else the calling address."""
+# The address of the end client a trusted proxy (the edge) calls on behalf of. Without it every
+# anonymous web user would share the edge's own address, and so one anonymous quota.
+CLIENT_ADDRESS_HEADER = "x-counterpick-client-address"
+
+
+def caller_key(caller: Caller | None, peer: str, client_address: str | None = None) -> str:
+    """Whose quota a call uses: the verified user, else the end client's address when a trusted
+    proxy vouched for it (`client_address`), else the calling address."""
     if caller is not None:
         return f"user:{caller.user_id}"
-    return f"peer:{peer_host(peer)}"
+    return f"peer:{client_address or peer_host(peer)}"
+
+
+def forwarded_address(
+    peer: str, metadata: Iterable[tuple[str, str | bytes]], trusted_proxies: frozenset[str]
+) -> str | None:
+    """The end client's address a trusted proxy sent in CLIENT_ADDRESS_HEADER; None when the
+    caller is not a trusted proxy (anyone else could claim any address) or sent none."""
+    if peer_host(peer) not in trusted_proxies:
+        return None
+    for key, value in metadata:
+        if key.lower() == CLIENT_ADDRESS_HEADER:
+            text = value.decode() if isinstance(value, bytes) else value
+            return text.strip()[:64] or None
+    return None
 
 
 class RateLimiter:
@@ -210,17 +230,20 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         quotas: TierQuotas,
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self._limiter = limiter
         self._quotas = quotas
         self._on_close = on_close
+        self._trusted_proxies = trusted_proxies
 
-    async def admit(self, peer: str) -> None:
-        """Count one call of the current caller (anonymous: of `peer`), or raise RateLimited."""
+    async def admit(self, peer: str, client_address: str | None = None) -> None:
+        """Count one call of the current caller (anonymous: of `client_address` when a trusted
+        proxy sent it, else of `peer`), or raise RateLimited."""
         caller = current_caller()
         quota = self._quotas.for_caller(caller)
         if quota is not None:
-            await self._limiter.hit(caller_key(caller, peer), quota)
+            await self._limiter.hit(caller_key(caller, peer, client_address), quota)
 
     async def close(self) -> None:
         """Release the Redis connection this interceptor owns, if it owns one."""
@@ -239,14 +262,19 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_streaming or method.startswith(self.EXEMPT_PREFIXES):
             # The mesh has no client-streaming RPCs of its own (reflection is one, and exempt).
             return handler
-        admit = self.admit
+        metadata = tuple(handler_call_details.invocation_metadata or ())
+        trusted = self._trusted_proxies
+
+        async def admit(peer: str) -> None:
+            await self.admit(peer, forwarded_address(peer, metadata, trusted))
+
         if handler.response_streaming:
             stream = cast(_StreamBehavior, handler.unary_stream)
             if not inspect.isasyncgenfunction(stream):
                 # Write-style streaming (`await context.write(...)`) is a plain coroutine, and
                 # grpc.aio needs the wrapper to keep that shape.
                 return grpc.unary_stream_rpc_method_handler(
-                    self._wrap_unary(cast(_UnaryBehavior, stream)),
+                    self._wrap_unary(cast(_UnaryBehavior, stream), admit),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
@@ -264,14 +292,15 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap_unary(cast(_UnaryBehavior, handler.unary_unary)),
+            self._wrap_unary(cast(_UnaryBehavior, handler.unary_unary), admit),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap_unary(self, behavior: _UnaryBehavior) -> _UnaryBehavior:
-        admit = self.admit
-
+    @staticmethod
+    def _wrap_unary(
+        behavior: _UnaryBehavior, admit: Callable[[str], Awaitable[None]]
+    ) -> _UnaryBehavior:
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await admit(context.peer())
             return await behavior(request, context)
@@ -317,4 +346,7 @@ def rate_limiter_from_settings(
         name=service,
         timeout_seconds=_STORE_TIMEOUT_SECONDS,
     )
-    return RateLimitInterceptor(limiter, quotas, on_close=on_close)
+    trusted = frozenset(
+        host.strip() for host in settings.rate_limit_trusted_proxies.split(",") if host.strip()
+    )
+    return RateLimitInterceptor(limiter, quotas, on_close=on_close, trusted_proxies=trusted)

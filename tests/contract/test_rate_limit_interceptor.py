@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from services.common.config import ServiceSettings
 from services.common.rate_limit import (
+    CLIENT_ADDRESS_HEADER,
     Quota,
     TierQuotas,
     rate_limiter_from_settings,
@@ -214,6 +215,35 @@ async def test_anonymous_calls_are_counted_per_address(redis_url: str, tmp_path:
         assert (await fails(limited.ping(host="[::1]"))).code == grpc.StatusCode.RESOURCE_EXHAUSTED
         # ... and a signed-in caller at the exhausted address is counted as themself.
         assert await limited.ping(limited.metadata("u-1")) == "u-1"
+
+
+async def test_a_trusted_proxy_is_limited_per_end_client_and_nobody_else_can_claim_one(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The edge (trusted, on 127.0.0.1) calls for two browsers: each has the anonymous quota of
+    # its own address. The same header from an untrusted address (::1) is ignored.
+    async with limited_server(
+        redis_url, tmp_path, rate_limit_trusted_proxies="127.0.0.1"
+    ) as limited:
+
+        def browser(address: str) -> Metadata:
+            return ((CLIENT_ADDRESS_HEADER, address),)
+
+        for _ in range(2):
+            assert await limited.ping(browser("203.0.113.7")) == "anonymous"
+        _assert_rate_limited(await fails(limited.ping(browser("203.0.113.7"))))
+        for _ in range(2):
+            assert await limited.ping(browser("198.51.100.4")) == "anonymous"
+        untrusted = [await fails_or_passes(limited, browser(f"192.0.2.{n}")) for n in range(3)]
+        assert untrusted == ["anonymous", "anonymous", "RESOURCE_EXHAUSTED"]
+
+
+async def fails_or_passes(limited: Limited, metadata: Metadata) -> str:
+    """A ping from the untrusted address ::1: its answer, or the refusal's code."""
+    try:
+        return await limited.ping(metadata, host="[::1]")
+    except grpc.aio.AioRpcError as error:
+        return error.code().name
 
 
 async def test_service_callers_are_not_limited(redis_url: str, tmp_path: Path) -> None:
