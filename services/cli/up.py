@@ -20,6 +20,7 @@ import httpx
 from services.cli.credentials import provision
 from services.cli.health import wait_until_serving
 from services.cli.local_stores import LocalStores, free_port, port_is_free
+from services.cli.mesh_state import deployment_for
 from services.cli.processes import ManagedProcess, stop_all
 from services.cli.seeding import seed_first_start
 from services.cli.supervisor import Supervisor
@@ -84,6 +85,8 @@ class Mesh:
     async def start(self) -> None:
         """Bring everything up; raises RuntimeError naming the part that failed."""
         store_env = await self.stores.start()
+        # Every process of this mesh, the edge included, keys Redis under this deployment.
+        store_env["DEPLOYMENT"] = deployment_for(self.plan.state_dir)
         peers = {f"{name.upper()}_ADDR": self.plan.address(name) for name in SERVICES}
         logs = self.plan.state_dir / "logs"
         # Every service but auth calls its peers as itself (services/common/service_tokens.py).
@@ -125,7 +128,7 @@ class Mesh:
             {
                 **peers,
                 # The edge verifies tokens too, and consults the same deny list.
-                **{k: v for k, v in store_env.items() if k == "REDIS_URL"},
+                **{k: v for k, v in store_env.items() if k in {"REDIS_URL", "DEPLOYMENT"}},
                 "HOST": self.plan.host,
                 "PORT": str(self.plan.edge_port),
                 "OTEL_SERVICE_NAME": "counterpick-edge",
