@@ -16,9 +16,10 @@ import redis.asyncio as aioredis
 
 from services.auth.api_keys import ApiKey
 from services.auth.tokens import ParsedRefreshToken, RefreshSecret, new_refresh_token
+from services.common.config import DEFAULT_DEPLOYMENT
 from services.common.errors import Unauthenticated
 from services.common.pg_migrations import apply_migrations
-from services.common.tokens import DENY_LIST_KEY, TokenExpired, TokenInvalid
+from services.common.tokens import TokenExpired, TokenInvalid, deny_list_key
 
 # The auth tables live in a PostgreSQL schema of their own, as every service's do.
 SCHEMA = "auth_service"
@@ -267,8 +268,15 @@ class LoginState:
 class LoginStateStore:
     """Single-use login states and the set of seen nonces, in Redis with TTLs."""
 
-    def __init__(self, redis: aioredis.Redis, state_ttl: timedelta, nonce_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        state_ttl: timedelta,
+        nonce_ttl: timedelta,
+        deployment: str = DEFAULT_DEPLOYMENT,
+    ) -> None:
         self._redis = redis
+        self._prefix = f"{deployment}:auth"
         self._state_ttl = state_ttl
         self._nonce_ttl = nonce_ttl
 
@@ -276,7 +284,7 @@ class LoginStateStore:
         """Store a new login attempt."""
         login = LoginState(return_to, now + self._state_ttl)
         await self._redis.set(
-            f"counterpick:auth:state:{state}",
+            f"{self._prefix}:state:{state}",
             json.dumps({"return_to": return_to}),
             ex=int(self._state_ttl.total_seconds()),
         )
@@ -284,7 +292,7 @@ class LoginStateStore:
 
     async def take(self, state: str) -> str | None:
         """The return_to of a login attempt, once: a second take finds nothing."""
-        raw = await self._redis.getdel(f"counterpick:auth:state:{state}")
+        raw = await self._redis.getdel(f"{self._prefix}:state:{state}")
         if raw is None:
             return None
         value: str = json.loads(raw)["return_to"]
@@ -294,7 +302,7 @@ class LoginStateStore:
         """True the first time a provider's nonce is seen (within its lifetime), else False."""
         digest = hashlib.sha256(f"{endpoint}|{nonce}".encode()).hexdigest()
         stored = await self._redis.set(
-            f"counterpick:auth:nonce:{digest}",
+            f"{self._prefix}:nonce:{digest}",
             "1",
             nx=True,
             ex=int(self._nonce_ttl.total_seconds()),
@@ -411,13 +419,14 @@ class DenyListWriter:
     """Adds revoked access tokens (by jti) and API keys (by id) to the Redis deny list every
     verifier of the mesh reads (services/common/tokens.py DenyList)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, deployment: str = DEFAULT_DEPLOYMENT) -> None:
         self._redis = redis
+        self._key = deny_list_key(deployment)
 
     async def deny(self, member: str, until: datetime) -> None:
         """Deny `member` ("jti:<jti>" or "key:<id>") until `until`, when what it denies has
         expired anyway; expired entries are dropped on the way so the set stays small."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(DENY_LIST_KEY, {member: until.timestamp()})
-            pipe.zremrangebyscore(DENY_LIST_KEY, "-inf", utc_now().timestamp())
+            pipe.zadd(self._key, {member: until.timestamp()})
+            pipe.zremrangebyscore(self._key, "-inf", utc_now().timestamp())
             await pipe.execute()

@@ -100,9 +100,10 @@ class AuthRuntime:
             self._stores.redis,
             state_ttl=timedelta(seconds=settings.login_state_seconds),
             nonce_ttl=openid.NONCE_MAX_AGE * 2,
+            deployment=settings.deployment,
         )
         self.api_keys = ApiKeyStore(self._stores.postgres)
-        self.deny_list = DenyListWriter(self._stores.redis)
+        self.deny_list = DenyListWriter(self._stores.redis, settings.deployment)
         self.service_credentials = settings.service_credentials()
         ring = self.ring
 
@@ -111,7 +112,8 @@ class AuthRuntime:
 
         self.verifier = verifier_from_settings(settings, own_keys)
         self._http = httpx.AsyncClient(timeout=settings.steam_timeout_seconds)
-        self.limiter = RateLimiter(self._stores.redis, prefix="counterpick:rate:auth", name="auth")
+        rate_prefix = settings.rate_limit_key_prefix or f"{settings.deployment}:rate"
+        self.limiter = RateLimiter(self._stores.redis, prefix=f"{rate_prefix}:auth", name="auth")
         self._user_channel = open_channel(settings.user_addr)
         self._prune_task = asyncio.create_task(self._prune_periodically(), name="auth-prune")
 

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         help="PEM certificate chain: draft, model and auth also serve TLS on public ports",
     )
     up.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    up.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="leave an empty warehouse empty (default: load the bundled seed on first start)",
+    )
     for name, port in PUBLIC_TLS_PORTS.items():
         up.add_argument(f"--{name}-tls-port", type=int, default=port)
 
@@ -203,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_ports={name: getattr(args, f"{name}_tls_port") for name in PUBLIC_TLS_PORTS},
+            seed=not args.no_seed,
         )
 
         return asyncio.run(run_up(plan))

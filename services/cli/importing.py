@@ -1,4 +1,9 @@
-"""`counterpick import` and `counterpick migrate`: the warehouse from the command line."""
+"""`counterpick import` and `counterpick migrate`: the warehouse from the command line.
+
+While `counterpick up` runs (its state dir says so), or when the embedded warehouse is held by
+another process, `import` goes through the etl service that owns the warehouse (ImportDumps, as
+an admin minted from the state dir); otherwise it opens the warehouse itself.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from counterpick.etl.v1 import etl_service_pb2 as etl_pb
+from services.cli.mesh_state import MeshState
 from services.common.dota_constants import load_constants
 from services.common.warehouse import is_locked
 from services.etl.dumps import DumpFormatError
@@ -74,20 +81,39 @@ def run_import(paths: list[Path], state_dir: Path) -> int:
     if missing:
         print(f"counterpick import: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if _mesh_etl(state_dir) is not None:
+        return run_import_through_etl(paths, state_dir)
     dsn = warehouse_dsn(state_dir)
-    warehouse = open_warehouse(dsn)
+    try:
+        warehouse = open_warehouse(dsn)
+    except SystemExit:
+        if not dsn.startswith("chdb://") or not _locked(dsn):
+            raise
+        # Held by an etl this state dir does not know of (`counterpick serve etl`, say).
+        return run_import_through_etl(paths, state_dir)
+    return _import_directly(paths, warehouse, dsn)
+
+
+def _mesh_etl(state_dir: Path) -> str | None:
+    """The etl address of a `counterpick up` running in `state_dir`, if one runs."""
+    state = MeshState.read(state_dir)
+    if state is not None and "etl" in state.children and state.supervisor_alive():
+        return state.children["etl"].address
+    return None
+
+
+def _locked(dsn: str) -> bool:
+    try:
+        Warehouse.connect(dsn).close()
+    except Exception as error:
+        return is_locked(error)
+    return False
+
+
+def _import_directly(paths: list[Path], warehouse: Warehouse, dsn: str) -> int:
     constants = load_constants()
     total = ImportSummary()
-    rows: list[tuple[str, ...]] = [
-        (
-            "file",
-            "read",
-            "loaded",
-            "duplicates",
-            "skipped (reason count)",
-            "rejected (reason count)",
-        )
-    ]
+    rows: list[tuple[str, ...]] = [_HEADER]
     exit_code = 0
     try:
         with tqdm(unit=" matches", unit_scale=True, file=sys.stderr, disable=None) as progress:
@@ -111,6 +137,82 @@ def run_import(paths: list[Path], state_dir: Path) -> int:
     finally:
         warehouse.close()
     return exit_code
+
+
+_HEADER = (
+    "file",
+    "read",
+    "loaded",
+    "duplicates",
+    "skipped (reason count)",
+    "rejected (reason count)",
+)
+
+
+def _proto_rows(counts: etl_pb.ImportCounts, name: str) -> tuple[str, ...]:
+    skipped = (
+        ", ".join(
+            f"{etl_pb.SkipReason.Name(s.reason).removeprefix('SKIP_REASON_').lower()} {s.count}"
+            for s in counts.skipped
+        )
+        or "-"
+    )
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(counts.rejected.items())) or "-"
+    return (
+        name,
+        str(counts.read),
+        str(counts.loaded),
+        str(counts.duplicates),
+        skipped,
+        rejected,
+    )
+
+
+def run_import_through_etl(paths: list[Path], state_dir: Path) -> int:
+    """Import through the running etl's ImportDumps (the files are read where etl runs: this
+    machine, for `counterpick up`)."""
+    import asyncio
+
+    import grpc
+
+    from services.cli.dlq import etl_address
+    from services.cli.etl_import import import_through_etl
+    from services.cli.token import operator_metadata
+
+    address = etl_address(state_dir, None)
+    print(f"the warehouse is held by a running etl; importing through {address}", file=sys.stderr)
+    with tqdm(unit=" records", unit_scale=True, file=sys.stderr, disable=None) as progress:
+        done_before = 0  # records of the files already finished
+        current = [0, 0]  # file index, records read in it
+
+        def advance(message: etl_pb.ImportProgress) -> None:
+            nonlocal done_before
+            if message.file_index != current[0]:
+                done_before += current[1]
+                current[0], current[1] = message.file_index, 0
+                progress.set_description(Path(message.path).name)
+            progress.update(done_before + message.read - progress.n)
+            current[1] = message.read
+
+        progress.set_description(paths[0].name)
+        try:
+            summary = asyncio.run(
+                import_through_etl(
+                    address, paths, operator_metadata(state_dir), on_progress=advance
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            progress.close()
+            print(f"counterpick import: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    rows: list[tuple[str, ...]] = [_HEADER]
+    rows += [_proto_rows(counts, counts.path) for counts in summary.files]
+    rows.append(_proto_rows(summary.total, "total"))
+    print(_table(rows))
+    for line in summary.first_rejections:
+        print(f"  rejected: {line}")
+    print(f"warehouse (through etl {address}): {summary.stored_matches} matches stored")
+    return 0
 
 
 def run_migrate(state_dir: Path) -> int:

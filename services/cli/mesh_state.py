@@ -6,6 +6,7 @@ Written whole to a temporary file and renamed over the old one, so a reader neve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -99,3 +100,15 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+
+
+def deployment_for(state_dir: Path) -> str:
+    """The DEPLOYMENT (Redis key prefix) of the mesh `counterpick up` runs from `state_dir`:
+    DEPLOYMENT when set, else `cp-` and a short hash of the state dir's resolved path, so two
+    checkouts (or two state dirs) sharing one Redis never see each other's keys, and every
+    command given the same state dir finds the same ones."""
+    explicit = os.environ.get("DEPLOYMENT")
+    if explicit:
+        return explicit
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
+    return f"cp-{digest}"

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from services.cli.importing import warehouse_dsn
+from services.cli.mesh_state import deployment_for
 from services.cli.token import operator_metadata
 from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.dota_constants import load_constants
@@ -66,7 +67,7 @@ def run_recompute(state_dir: Path, *, full: bool, list_only: bool, redis_url: st
 
     async def main() -> int:
         redis = aioredis.Redis.from_url(url, socket_connect_timeout=3)
-        store = SnapshotStore(redis)
+        store = SnapshotStore(redis, deployment_for(state_dir))
         try:
             try:
                 await redis.ping()

@@ -20,7 +20,9 @@ import httpx
 from services.cli.credentials import provision
 from services.cli.health import wait_until_serving
 from services.cli.local_stores import LocalStores, free_port, port_is_free
+from services.cli.mesh_state import deployment_for
 from services.cli.processes import ManagedProcess, stop_all
+from services.cli.seeding import seed_first_start
 from services.cli.supervisor import Supervisor
 from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.errors import CounterpickError
@@ -52,6 +54,8 @@ class MeshPlan:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ports: dict[str, int] = field(default_factory=lambda: dict(PUBLIC_TLS_PORTS))
+    # Load the bundled seed into an empty warehouse once the services serve (seeding.py).
+    seed: bool = True
 
     def address(self, service: str) -> str:
         """host:port of one gRPC service."""
@@ -81,6 +85,8 @@ class Mesh:
     async def start(self) -> None:
         """Bring everything up; raises RuntimeError naming the part that failed."""
         store_env = await self.stores.start()
+        # Every process of this mesh, the edge included, keys Redis under this deployment.
+        store_env["DEPLOYMENT"] = deployment_for(self.plan.state_dir)
         peers = {f"{name.upper()}_ADDR": self.plan.address(name) for name in SERVICES}
         logs = self.plan.state_dir / "logs"
         # Every service but auth calls its peers as itself (services/common/service_tokens.py).
@@ -124,7 +130,7 @@ class Mesh:
             {
                 **peers,
                 # The edge verifies tokens too, and consults the same deny list.
-                **{k: v for k, v in store_env.items() if k == "REDIS_URL"},
+                **{k: v for k, v in store_env.items() if k in {"REDIS_URL", "DEPLOYMENT"}},
                 "HOST": self.plan.host,
                 "PORT": str(self.plan.edge_port),
                 "OTEL_SERVICE_NAME": "counterpick-edge",
@@ -214,6 +220,11 @@ class Mesh:
         return "\n".join(lines)
 
 
+def _report_seeding_failure(task: asyncio.Future[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        print(f"counterpick up: seeding failed: {task.exception()!r}", file=sys.stderr)
+
+
 async def run_up(plan: MeshPlan) -> int:
     """Start the mesh, print its endpoints, keep its children running (restarting one that
     dies), and stop it all cleanly on a signal. A child that dies while the mesh starts fails
@@ -236,6 +247,7 @@ async def run_up(plan: MeshPlan) -> int:
         loop.add_signal_handler(sig, stop_requested.set)
     mesh = Mesh(plan)
     exit_code = 0
+    seeding: asyncio.Future[bool] | None = None
     try:
         print("starting stores and services...", file=sys.stderr, flush=True)
         start = asyncio.ensure_future(mesh.start())
@@ -247,6 +259,11 @@ async def run_up(plan: MeshPlan) -> int:
         stopper.cancel()
         start.result()
         print(mesh.endpoint_table(time.monotonic() - started), flush=True)
+        if plan.seed:
+            seeding = asyncio.ensure_future(
+                seed_first_start(plan.state_dir, plan.address("etl"), plan.address("model"))
+            )
+            seeding.add_done_callback(_report_seeding_failure)
         while not stop_requested.is_set():
             # A child that died is restarted (with backoff); the rest keep serving.
             mesh.supervisor.check()
@@ -256,6 +273,8 @@ async def run_up(plan: MeshPlan) -> int:
         print(f"counterpick up: {error}", file=sys.stderr)
         exit_code = 1
     finally:
+        if seeding is not None:
+            seeding.cancel()
         print("stopping...", file=sys.stderr, flush=True)
         await asyncio.to_thread(mesh.stop)
         print("stopped.", file=sys.stderr, flush=True)

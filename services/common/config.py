@@ -7,6 +7,7 @@ variable (see `load_settings`).
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from typing import Annotated, Literal
@@ -60,7 +61,30 @@ class CommonSettings(BaseSettings):
     tls_root_cert_file: FilePath | None = None
 
 
-class RateLimitSettings(BaseSettings):
+DEFAULT_DEPLOYMENT = "counterpick"
+
+
+class DeploymentSettings(BaseSettings):
+    """Which deployment a process belongs to (DEPLOYMENT): the first part of every Redis key it
+    reads or writes, so deployments sharing one Redis (two checkouts on a laptop, staging beside
+    production) never read or overwrite each other's snapshots, drafts, cursors, sessions, quotas
+    or deny list. Every process of one deployment must agree on it; `counterpick up` sets it to
+    one per state directory."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    deployment: str = Field(
+        default=DEFAULT_DEPLOYMENT, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+    )
+
+
+@functools.cache
+def deployment_from_environment() -> str:
+    """DEPLOYMENT of this process (for key defaults outside a settings object)."""
+    return load_settings(DeploymentSettings).deployment
+
+
+class RateLimitSettings(DeploymentSettings):
     """Per-caller call quotas of a service's RPCs (services.common.rate_limit), kept in Redis.
 
     A draft room makes a handful of calls per pick or ban (suggestions, bans, a win estimate), a
@@ -79,7 +103,8 @@ class RateLimitSettings(BaseSettings):
     rate_limit_plus_per_minute: int = Field(default=300, ge=1)
     rate_limit_pro_per_minute: int = Field(default=600, ge=1)
     # Redis key prefix; the service's name is appended, so each service keeps its own counts.
-    rate_limit_key_prefix: str = Field(default="counterpick:rate", min_length=1)
+    # Unset: "<DEPLOYMENT>:rate".
+    rate_limit_key_prefix: str | None = Field(default=None, min_length=1)
     # Addresses of proxies (the edge) whose x-counterpick-client-address is believed, so
     # anonymous web users are limited by their own address, not the edge's; comma-separated.
     # Empty: believe nobody. `counterpick up` trusts loopback, where its edge runs.
@@ -147,7 +172,7 @@ class PostgresSettings(BaseSettings):
     )
 
 
-class RedisSettings(BaseSettings):
+class RedisSettings(DeploymentSettings):
     """Redis for model snapshots, replay stores and rate limits."""
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
@@ -155,7 +180,7 @@ class RedisSettings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
 
 
-class TokenSettings(BaseSettings):
+class TokenSettings(DeploymentSettings):
     """How a service verifies access tokens: who issues them, for whom, where the keys are."""
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)

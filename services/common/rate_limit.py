@@ -340,9 +340,10 @@ def rate_limiter_from_settings(
             socket_timeout_seconds=_STORE_TIMEOUT_SECONDS,
         )
         on_close = redis.aclose
+    rate_prefix = settings.rate_limit_key_prefix or f"{settings.deployment}:rate"
     limiter = RateLimiter(
         redis,
-        prefix=f"{settings.rate_limit_key_prefix}:{service}",
+        prefix=f"{rate_prefix}:{service}",
         name=service,
         timeout_seconds=_STORE_TIMEOUT_SECONDS,
     )

@@ -25,6 +25,7 @@ import jwt
 import redis.asyncio as aioredis
 from jwt import PyJWK
 
+from services.common.config import deployment_from_environment
 from services.common.errors import DependencyUnavailable, PermissionDenied, Unauthenticated
 
 if TYPE_CHECKING:
@@ -39,8 +40,16 @@ REQUIRED_CLAIMS = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
 ASYMMETRIC_ALGORITHMS = frozenset({"EdDSA", "ES256", "RS256"})
 # The Redis sorted set of revoked access tokens and API keys: member "jti:<jti>" or
 # "key:<api key id>", score = unix time after which the entry is moot (the tokens it denies have
-# expired). Auth writes it; every verifier reads it.
+# expired). Auth writes it; every verifier reads it. Under the deployment's prefix (DEPLOYMENT):
+# `deny_list_key(deployment)`; this is the default deployment's.
 DENY_LIST_KEY = "counterpick:auth:denied"
+
+
+def deny_list_key(deployment: str) -> str:
+    """The deny list of one deployment (see DENY_LIST_KEY)."""
+    return f"{deployment}:auth:denied"
+
+
 # How stale a verifier's copy of the deny list may be: the "within seconds" of revocation.
 DENY_LIST_REFRESH_SECONDS = 2.0
 log = logging.getLogger(__name__)
@@ -121,8 +130,16 @@ class DenyList:
     every token because the deny list is away would turn a Redis outage into a full outage.
     """
 
-    def __init__(self, redis_url: str, *, refresh_seconds: float = DENY_LIST_REFRESH_SECONDS):
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        refresh_seconds: float = DENY_LIST_REFRESH_SECONDS,
+        deployment: str | None = None,
+    ):
+        """`deployment` unset: this process's DEPLOYMENT (the environment's)."""
         self._url = redis_url
+        self._key = deny_list_key(deployment or deployment_from_environment())
         self._refresh_seconds = refresh_seconds
         self._denied: frozenset[str] = frozenset()
         self._user_cutoffs: dict[str, int] = {}
@@ -144,7 +161,7 @@ class DenyList:
     async def refresh(self) -> None:
         """Reload the copy now (entries whose tokens have expired are left out)."""
         try:
-            members = await self._redis().zrangebyscore(DENY_LIST_KEY, time.time(), "+inf")
+            members = await self._redis().zrangebyscore(self._key, time.time(), "+inf")
         except Exception as error:
             log.warning("the token deny list could not be read; keeping the last copy: %s", error)
             self._loaded_at = time.monotonic()  # retry after the interval, not on every call
@@ -368,5 +385,5 @@ def verifier_from_settings(
         issuer=settings.token_issuer,
         audience=settings.token_audience,
         fetch_keys=key_source or key_source_from_settings(settings),
-        deny_list=DenyList(settings.redis_url),
+        deny_list=DenyList(settings.redis_url, deployment=settings.deployment),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
@@ -18,11 +18,19 @@ from services.common.config import (
 class DraftSettings(ServiceSettings, RedisSettings, TokenSettings, ServiceCredentialSettings):
     """Everything the draft service reads from its environment."""
 
+    @model_validator(mode="after")
+    def _deployment_prefix(self) -> DraftSettings:
+        # Frozen settings: the derived default is set once, here.
+        if not self.draft_key_prefix:
+            object.__setattr__(self, "draft_key_prefix", f"{self.deployment}:draft")
+        return self
+
     port: Port = DEFAULT_GRPC_PORTS["draft"]
     model_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['model']}"
     user_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['user']}"
     # Namespace of the draft keys in Redis, so two deployments on one Redis never meet.
-    draft_key_prefix: str = Field(default="draft", min_length=1)
+    # Unset: "<DEPLOYMENT>:draft".
+    draft_key_prefix: str = Field(default="", validate_default=False)
     # How often each replica looks for drafts whose clock ran out. A timeout is applied at its
     # own deadline whatever the lag; this only bounds how late watchers hear of it.
     draft_sweep_interval_seconds: float = Field(default=0.25, gt=0, le=60)

@@ -1,14 +1,14 @@
 """Bulk import: dump files straight into the warehouse through the same transform as etl.
 
-Runs in the importing process (no Kafka): it owns the warehouse for its duration, so with the
-embedded engine it must run while `counterpick up` is stopped (chdb allows one owner).
+Runs in the process that holds the warehouse (no Kafka): the etl service (its ImportDumps RPC,
+so imports work while the mesh runs), or `counterpick import` itself when no mesh holds it.
 Importing the same file twice loads nothing twice: ids already stored count as duplicates.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,19 @@ def import_file(
 ) -> ImportSummary:
     """Load one dump file; raises DumpFormatError (from dumps) when the file is unreadable."""
     summary = ImportSummary()
+    reported = 0
+    for _ in import_batches(path, warehouse, constants, summary):
+        on_progress(summary.read - reported)
+        reported = summary.read
+    on_progress(summary.read - reported)
+    return summary
+
+
+def import_batches(
+    path: Path, warehouse: Warehouse, constants: DotaConstants, summary: ImportSummary
+) -> Iterator[None]:
+    """Load one dump file into `summary`, yielding after every batch stored (for progress: the
+    summary holds the counts so far). Raises DumpFormatError when the file is unreadable."""
     batch: dict[int, CleanMatch] = {}
     for record in read_dump(path):
         summary.read += 1
@@ -62,11 +75,14 @@ def import_file(
         if len(batch) >= BATCH_SIZE:
             _load(batch, warehouse, summary)
             batch = {}
-        if summary.read % 1000 == 0:
-            on_progress(1000)
+            yield
     _load(batch, warehouse, summary)
-    on_progress(summary.read % 1000)
-    return summary
+    yield
+
+
+def count_records(path: Path) -> int:
+    """Records in a dump file (one pass of the reader, no transform), for a progress total."""
+    return sum(1 for _ in read_dump(path))
 
 
 def _transform(

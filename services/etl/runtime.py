@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.dota_constants import load_constants
+from services.common.dota_constants import DotaConstants, load_constants
 from services.common.stores import Stores
 from services.etl.config import EtlSettings
 from services.etl.dead_letter_topic import DeadLetterTopic
@@ -33,12 +33,21 @@ class EtlRuntime:
             raw_topic=settings.kafka_topic_match_ids,
         )
         self.warehouse: Warehouse | None = None
+        # ImportDumps runs one import at a time.
+        self.import_lock = asyncio.Lock()
+        self._constants: DotaConstants | None = None
         self.pipeline: MatchPipeline | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Set when the consumer died of an unexpected error: the process must exit non-zero.
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
+
+    def constants(self) -> DotaConstants:
+        """The game constants (loaded once, shared by the consumer and imports)."""
+        if self._constants is None:
+            self._constants = load_constants()
+        return self._constants
 
     @property
     def loader(self) -> MatchLoader | None:
@@ -59,7 +68,7 @@ class EtlRuntime:
             dead_letter_topic=settings.kafka_topic_dead_letters,
             group_id=settings.kafka_consumer_group,
             warehouse=self.warehouse,
-            constants=load_constants(),
+            constants=self.constants(),
             fetcher=self.fetcher,
             fetch_concurrency=settings.etl_fetch_concurrency,
             fetch_backlog=settings.etl_fetch_backlog,

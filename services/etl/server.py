@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
+from pathlib import Path
 from typing import Any, cast
 
 from aiokafka.errors import KafkaError
@@ -32,6 +35,8 @@ from services.common.warehouse.ipc import ipc_chunks
 from services.etl import dead_letters
 from services.etl.config import EtlSettings
 from services.etl.dead_letter_topic import DeadLetterTopicError, reason_name, reason_number
+from services.etl.dumps import DumpFormatError
+from services.etl.importer import ImportSummary, count_records, import_batches
 from services.etl.loader import FetchFailed
 from services.etl.matches import CleanMatch, InsignificantMatch, UnusableMatch
 from services.etl.pipeline import dead_letter_reason
@@ -195,6 +200,29 @@ class EtlServicer(pb_grpc.EtlServiceServicer):
         response.outcome = pb.REPROCESS_OUTCOME_REPLACED if existed else pb.REPROCESS_OUTCOME_LOADED
         return response
 
+    async def ImportDumps(
+        self, request: pb.ImportDumpsRequest, context: Any
+    ) -> AsyncIterator[pb.ImportDumpsResponse]:
+        paths = _import_paths(request)
+        warehouse = self._runtime.warehouse
+        if warehouse is None:
+            raise DependencyUnavailable("clickhouse", "the warehouse is not open yet")
+        # One import at a time: a second caller waits rather than interleaving its batches.
+        async with self._runtime.import_lock:
+            log.info("importing dumps", extra={"fields": {"paths": list(request.paths)}})
+            events = _import_events(
+                paths, list(request.paths), warehouse, request.only_if_empty, self._runtime
+            )
+            try:
+                async for message in _in_thread(events):
+                    yield message
+            except DumpFormatError as error:
+                raise InvalidArgument(str(error), field="paths") from error
+            except CounterpickError:
+                raise
+            except Exception as error:
+                raise DependencyUnavailable("clickhouse", f"import failed: {error}") from error
+
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Any
     ) -> pb.ListDeadLettersResponse:
@@ -278,6 +306,88 @@ def _entry(letter: dead_letters.Letter) -> pb.DeadLetterEntry:
     if letter.match_id is not None:
         entry.match_id = letter.match_id
     return entry
+
+
+MAX_IMPORT_PATHS = 100
+
+
+def _import_paths(request: pb.ImportDumpsRequest) -> list[Path]:
+    """The request's paths as files on this host; every one must exist before any is read."""
+    if not request.paths:
+        raise InvalidArgument("paths must name at least one dump file", field="paths")
+    if len(request.paths) > MAX_IMPORT_PATHS:
+        raise InvalidArgument(f"at most {MAX_IMPORT_PATHS} paths per call", field="paths")
+    paths = [Path(raw) for raw in request.paths]
+    pairs = zip(request.paths, paths, strict=True)
+    unreadable = [raw for raw, path in pairs if not _readable(path)]
+    if unreadable:
+        raise InvalidArgument(
+            f"not a readable file on the etl host ({socket.gethostname()}): "
+            f"{', '.join(unreadable)}; paths name files where etl runs, not where the caller does",
+            field="paths",
+        )
+    return paths
+
+
+def _readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+def _counts(path: str, summary: ImportSummary) -> pb.ImportCounts:
+    counts = pb.ImportCounts(
+        path=path,
+        read=summary.read,
+        loaded=summary.loaded,
+        duplicates=summary.duplicates,
+        rejected=dict(summary.rejected),
+    )
+    for reason, count in sorted(summary.skipped.items()):
+        counts.skipped.add(reason=_SKIP_REASONS.get(reason, 0), count=count)
+    return counts
+
+
+def _import_events(
+    paths: list[Path],
+    names: list[str],
+    warehouse: Warehouse,
+    only_if_empty: bool,
+    runtime: EtlRuntime,
+) -> Generator[pb.ImportDumpsResponse]:
+    """The blocking import of ImportDumps: progress after every batch, the summary last."""
+    if only_if_empty:
+        stored = warehouse.match_count()
+        if stored:
+            yield pb.ImportDumpsResponse(
+                summary=pb.ImportSummary(stored_matches=stored, skipped_not_empty=True)
+            )
+            return
+    constants = runtime.constants()
+    total = ImportSummary()
+    files: list[pb.ImportCounts] = []
+    for index, (path, name) in enumerate(zip(paths, names, strict=True)):
+        records = count_records(path)
+        summary = ImportSummary()
+        for _ in import_batches(path, warehouse, constants, summary):
+            yield pb.ImportDumpsResponse(
+                progress=pb.ImportProgress(
+                    path=name,
+                    file_index=index,
+                    read=summary.read,
+                    total=records,
+                    loaded=total.loaded + summary.loaded,
+                )
+            )
+        total.add(summary)
+        runtime.stats.matches_loaded += summary.loaded
+        files.append(_counts(name, summary))
+    yield pb.ImportDumpsResponse(
+        summary=pb.ImportSummary(
+            files=files,
+            total=_counts("", total),
+            stored_matches=warehouse.match_count(),
+            first_rejections=total.first_rejections,
+        )
+    )
 
 
 def _read_chunks(warehouse: Warehouse, read: WarehouseRead) -> Generator[bytes]:

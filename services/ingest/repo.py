@@ -1,6 +1,7 @@
 """Where each ingest source resumes, persisted in Redis (never only in memory).
 
-Every key the ingest service writes is built here, under `counterpick:ingest:`:
+Every key the ingest service writes is built here, under `<DEPLOYMENT>:ingest:`
+(`counterpick:ingest:` by default):
 
 - `cursor:{source}` (string, no expiry): highest match id read at the head (listings) or the
   next sequence number to ask for (Steam).
@@ -26,40 +27,41 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from services.common.config import DEFAULT_DEPLOYMENT
 from services.ingest.state import Gap, JobRecord, Sweep
 
-PREFIX = "counterpick:ingest"
+PREFIX = f"{DEFAULT_DEPLOYMENT}:ingest"
 FINISHED_JOB_TTL_SECONDS = 24 * 3600
 
 
-def cursor_key(source: str) -> str:
+def cursor_key(source: str, prefix: str = PREFIX) -> str:
     """The cursor of `source` (see the module table)."""
-    return f"{PREFIX}:cursor:{source}"
+    return f"{prefix}:cursor:{source}"
 
 
-def floor_key(source: str) -> str:
+def floor_key(source: str, prefix: str = PREFIX) -> str:
     """The floor of a listing source."""
-    return f"{PREFIX}:floor:{source}"
+    return f"{prefix}:floor:{source}"
 
 
-def seen_key(source: str) -> str:
+def seen_key(source: str, prefix: str = PREFIX) -> str:
     """Ids published above the floor."""
-    return f"{PREFIX}:seen:{source}"
+    return f"{prefix}:seen:{source}"
 
 
-def gaps_key(source: str) -> str:
+def gaps_key(source: str, prefix: str = PREFIX) -> str:
     """Unread id ranges."""
-    return f"{PREFIX}:gaps:{source}"
+    return f"{prefix}:gaps:{source}"
 
 
-def sweep_key(source: str) -> str:
+def sweep_key(source: str, prefix: str = PREFIX) -> str:
     """The current sweep of the late window."""
-    return f"{PREFIX}:sweep:{source}"
+    return f"{prefix}:sweep:{source}"
 
 
-def backfill_key(job_id: str) -> str:
+def backfill_key(job_id: str, prefix: str = PREFIX) -> str:
     """One backfill job."""
-    return f"{PREFIX}:backfill:{job_id}"
+    return f"{prefix}:backfill:{job_id}"
 
 
 BACKFILLS_KEY = f"{PREFIX}:backfills"
@@ -69,12 +71,13 @@ RUNNING_BACKFILLS_KEY = f"{PREFIX}:backfills:running"
 class CursorStore:
     """Reads and advances per-source cursors (a sequence number or a match id)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, deployment: str = DEFAULT_DEPLOYMENT) -> None:
+        self._prefix = f"{deployment}:ingest"
         self._client = client
 
     async def get(self, source: str) -> int | None:
         """The stored cursor of `source`, or None before its first successful batch."""
-        value = await self._client.get(cursor_key(source))
+        value = await self._client.get(cursor_key(source, self._prefix))
         return None if value is None else int(value)
 
     async def advance(self, source: str, value: int) -> None:
@@ -85,7 +88,7 @@ class CursorStore:
             "if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end "
             "return redis.call('GET', KEYS[1])",
             1,
-            cursor_key(source),
+            cursor_key(source, self._prefix),
             str(value),
         )
 
@@ -93,12 +96,13 @@ class CursorStore:
 class WindowStore:
     """The late-window state of listing sources: floor, published ids, gaps and sweep."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, deployment: str = DEFAULT_DEPLOYMENT) -> None:
+        self._prefix = f"{deployment}:ingest"
         self._client = client
 
     async def floor(self, source: str) -> int | None:
         """The floor, or None before the first poll that set one."""
-        value = await self._client.get(floor_key(source))
+        value = await self._client.get(floor_key(source, self._prefix))
         return None if value is None else int(value)
 
     async def raise_floor(self, source: str, value: int) -> None:
@@ -109,8 +113,8 @@ class WindowStore:
             "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', redis.call('GET', KEYS[1])) "
             "return redis.call('GET', KEYS[1])",
             2,
-            floor_key(source),
-            seen_key(source),
+            floor_key(source, self._prefix),
+            seen_key(source, self._prefix),
             str(value),
         )
 
@@ -118,22 +122,24 @@ class WindowStore:
         """Those of `match_ids` not published yet (in the given order)."""
         if not match_ids:
             return []
-        scores = await self._client.zmscore(seen_key(source), [str(i) for i in match_ids])
+        scores = await self._client.zmscore(
+            seen_key(source, self._prefix), [str(i) for i in match_ids]
+        )
         pairs = zip(match_ids, scores, strict=True)
         return [match_id for match_id, score in pairs if score is None]
 
     async def mark_seen(self, source: str, match_ids: list[int]) -> None:
         """Record ids as published (after Kafka acknowledged them)."""
         if match_ids:
-            await self._client.zadd(seen_key(source), {str(i): i for i in match_ids})
+            await self._client.zadd(seen_key(source, self._prefix), {str(i): i for i in match_ids})
 
     async def seen_count(self, source: str) -> int:
         """How many published ids are kept above the floor."""
-        return int(await self._client.zcard(seen_key(source)))
+        return int(await self._client.zcard(seen_key(source, self._prefix)))
 
     async def gaps(self, source: str) -> list[Gap]:
         """Open gaps, oldest first."""
-        raw = await self._client.zrange(gaps_key(source), 0, -1, withscores=True)
+        raw = await self._client.zrange(gaps_key(source, self._prefix), 0, -1, withscores=True)
         gaps = []
         for entry in raw:
             member, score = cast(tuple[bytes, float], entry)
@@ -144,19 +150,21 @@ class WindowStore:
     async def add_gap(self, source: str, gap: Gap) -> None:
         """Record an unread range (a no-op for an empty one)."""
         if not gap.empty:
-            await self._client.zadd(gaps_key(source), {_member(gap): gap.since}, nx=True)
+            await self._client.zadd(
+                gaps_key(source, self._prefix), {_member(gap): gap.since}, nx=True
+            )
 
     async def replace_gap(self, source: str, old: Gap, new: Gap | None) -> None:
         """Shrink a gap after part of it was read (None or an empty range: it is closed)."""
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.zrem(gaps_key(source), _member(old))
+            pipe.zrem(gaps_key(source, self._prefix), _member(old))
             if new is not None and not new.empty:
-                pipe.zadd(gaps_key(source), {_member(new): new.since})
+                pipe.zadd(gaps_key(source, self._prefix), {_member(new): new.since})
             await pipe.execute()
 
     async def sweep(self, source: str) -> Sweep | None:
         """The sweep in progress, if any."""
-        raw = await self._client.hgetall(sweep_key(source))
+        raw = await self._client.hgetall(sweep_key(source, self._prefix))
         if not raw:
             return None
         values = {_text(k): _text(v) for k, v in raw.items()}
@@ -166,10 +174,13 @@ class WindowStore:
     async def begin_sweep(self, source: str, sweep: Sweep, gap: Gap) -> None:
         """Start a pass: its state and the gap covering the window, together."""
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(sweep_key(source))
-            pipe.hset(sweep_key(source), mapping={"at": repr(sweep.at), "top": str(sweep.top)})
+            pipe.delete(sweep_key(source, self._prefix))
+            pipe.hset(
+                sweep_key(source, self._prefix),
+                mapping={"at": repr(sweep.at), "top": str(sweep.top)},
+            )
             if not gap.empty:
-                pipe.zadd(gaps_key(source), {_member(gap): gap.since}, nx=True)
+                pipe.zadd(gaps_key(source, self._prefix), {_member(gap): gap.since}, nx=True)
             await pipe.execute()
 
     async def note_settled(self, source: str, match_id: int) -> None:
@@ -181,13 +192,13 @@ class WindowStore:
             "redis.call('HSET', KEYS[1], 'settled', ARGV[1]) end "
             "return 1",
             1,
-            sweep_key(source),
+            sweep_key(source, self._prefix),
             str(match_id),
         )
 
     async def end_sweep(self, source: str) -> None:
         """Forget the finished pass."""
-        await self._client.delete(sweep_key(source))
+        await self._client.delete(sweep_key(source, self._prefix))
 
 
 # Admit a job only while fewer than ARGV[1] run: the check and the insert are one step.
@@ -203,7 +214,8 @@ return 1
 class JobStore:
     """Backfill jobs in Redis: admitted under a cap, saved per chunk, expiring when done."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, deployment: str = DEFAULT_DEPLOYMENT) -> None:
+        self._prefix = f"{deployment}:ingest"
         self._client = client
 
     async def admit(self, job: JobRecord, max_running: int) -> bool:
@@ -211,9 +223,9 @@ class JobStore:
         admitted = await self._client.eval(
             _ADMIT,
             3,
-            RUNNING_BACKFILLS_KEY,
-            backfill_key(job.job_id),
-            BACKFILLS_KEY,
+            f"{self._prefix}:backfills:running",
+            backfill_key(job.job_id, self._prefix),
+            f"{self._prefix}:backfills",
             str(max_running),
             job.job_id,
             json.dumps(asdict(job)),
@@ -227,38 +239,45 @@ class JobStore:
         payload = json.dumps(asdict(job))
         async with self._client.pipeline(transaction=True) as pipe:
             if job.state == "running":
-                pipe.set(backfill_key(job.job_id), payload)
+                pipe.set(backfill_key(job.job_id, self._prefix), payload)
             else:
-                pipe.set(backfill_key(job.job_id), payload, ex=FINISHED_JOB_TTL_SECONDS)
-                pipe.srem(RUNNING_BACKFILLS_KEY, job.job_id)
+                pipe.set(
+                    backfill_key(job.job_id, self._prefix), payload, ex=FINISHED_JOB_TTL_SECONDS
+                )
+                pipe.srem(f"{self._prefix}:backfills:running", job.job_id)
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
         """One job, or None when unknown or expired."""
-        raw = await self._client.get(backfill_key(job_id))
+        raw = await self._client.get(backfill_key(job_id, self._prefix))
         return None if raw is None else JobRecord(**cast(dict[str, Any], json.loads(raw)))
 
     async def running(self) -> list[JobRecord]:
         """The jobs to resume (running ones whose record still exists)."""
-        ids = sorted(_text(member) for member in await self._client.smembers(RUNNING_BACKFILLS_KEY))
+        ids = sorted(
+            _text(member)
+            for member in await self._client.smembers(f"{self._prefix}:backfills:running")
+        )
         jobs = []
         for job_id in ids:
             job = await self.get(job_id)
             if job is None:
-                await self._client.srem(RUNNING_BACKFILLS_KEY, job_id)
+                await self._client.srem(f"{self._prefix}:backfills:running", job_id)
             else:
                 jobs.append(job)
         return jobs
 
     async def listing(self, limit: int = 100) -> list[JobRecord]:
         """Known jobs, newest first; the index forgets jobs whose record expired."""
-        members = cast(list[bytes], await self._client.zrevrange(BACKFILLS_KEY, 0, limit - 1))
+        members = cast(
+            list[bytes], await self._client.zrevrange(f"{self._prefix}:backfills", 0, limit - 1)
+        )
         ids = [_text(m) for m in members]
         jobs = []
         for job_id in ids:
             job = await self.get(job_id)
             if job is None:
-                await self._client.zrem(BACKFILLS_KEY, job_id)
+                await self._client.zrem(f"{self._prefix}:backfills", job_id)
             else:
                 jobs.append(job)
         return jobs

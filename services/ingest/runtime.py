@@ -76,10 +76,10 @@ class IngestRuntime:
         redis = self._stores.redis
         assert redis is not None
         await self.publisher.start()
-        self._backfills = BackfillJobs(self.publisher, JobStore(redis))
+        self._backfills = BackfillJobs(self.publisher, JobStore(redis, self.settings.deployment))
         await self._backfills.resume()
-        cursors = CursorStore(redis)
-        window = WindowStore(redis)
+        cursors = CursorStore(redis, self.settings.deployment)
+        window = WindowStore(redis, self.settings.deployment)
         settings = self.settings
         for name in settings.ingest_sources:
             poller: Poller

@@ -1,6 +1,7 @@
 """Model snapshots in Redis: versioned keys, an atomic pointer switch, expiry of old versions.
 
 Layout (version v):
+    (every key starts with DEPLOYMENT, "counterpick" by default, in place of `counterpick`)
     counterpick:snapshot:current                 -> v, switched only after v is completely written
     counterpick:snapshot:v{v}:manifest           -> JSON: patches, brackets, runs, weights
     counterpick:snapshot:v{v}:stats:{patch}:{b}  -> npz: counts and prior weights of one bracket
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
+from services.common.config import DEFAULT_DEPLOYMENT
 from services.common.dota import SkillBracket
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
@@ -37,11 +39,11 @@ from services.model.statistics import (
 from services.model.winmodel.metrics import Quality
 from services.model.winmodel.served import DraftModel
 
-PREFIX = "counterpick:snapshot"
+PREFIX = f"{DEFAULT_DEPLOYMENT}:snapshot"
 CURRENT_KEY = f"{PREFIX}:current"
 VERSION_COUNTER_KEY = f"{PREFIX}:next_version"
 CHANGED_CHANNEL = f"{PREFIX}:changed"
-RUNS_KEY = "counterpick:model:runs"
+RUNS_KEY = f"{DEFAULT_DEPLOYMENT}:model:runs"
 # Replicas swap to a new version within seconds of its notice (or of their next poll, 30 s), so
 # a replaced version is needed only briefly; with a run a minute, a longer life would keep dozens
 # of complete versions in Redis at once.
@@ -71,14 +73,18 @@ end
 """
 
 
-def _key(version: int, *parts: str) -> str:
-    return ":".join((PREFIX, f"v{version}", *parts))
-
-
-def counters_key(version: int, patch: str, bracket: SkillBracket, hero_id: int) -> str:
+def counters_key(
+    version: int,
+    patch: str,
+    bracket: SkillBracket,
+    hero_id: int,
+    deployment: str = DEFAULT_DEPLOYMENT,
+) -> str:
     """One hero's counters key for consumers that read Redis directly
-    (`counters:v{N}:patch_7.36:skill_all:hero_1`), versioned like every snapshot key."""
-    return f"counters:v{version}:patch_{patch}:skill_{bracket.value}:hero_{hero_id}"
+    (`counters:v{N}:patch_7.36:skill_all:hero_1`), versioned like every snapshot key; under
+    any other DEPLOYMENT than the default it starts with it (`<deployment>:counters:...`)."""
+    key = f"counters:v{version}:patch_{patch}:skill_{bracket.value}:hero_{hero_id}"
+    return key if deployment == DEFAULT_DEPLOYMENT else f"{deployment}:{key}"
 
 
 def _npz(**arrays: Any) -> bytes:
@@ -214,17 +220,27 @@ def run_from_json(text: str | bytes) -> RunRecord:
 class SnapshotStore:
     """Publishes and loads snapshots."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, deployment: str = DEFAULT_DEPLOYMENT) -> None:
         self._redis = redis
         self._record_run: Any = redis.register_script(_RECORD_RUN)
+        # Every key under the deployment's prefix (the module constants are the default's).
+        self.deployment = deployment
+        self._prefix = f"{deployment}:snapshot"
+        self.current_key = f"{self._prefix}:current"
+        self.changed_channel = f"{self._prefix}:changed"
+        self._version_counter_key = f"{self._prefix}:next_version"
+        self._runs_key = f"{deployment}:model:runs"
+
+    def _key(self, version: int, *parts: str) -> str:
+        return ":".join((self._prefix, f"v{version}", *parts))
 
     async def next_version(self) -> int:
         """A fresh snapshot version number."""
-        return int(await self._redis.incr(VERSION_COUNTER_KEY))
+        return int(await self._redis.incr(self._version_counter_key))
 
     async def current_version(self) -> int | None:
         """The version readers should serve, if any."""
-        value = await self._redis.get(CURRENT_KEY)
+        value = await self._redis.get(self.current_key)
         return int(value) if value is not None else None
 
     async def publish(self, snapshot: ModelSnapshot) -> None:
@@ -253,29 +269,29 @@ class SnapshotStore:
             }
             written: list[str] = []
             pipe = self._redis.pipeline(transaction=False)
-            model_key = _key(version, "model", name)
+            model_key = self._key(version, "model", name)
             pipe.set(model_key, encode_model(entry.model), ex=PENDING_TTL_SECONDS)
             written.append(model_key)
             for bracket, statistics in entry.statistics.items():
-                stats_key = _key(version, "stats", name, bracket.value)
+                stats_key = self._key(version, "stats", name, bracket.value)
                 pipe.set(stats_key, encode_statistics(statistics), ex=PENDING_TTL_SECONDS)
                 written.append(stats_key)
                 for hero in np.flatnonzero(statistics.hero_games):
-                    hero_key = counters_key(version, name, bracket, int(hero))
+                    hero_key = counters_key(version, name, bracket, int(hero), self.deployment)
                     pipe.set(
                         hero_key, _hero_counters(statistics, int(hero)), ex=PENDING_TTL_SECONDS
                     )
                     written.append(hero_key)
             # The set of keys first, so whoever expires the version finds what was written.
-            pipe.sadd(_key(version, "keys"), *written)
-            pipe.expire(_key(version, "keys"), PENDING_TTL_SECONDS)
+            pipe.sadd(self._key(version, "keys"), *written)
+            pipe.expire(self._key(version, "keys"), PENDING_TTL_SECONDS)
             await pipe.execute()
             keys += written
-        manifest_key = _key(version, "manifest")
+        manifest_key = self._key(version, "manifest")
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(manifest_key, json.dumps(manifest), ex=PENDING_TTL_SECONDS)
-        pipe.sadd(_key(version, "keys"), manifest_key)
-        pipe.expire(_key(version, "keys"), PENDING_TTL_SECONDS)
+        pipe.sadd(self._key(version, "keys"), manifest_key)
+        pipe.expire(self._key(version, "keys"), PENDING_TTL_SECONDS)
         await pipe.execute()
         return [*keys, manifest_key]
 
@@ -285,21 +301,21 @@ class SnapshotStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(CURRENT_KEY)
-                    raw = await pipe.get(CURRENT_KEY)
+                    await pipe.watch(self.current_key)
+                    raw = await pipe.get(self.current_key)
                     previous = int(raw) if raw is not None else None
                     replaced: set[bytes | str] = set()
                     if previous is not None and previous != version:
-                        replaced = await pipe.smembers(_key(previous, "keys"))
+                        replaced = await pipe.smembers(self._key(previous, "keys"))
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    for key in [*keys, _key(version, "keys")]:
+                    for key in [*keys, self._key(version, "keys")]:
                         pipe.persist(key)
                     if previous is not None and previous != version:
                         for member in replaced:
                             pipe.expire(member, OLD_VERSION_TTL_SECONDS)
-                        pipe.expire(_key(previous, "keys"), OLD_VERSION_TTL_SECONDS)
-                    pipe.set(CURRENT_KEY, version)
-                    pipe.publish(CHANGED_CHANNEL, version)
+                        pipe.expire(self._key(previous, "keys"), OLD_VERSION_TTL_SECONDS)
+                    pipe.set(self.current_key, version)
+                    pipe.publish(self.changed_channel, version)
                     await pipe.execute()
                     return
                 except aioredis.WatchError:
@@ -311,7 +327,7 @@ class SnapshotStore:
             version = await self.current_version()
             if version is None:
                 return None
-        raw_manifest = await self._redis.get(_key(version, "manifest"))
+        raw_manifest = await self._redis.get(self._key(version, "manifest"))
         if raw_manifest is None:
             return None
         manifest = json.loads(raw_manifest)
@@ -321,8 +337,8 @@ class SnapshotStore:
         for name, info in manifest["patches"].items():
             brackets = [SkillBracket(b) for b in info["brackets"]]
             blobs = await self._redis.mget(
-                [_key(version, "model", name)]
-                + [_key(version, "stats", name, b.value) for b in brackets]
+                [self._key(version, "model", name)]
+                + [self._key(version, "stats", name, b.value) for b in brackets]
             )
             present = [blob for blob in blobs if isinstance(blob, bytes)]
             if len(present) != len(blobs):
@@ -349,15 +365,16 @@ class SnapshotStore:
     async def record_run(self, run: RunRecord) -> None:
         """Add or update a run; only the newest RUNS_KEPT are kept (list and hash alike)."""
         await self._record_run(
-            keys=[RUNS_KEY, f"{RUNS_KEY}:by_id"], args=[run.run_id, run_to_json(run), RUNS_KEPT]
+            keys=[self._runs_key, f"{self._runs_key}:by_id"],
+            args=[run.run_id, run_to_json(run), RUNS_KEPT],
         )
 
     async def runs(self, limit: int = 20) -> list[RunRecord]:
         """The latest runs, newest first."""
-        ids = await self._redis.lrange(RUNS_KEY, 0, limit - 1)
+        ids = await self._redis.lrange(self._runs_key, 0, limit - 1)
         if not ids:
             return []
-        texts = await self._redis.hmget(f"{RUNS_KEY}:by_id", ids)
+        texts = await self._redis.hmget(f"{self._runs_key}:by_id", ids)
         return [run_from_json(text) for text in texts if text is not None]
 
 

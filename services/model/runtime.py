@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as aioredis
 
+from services.common.config import DEFAULT_DEPLOYMENT
 from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.errors import DependencyUnavailable
@@ -26,7 +27,7 @@ from services.common.warehouse.reader import WarehouseReader
 from services.model.drafts import PersonalScore
 from services.model.pas import HeroScore, PlayerMatch, hero_scores
 from services.model.recompute import Recomputer
-from services.model.repo import CHANGED_CHANNEL, SnapshotStore
+from services.model.repo import SnapshotStore
 from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ModelRuntime:
     full_recompute_seconds: float = 3600.0
     poll_seconds: float = 30.0
     pas_cache_seconds: int = 600
+    # The first part of every Redis key (DEPLOYMENT).
+    deployment: str = DEFAULT_DEPLOYMENT
     report_health: HealthReporter = lambda name, ok: None
     snapshot: ModelSnapshot | None = None
     store: SnapshotStore = field(init=False)
@@ -62,7 +65,7 @@ class ModelRuntime:
     def attach(self, redis: aioredis.Redis, source: WarehouseReader | None) -> None:
         """Connect to the stores (opened by the server's start hooks)."""
         self.redis, self.source = redis, source
-        self.store = SnapshotStore(redis)
+        self.store = SnapshotStore(redis, self.deployment)
         self.recomputer = (
             Recomputer(source, self.store, self.constants) if source is not None else None
         )
@@ -137,7 +140,7 @@ class ModelRuntime:
         while True:
             try:
                 pubsub = self._client.pubsub()
-                await pubsub.subscribe(CHANGED_CHANNEL)
+                await pubsub.subscribe(self.store.changed_channel)
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         await self.refresh()
@@ -205,7 +208,7 @@ class ModelRuntime:
     async def personal_scores(self, account_id: int, patch: str | None) -> list[HeroScore]:
         """The player's PAS per hero, cached in Redis for a while."""
         snapshot = self.require()
-        cache_key = f"counterpick:pas:v{snapshot.version}:{account_id}:{patch or '*'}"
+        cache_key = f"{self.deployment}:pas:v{snapshot.version}:{account_id}:{patch or '*'}"
         with contextlib.suppress(aioredis.RedisError, OSError):
             cached = await self._client.get(cache_key)
             if cached is not None:

@@ -545,6 +545,7 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
         full_recompute_seconds=settings.model_full_recompute_seconds,
         poll_seconds=settings.model_snapshot_poll_seconds,
         pas_cache_seconds=settings.model_pas_cache_seconds,
+        deployment=settings.deployment,
     )
 
     async def start() -> None:

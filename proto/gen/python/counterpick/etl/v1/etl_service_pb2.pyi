@@ -712,3 +712,215 @@ class ReprocessMatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__skip_reason) -> _WhichOneofReturnType__skip_reason | None: ...
 
 Global___ReprocessMatchResponse: _TypeAlias = ReprocessMatchResponse  # noqa: Y015
+
+@_typing.final
+class ImportDumpsRequest(_message.Message):
+    """Request of EtlService.ImportDumps."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATHS_FIELD_NUMBER: _builtins.int
+    ONLY_IF_EMPTY_FIELD_NUMBER: _builtins.int
+    only_if_empty: _builtins.bool
+    """Import only when the warehouse holds no match yet (the first-start seed): with any match
+    stored, nothing is read and the summary says `skipped_not_empty`.
+    """
+    @_builtins.property
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1..100 paths of dump files on the etl service's host, imported in this order."""
+
+    def __init__(
+        self,
+        *,
+        paths: _abc.Iterable[_builtins.str] | None = ...,
+        only_if_empty: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["only_if_empty", b"only_if_empty", "paths", b"paths"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDumpsRequest: _TypeAlias = ImportDumpsRequest  # noqa: Y015
+
+@_typing.final
+class ImportDumpsResponse(_message.Message):
+    """One message of the EtlService.ImportDumps stream: progress, then the summary last."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___ImportProgress:
+        """Sent after each batch of every file."""
+
+    @_builtins.property
+    def summary(self) -> Global___ImportSummary:
+        """Sent once, last."""
+
+    def __init__(
+        self,
+        *,
+        progress: Global___ImportProgress | None = ...,
+        summary: Global___ImportSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "report", b"report", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "report", b"report", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_report: _TypeAlias = _typing.Literal["progress", "summary"]  # noqa: Y015
+    _WhichOneofArgType_report: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_report) -> _WhichOneofReturnType_report | None: ...
+
+Global___ImportDumpsResponse: _TypeAlias = ImportDumpsResponse  # noqa: Y015
+
+@_typing.final
+class ImportProgress(_message.Message):
+    """Where an import stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    FILE_INDEX_FIELD_NUMBER: _builtins.int
+    READ_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    LOADED_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The file being read, as given in the request."""
+    file_index: _builtins.int
+    """Index of that file in the request's paths, from 0."""
+    read: _builtins.int
+    """Records read from that file so far."""
+    total: _builtins.int
+    """Records in that file, when known up front (0 if not)."""
+    loaded: _builtins.int
+    """Matches loaded from all files so far."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        file_index: _builtins.int = ...,
+        read: _builtins.int = ...,
+        total: _builtins.int = ...,
+        loaded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_index", b"file_index", "loaded", b"loaded", "path", b"path", "read", b"read", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportProgress: _TypeAlias = ImportProgress  # noqa: Y015
+
+@_typing.final
+class ImportCounts(_message.Message):
+    """What one file, or the whole import, did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RejectedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PATH_FIELD_NUMBER: _builtins.int
+    READ_FIELD_NUMBER: _builtins.int
+    LOADED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The file as given in the request; empty in the total."""
+    read: _builtins.int
+    """Records read."""
+    loaded: _builtins.int
+    """Matches newly stored."""
+    duplicates: _builtins.int
+    """Matches already stored (or repeated in the input), not stored again."""
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkipCount]:
+        """Matches skipped on purpose (Turbo, practice lobbies, too short, ...), per reason."""
+
+    @_builtins.property
+    def rejected(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Records that could not be turned into a match, per reason name (as dead letters are named,
+        e.g. "unknown_hero").
+        """
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        read: _builtins.int = ...,
+        loaded: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        skipped: _abc.Iterable[Global___SkipCount] | None = ...,
+        rejected: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "loaded", b"loaded", "path", b"path", "read", b"read", "rejected", b"rejected", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCounts: _TypeAlias = ImportCounts  # noqa: Y015
+
+@_typing.final
+class ImportSummary(_message.Message):
+    """The end of an import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    STORED_MATCHES_FIELD_NUMBER: _builtins.int
+    SKIPPED_NOT_EMPTY_FIELD_NUMBER: _builtins.int
+    FIRST_REJECTIONS_FIELD_NUMBER: _builtins.int
+    stored_matches: _builtins.int
+    """Matches stored in the warehouse after the import."""
+    skipped_not_empty: _builtins.bool
+    """True when only_if_empty was set and the warehouse already held matches: nothing was read."""
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportCounts]:
+        """One entry per file, in request order."""
+
+    @_builtins.property
+    def total(self) -> Global___ImportCounts:
+        """The sums over every file."""
+
+    @_builtins.property
+    def first_rejections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to 5 examples of rejected records ("record 12: players: hero_id=156 is not a known hero")."""
+
+    def __init__(
+        self,
+        *,
+        files: _abc.Iterable[Global___ImportCounts] | None = ...,
+        total: Global___ImportCounts | None = ...,
+        stored_matches: _builtins.int = ...,
+        skipped_not_empty: _builtins.bool = ...,
+        first_rejections: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "first_rejections", b"first_rejections", "skipped_not_empty", b"skipped_not_empty", "stored_matches", b"stored_matches", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSummary: _TypeAlias = ImportSummary  # noqa: Y015

@@ -64,6 +64,11 @@ class EtlServiceStub:
                 request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.ImportDumps = channel.unary_stream(
+                '/counterpick.etl.v1.EtlService/ImportDumps',
+                request_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ImportDumpsRequest.SerializeToString,
+                response_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ImportDumpsResponse.FromString,
+                _registered_method=True)
 
 
 class EtlServiceServicer:
@@ -150,6 +155,28 @@ class EtlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportDumps(self, request, context):
+        """ImportDumps loads dump files (the CSV draft sets, Steam/OpenDota JSON, JSON Lines, gzip or
+        not; the formats of `counterpick import`) into the warehouse through the same transform as
+        the consumer, in the etl process that owns it, so imports work while the mesh runs. `paths`
+        are paths on the etl's own host (its filesystem, its container), absolute or relative to
+        its working directory: the caller names files, it does not upload them. Files are read in
+        order, one import at a time per etl process (a second call waits). A match already stored
+        counts as a duplicate and is not loaded again. The stream sends progress every batch
+        (`progress`) and ends with one message whose `summary` is set. The model counts the loaded
+        matches at its next incremental recompute (every MODEL_RECOMPUTE_INTERVAL_SECONDS) or when
+        ModelService.Recompute is called.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT, field "paths") when no path is
+        given, a path is not a readable regular file on the etl host (nothing is imported then), or
+        a file is not a dump it can read (files before it stay imported); UNAVAILABLE
+        (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "clickhouse") when the warehouse is not
+        open or an insert fails; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EtlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +204,11 @@ def add_EtlServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'ImportDumps': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImportDumps,
+                    request_deserializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ImportDumpsRequest.FromString,
+                    response_serializer=counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ImportDumpsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +351,33 @@ class EtlService:
             '/counterpick.etl.v1.EtlService/ReplayDeadLetters',
             counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersRequest.SerializeToString,
             counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDumps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/counterpick.etl.v1.EtlService/ImportDumps',
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ImportDumpsRequest.SerializeToString,
+            counterpick_dot_etl_dot_v1_dot_etl__service__pb2.ImportDumpsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,24 @@ class EtlServiceStub:
     "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
     GetEtlStatus.
     """
+    ImportDumps: _grpc.UnaryStreamMultiCallable[_etl_service_pb2.ImportDumpsRequest, _etl_service_pb2.ImportDumpsResponse]
+    """ImportDumps loads dump files (the CSV draft sets, Steam/OpenDota JSON, JSON Lines, gzip or
+    not; the formats of `counterpick import`) into the warehouse through the same transform as
+    the consumer, in the etl process that owns it, so imports work while the mesh runs. `paths`
+    are paths on the etl's own host (its filesystem, its container), absolute or relative to
+    its working directory: the caller names files, it does not upload them. Files are read in
+    order, one import at a time per etl process (a second call waits). A match already stored
+    counts as a duplicate and is not loaded again. The stream sends progress every batch
+    (`progress`) and ends with one message whose `summary` is set. The model counts the loaded
+    matches at its next incremental recompute (every MODEL_RECOMPUTE_INTERVAL_SECONDS) or when
+    ModelService.Recompute is called.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT, field "paths") when no path is
+    given, a path is not a readable regular file on the etl host (nothing is imported then), or
+    a file is not a dump it can read (files before it stay imported); UNAVAILABLE
+    (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "clickhouse") when the warehouse is not
+    open or an insert fails; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
+    """
 
 @_typing.type_check_only
 class EtlServiceAsyncStub(EtlServiceStub):
@@ -160,6 +178,24 @@ class EtlServiceAsyncStub(EtlServiceStub):
     match id list is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
     "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
     GetEtlStatus.
+    """
+    ImportDumps: _aio.UnaryStreamMultiCallable[_etl_service_pb2.ImportDumpsRequest, _etl_service_pb2.ImportDumpsResponse]  # type: ignore[assignment]
+    """ImportDumps loads dump files (the CSV draft sets, Steam/OpenDota JSON, JSON Lines, gzip or
+    not; the formats of `counterpick import`) into the warehouse through the same transform as
+    the consumer, in the etl process that owns it, so imports work while the mesh runs. `paths`
+    are paths on the etl's own host (its filesystem, its container), absolute or relative to
+    its working directory: the caller names files, it does not upload them. Files are read in
+    order, one import at a time per etl process (a second call waits). A match already stored
+    counts as a duplicate and is not loaded again. The stream sends progress every batch
+    (`progress`) and ends with one message whose `summary` is set. The model counts the loaded
+    matches at its next incremental recompute (every MODEL_RECOMPUTE_INTERVAL_SECONDS) or when
+    ModelService.Recompute is called.
+
+    Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT, field "paths") when no path is
+    given, a path is not a readable regular file on the etl host (nothing is imported then), or
+    a file is not a dump it can read (files before it stay imported); UNAVAILABLE
+    (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "clickhouse") when the warehouse is not
+    open or an insert fails; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
     """
 
 class EtlServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -254,6 +290,30 @@ class EtlServiceServicer(metaclass=_abc_1.ABCMeta):
         match id list is empty; UNAVAILABLE (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
         "kafka") when Kafka is unreachable; UNAUTHENTICATED and PERMISSION_DENIED as for
         GetEtlStatus.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportDumps(
+        self,
+        request: _etl_service_pb2.ImportDumpsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_etl_service_pb2.ImportDumpsResponse], _abc.AsyncIterator[_etl_service_pb2.ImportDumpsResponse]]:
+        """ImportDumps loads dump files (the CSV draft sets, Steam/OpenDota JSON, JSON Lines, gzip or
+        not; the formats of `counterpick import`) into the warehouse through the same transform as
+        the consumer, in the etl process that owns it, so imports work while the mesh runs. `paths`
+        are paths on the etl's own host (its filesystem, its container), absolute or relative to
+        its working directory: the caller names files, it does not upload them. Files are read in
+        order, one import at a time per etl process (a second call waits). A match already stored
+        counts as a duplicate and is not loaded again. The stream sends progress every batch
+        (`progress`) and ends with one message whose `summary` is set. The model counts the loaded
+        matches at its next incremental recompute (every MODEL_RECOMPUTE_INTERVAL_SECONDS) or when
+        ModelService.Recompute is called.
+
+        Errors: INVALID_ARGUMENT (ERROR_REASON_INVALID_ARGUMENT, field "paths") when no path is
+        given, a path is not a readable regular file on the etl host (nothing is imported then), or
+        a file is not a dump it can read (files before it stay imported); UNAVAILABLE
+        (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency "clickhouse") when the warehouse is not
+        open or an insert fails; UNAUTHENTICATED and PERMISSION_DENIED as for GetEtlStatus.
         """
 
 def add_EtlServiceServicer_to_server(servicer: EtlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
