@@ -74,6 +74,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
         str(free_port()),
         "--state-dir",
         str(state_dir),
+        # Seeding has its own test (test_first_start.py); here it would only load the machine.
+        "--no-seed",
     ]
     for name, port in ports.items():
         argv += [f"--{name}-port", str(port)]
