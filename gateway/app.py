@@ -18,6 +18,7 @@ from gateway.auth import JWKS_CACHE_SECONDS, JwksCache, caller_dependency, key_s
 from gateway.clients import MeshClients
 from gateway.config import EdgeSettings, edge_service_tokens
 from gateway.draft_feed import DraftFeed
+from gateway.gsi import gsi_router
 from gateway.overlay import OverlaySettings, overlay_router
 from gateway.schema import Context, schema
 from services.common.errors import DependencyUnavailable
@@ -37,6 +38,8 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     """Build the edge app; channels open at startup and close at shutdown."""
     clients_holder: dict[str, MeshClients] = {}
     feed_holder: dict[str, DraftFeed] = {}
+    # The edge's own token, for the calls it makes as itself (shared WatchDraft, MirrorGameDraft).
+    service_tokens = edge_service_tokens(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +84,13 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             feed=lambda: feed_holder["feed"],
             draft_channel=lambda: clients().channels["draft"],
             settings=OverlaySettings(),
+            timeout_seconds=settings.grpc_timeout_seconds,
+        )
+    )
+    app.include_router(
+        gsi_router(
+            tokens=service_tokens,
+            draft_channel=lambda: clients().channels["draft"],
             timeout_seconds=settings.grpc_timeout_seconds,
         )
     )
