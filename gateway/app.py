@@ -18,6 +18,8 @@ from gateway.clients import MeshClients
 from gateway.config import EdgeSettings, edge_service_tokens
 from gateway.draft_feed import DraftFeed
 from gateway.graphql.router import graphql_router
+from gateway.graphql.subscriptions import shared_feed
+from gateway.gsi import gsi_router
 from gateway.overlay import OverlaySettings, overlay_router
 from services.common.errors import DependencyUnavailable
 from services.common.tokens import Caller, DenyList, TokenVerifier
@@ -36,6 +38,8 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     """Build the edge app; channels open at startup and close at shutdown."""
     clients_holder: dict[str, MeshClients] = {}
     feed_holder: dict[str, DraftFeed] = {}
+    # The edge's own token, for the calls it makes as itself (shared WatchDraft, MirrorGameDraft).
+    service_tokens = edge_service_tokens(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +47,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             settings.peer_addresses(), settings.grpc_timeout_seconds
         )
         # One WatchDraft per watched draft for the whole process, as the edge itself.
-        feed_holder["feed"] = DraftFeed([settings.draft_addr], edge_service_tokens(settings))
+        feed_holder["feed"] = DraftFeed([settings.draft_addr], service_tokens)
         try:
             yield
         finally:
@@ -79,7 +83,23 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             timeout_seconds=settings.grpc_timeout_seconds,
         )
     )
-    app.include_router(graphql_router(clients, verifier), prefix="/graphql")
+    app.include_router(
+        graphql_router(
+            clients,
+            verifier,
+            # Without a credential of its own the edge cannot open the shared streams; each
+            # subscriber then watches with its own token (one WatchDraft per subscriber).
+            feed=lambda: shared_feed(feed_holder["feed"]) if service_tokens.configured else None,
+        ),
+        prefix="/graphql",
+    )
+    app.include_router(
+        gsi_router(
+            tokens=service_tokens,
+            draft_channel=lambda: clients().channels["draft"],
+            timeout_seconds=settings.grpc_timeout_seconds,
+        )
+    )
 
     @app.get(
         "/.well-known/jwks.json",

@@ -19,7 +19,7 @@ def _local(service: str) -> str:
     return f"127.0.0.1:{DEFAULT_GRPC_PORTS[service]}"
 
 
-class EdgeSettings(CommonSettings, TokenSettings):
+class EdgeSettings(CommonSettings, TokenSettings, ServiceCredentialSettings):
     """Where the edge listens and where each mesh service is."""
 
     host: str = "127.0.0.1"
@@ -42,8 +42,7 @@ def edge_service_tokens(settings: EdgeSettings) -> ServiceTokens:
     """The edge's own service token, for the calls it makes as itself (the shared WatchDraft
     streams of the overlay feed, MirrorGameDraft for GSI): its credential is SERVICE_CREDENTIAL
     or SERVICE_CREDENTIAL_FILE (ServiceCredentialSettings), exchanged at AUTH_ADDR."""
-    credentials = ServiceCredentialSettings()
-    credential = credentials.service_credential
-    if not credential and credentials.service_credential_file:
-        credential = Path(credentials.service_credential_file).read_text()
+    credential = settings.service_credential
+    if not credential and settings.service_credential_file:
+        credential = Path(settings.service_credential_file).read_text()
     return ServiceTokens(credential=credential.strip(), auth_addr=settings.auth_addr)

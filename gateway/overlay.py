@@ -269,17 +269,17 @@ class _Endpoint:
                 await conn.send('{"type":"ping"}')
 
     async def forward(self, conn: _Connection, draft_id: str, resume_after: int | None) -> None:
-        async with self.feed().subscribe(draft_id, resume_after) as events:
-            await conn.send(
-                json.dumps(
-                    {"type": "subscribed", "draft_id": draft_id, "resume_after": resume_after}
+        try:
+            async with self.feed().subscribe(draft_id, resume_after) as events:
+                await conn.send(
+                    json.dumps(
+                        {"type": "subscribed", "draft_id": draft_id, "resume_after": resume_after}
+                    )
                 )
-            )
-            try:
                 async for event in events:
                     await conn.send(event.json.decode())
-            except FeedError as error:
-                raise await conn.fail(TRY_AGAIN_LATER, "unavailable", error.message) from None
+        except FeedError as error:
+            raise await conn.fail(TRY_AGAIN_LATER, "unavailable", error.message) from None
         raise _Closed(1000)  # after `completed` the stream ends, like WatchDraft's
 
     async def serve(self, websocket: WebSocket, draft_id: str) -> None:

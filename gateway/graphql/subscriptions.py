@@ -16,6 +16,7 @@ import strawberry
 
 from counterpick.draft.v1 import draft_service_pb2 as draft_pb
 from gateway.clients import MeshClients
+from gateway.draft_feed import DraftFeed, FeedError
 from gateway.graphql.context import Context
 from gateway.graphql.errors import EdgeError, from_rpc_error
 from gateway.graphql.types import DraftUpdate
@@ -39,6 +40,36 @@ async def watch_directly(
         yield stream
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+# The feed's failures (gRPC status code names) as the GraphQL codes the rest of the API uses.
+_FEED_CODES = {"NOT_FOUND": "NOT_FOUND", "PERMISSION_DENIED": "FORBIDDEN"}
+
+
+def shared_feed(feed: DraftFeed) -> FeedOpener:
+    """The opener over the edge's shared feed: every subscriber of a draft, GraphQL or /ws,
+    rides one WatchDraft (opened by the edge as itself), each event converted once. The caller
+    was authorized with their own token before (resolve_draft_updates)."""
+
+    @asynccontextmanager
+    async def open_shared(
+        clients: MeshClients, token: str | None, draft_id: str, resume_after: int | None
+    ) -> AsyncIterator[AsyncIterator[draft_pb.WatchDraftResponse]]:
+        del clients, token  # the feed calls as the edge; the caller was checked already
+        async with feed.subscribe(draft_id, resume_after) as events:
+
+            async def messages() -> AsyncIterator[draft_pb.WatchDraftResponse]:
+                try:
+                    async for event in events:
+                        yield event.message
+                except FeedError as error:
+                    raise EdgeError(
+                        error.message, _FEED_CODES.get(error.code, "UNAVAILABLE")
+                    ) from None
+
+            yield messages()
+
+    return open_shared
 
 
 def _mapped(error: grpc.aio.AioRpcError) -> EdgeError:

@@ -13,7 +13,14 @@ from services.cli.dlq import REASONS as DLQ_REASONS
 from services.cli.dlq import run_dlq
 from services.cli.health import check_health
 from services.cli.mesh_state import MeshState, describe_child
-from services.cli.up import EDGE_PORT, PUBLIC_TLS_PORTS, SERVICES, MeshPlan, run_up
+from services.cli.up import (
+    CREDENTIAL_HOLDERS,
+    EDGE_PORT,
+    PUBLIC_TLS_PORTS,
+    SERVICES,
+    MeshPlan,
+    run_up,
+)
 from services.common.config import DEFAULT_GRPC_PORTS
 
 
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
 
         # The same files `counterpick up` gives its children; for docker compose, point
         # SERVICE_CREDENTIALS_DIR at the directory printed.
-        _, accepted = provision(args.state_dir, [name for name in SERVICES if name != "auth"])
+        _, accepted = provision(args.state_dir, CREDENTIAL_HOLDERS)
         print(accepted.parent)
         return 0
     if args.command == "up":

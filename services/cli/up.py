@@ -34,6 +34,10 @@ READY_TIMEOUT_SECONDS = 90.0
 STOP_GRACE_SECONDS = 8.0
 
 
+# Who gets a service credential: every service that calls another (all but auth, which signs
+# its own) and the edge ("gateway"), which calls as itself for the shared draft feed and GSI.
+CREDENTIAL_HOLDERS = [*(name for name in SERVICES if name != "auth"), "gateway"]
+
 # The services bots and tools call from outside (draft rooms, model reads, API-key exchange) and
 # the TLS port each serves when `up` is given a certificate.
 PUBLIC_TLS_PORTS = {"draft": 50443, "model": 50444, "auth": 50445}
@@ -90,9 +94,7 @@ class Mesh:
         peers = {f"{name.upper()}_ADDR": self.plan.address(name) for name in SERVICES}
         logs = self.plan.state_dir / "logs"
         # Every service but auth calls its peers as itself (services/common/service_tokens.py).
-        credentials, accepted = provision(
-            self.plan.state_dir, [name for name in SERVICES if name != "auth"]
-        )
+        credentials, accepted = provision(self.plan.state_dir, CREDENTIAL_HOLDERS)
         for name in SERVICES:
             self.metrics_ports[name] = free_port()
             env = {
@@ -134,6 +136,8 @@ class Mesh:
                 "HOST": self.plan.host,
                 "PORT": str(self.plan.edge_port),
                 "OTEL_SERVICE_NAME": "counterpick-edge",
+                # The edge calls as itself for the shared draft feed and GSI mirror drafts.
+                "SERVICE_CREDENTIAL_FILE": str(credentials["gateway"]),
             },
         )
         self.edge.start()

@@ -100,12 +100,19 @@ def timers_from_proto(request: pb.CreateDraftRequest) -> Timers | None:
     return Timers(step, reserve)
 
 
-def action_from_proto(action: common_pb2.DraftAction) -> Action:
-    """The action of a SubmitAction request: kind and side required (hero checked by rules)."""
-    kind = _KINDS.get(action.kind)
+def kind_from_proto(value: int, field: str = "action.kind") -> ActionKind:
+    """A pick or ban a request must set."""
+    kind = _KINDS.get(value)
     if kind is None:
-        raise InvalidArgument("action.kind must be PICK or BAN", field="action.kind")
-    return Action(kind, required_side(action.side, "action.side"), action.hero_id)
+        raise InvalidArgument(f"{field} must be PICK or BAN", field=field)
+    return kind
+
+
+def action_from_proto(action: common_pb2.DraftAction, *, field: str = "action") -> Action:
+    """The action of a SubmitAction (or MirrorGameDraft) request: kind and side required (the
+    hero is checked by the rules)."""
+    kind = kind_from_proto(action.kind, f"{field}.kind")
+    return Action(kind, required_side(action.side, f"{field}.side"), action.hero_id)
 
 
 # -- the draft -------------------------------------------------------------------------------
@@ -203,6 +210,7 @@ def draft_to_proto(document: DraftDocument, now: datetime) -> pb.Draft:
         timers=_timers(room.timers),
         clock=clock_to_proto(running),
         expires_at=to_timestamp(state.expires_at),
+        mirror=state.mirror,
     )
     if turn is not None:
         next_turn = turn.to_dict()

@@ -30,13 +30,14 @@ from typing import Any, Protocol
 from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.errors import NotFound
-from services.draft.errors import DraftExpired, VersionMismatch
-from services.draft.modes import DraftMode
+from services.draft.errors import DraftExpired, NotAMirror, VersionMismatch, WrongGsiToken
+from services.draft.modes import ActionKind, DraftMode
 from services.draft.rooms import (
     Actor,
     CreatorSeat,
     DraftDocument,
     check_may_act,
+    hash_code,
     join,
     open_room,
 )
@@ -53,6 +54,7 @@ from services.draft.rules import (
     apply_timeout,
     clock,
     create_draft,
+    mirror_actions,
 )
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,8 @@ class NewDraft:
     first_pick: Side
     seat: CreatorSeat
     timers: Timers | None
+    # A mirror of a real game's draft (MirrorGameDraft); needs timers None.
+    mirror: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,14 @@ class Drafts:
 
     async def create(self, actor: Actor, request: NewDraft) -> tuple[DraftDocument, str | None]:
         """A new draft at sequence 0 and the invite code of its open seat (None if none)."""
+        document, code, _ = await self.create_with_secrets(actor, request)
+        return document, code
+
+    async def create_with_secrets(
+        self, actor: Actor, request: NewDraft
+    ) -> tuple[DraftDocument, str | None, str | None]:
+        """`create`, also giving a mirror draft's GSI token (only its hash is stored; None for
+        other drafts)."""
         now = self._now()
         bracket = request.bracket
         if bracket is None and self._default_bracket is not None:
@@ -247,6 +259,11 @@ class Drafts:
             seat=request.seat,
             timers=request.timers,
         )
+        gsi_token = None
+        if request.mirror:
+            # 192 bits: it sits in a cfg file on an observer's machine and guards the draft.
+            gsi_token = secrets.token_urlsafe(24)
+            room = replace(room, gsi_hash=hash_code(gsi_token))
         state = create_draft(
             # 128 bits: draft ids are the only thing standing between a stranger and a draft.
             draft_id=secrets.token_urlsafe(16),
@@ -257,6 +274,7 @@ class Drafts:
             seed=random.SystemRandom().getrandbits(63),
             constants=self._constants,
             timers=request.timers,
+            mirror=request.mirror,
         )
         document = DraftDocument(state, room)
         await self._store.create(
@@ -266,7 +284,7 @@ class Drafts:
             deadline=_deadline(state, now),
         )
         self._changed(document)
-        return document, code
+        return document, code, gsi_token
 
     async def get(self, draft_id: str) -> tuple[DraftDocument, int]:
         """The stored draft and its revision; NotFound for an unknown or expired draft."""
@@ -340,6 +358,12 @@ class Drafts:
                 raise VersionMismatch(
                     draft_id, expected=expected_sequence, actual=caught_up.sequence
                 )
+            if document.state.mirror:
+                raise NotAMirror(
+                    draft_id,
+                    f"draft {draft_id} mirrors a game: its actions come only from the game "
+                    "(MirrorGameDraft)",
+                )
             check_may_act(document, caught_up, actor, action)
             state, events = apply(document.state, action, now, expected_sequence=expected_sequence)
             if met is None:
@@ -357,6 +381,35 @@ class Drafts:
                 ]
                 return Submitted(committed, applied[-1])
         raise RuntimeError(f"draft {draft_id}: action lost {MAX_ATTEMPTS} races in a row")
+
+    async def mirror(
+        self,
+        draft_id: str,
+        gsi_token: str,
+        posted: Sequence[Action],
+        turn: tuple[Side | None, ActionKind | None] = (None, None),
+    ) -> tuple[DraftDocument, int]:
+        """Bring a mirror draft up to the game's `posted` actions (`rules.mirror_actions`):
+        the draft after it and how many actions this call applied (0 for a repeated or
+        out-of-date post). Compare-and-set like every change: a lost race re-loads and
+        re-compares, so two posts of the same game state apply it once between them."""
+        predictions = _Predictions()
+        for _ in range(MAX_ATTEMPTS):
+            document, revision = await self.get(draft_id)
+            if not document.state.mirror:
+                raise NotAMirror(draft_id)
+            if not document.room.gsi_token_matches(gsi_token):
+                raise WrongGsiToken(draft_id)
+            state, events = mirror_actions(document.state, posted, self._now(), turn)
+            if not events:
+                return document, 0
+            applied = sum(isinstance(e, ActionApplied) for e in events)
+            committed = await self._commit(
+                document, revision, state, events, self._now(), predictions=predictions
+            )
+            if committed is not None:
+                return committed, applied
+        raise RuntimeError(f"draft {draft_id}: mirror lost {MAX_ATTEMPTS} races in a row")
 
     async def timeout(self, draft_id: str) -> bool:
         """Apply the timeouts due now, if any; True if this call committed them.

@@ -81,6 +81,46 @@ class WrongKind(IllegalDraftAction):
         super().__init__(message, draft_id=draft_id, field="action.kind")
 
 
+class TooManyPicks(InvalidArgument):
+    """A side would have more than its picks."""
+
+    def __init__(self, side: str, limit: int) -> None:
+        super().__init__(
+            f"{side} already has {limit} picks",
+            field="actions",
+            reason="ERROR_REASON_TOO_MANY_PICKS",
+            metadata={"side": side},
+        )
+
+
+class NotAMirror(FailedPrecondition):
+    """MirrorGameDraft on a draft that is not a mirror, or SubmitAction on one that is."""
+
+    def __init__(self, draft_id: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"draft {draft_id} is not a mirror draft", metadata={"draft_id": draft_id}
+        )
+
+
+class MirrorConflict(FailedPrecondition):
+    """A posted game draft contradicts the mirror's applied actions."""
+
+    def __init__(self, draft_id: str, index: int) -> None:
+        super().__init__(
+            f"the game's action {index} differs from the one draft {draft_id} applied",
+            metadata={"draft_id": draft_id, "order": str(index)},
+        )
+
+
+class WrongGsiToken(PermissionDenied):
+    """The GSI token is not the mirror draft's."""
+
+    def __init__(self, draft_id: str) -> None:
+        super().__init__(
+            f"the gsi_token is not draft {draft_id}'s", metadata={"draft_id": draft_id}
+        )
+
+
 class DraftCompleted(FailedPrecondition):
     """The draft already has its last pick (FAILED_PRECONDITION, ILLEGAL_DRAFT_ACTION)."""
 

@@ -80,6 +80,12 @@ class Room:
     # sha256 of the invite code of the open seat; None when the creator took both seats.
     invite_hash: str | None = None
     timers: Timers | None = None
+    # sha256 of a mirror draft's GSI token (what MirrorGameDraft checks); None otherwise.
+    gsi_hash: str | None = None
+
+    def gsi_token_matches(self, token: str) -> bool:
+        """Whether `token` is this mirror draft's GSI token (constant-time on the hashes)."""
+        return self.gsi_hash is not None and hmac.compare_digest(self.gsi_hash, hash_code(token))
 
     def captain(self, side: Side) -> Captain | None:
         """The holder of `side`'s seat, or None while it is open."""
@@ -107,6 +113,7 @@ class Room:
             "captains": {side.value: c.to_dict() for side, c in self.captains.items()},
             "invite_hash": self.invite_hash,
             "timers": None if self.timers is None else self.timers.to_dict(),
+            "gsi_hash": self.gsi_hash,
         }
 
     @classmethod
@@ -121,6 +128,7 @@ class Room:
             captains={Side(s): Captain.from_dict(c) for s, c in raw["captains"].items()},
             invite_hash=raw.get("invite_hash"),
             timers=None if timers is None else Timers.from_dict(timers),
+            gsi_hash=raw.get("gsi_hash"),
         )
 
 

@@ -19,7 +19,7 @@ contract says; `skipped` lists the steps whose ban timed out.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Self
@@ -30,7 +30,10 @@ from services.draft.errors import (
     DraftCompleted,
     DraftExpired,
     DuplicateHero,
+    MirrorConflict,
+    NotAMirror,
     OutOfTurn,
+    TooManyPicks,
     UnknownHero,
     VersionMismatch,
     WrongKind,
@@ -39,6 +42,8 @@ from services.draft.modes import ActionKind, DraftMode, Rules, Seat, Step, rules
 
 # A draft is gone this long after its last change (draft_service.proto).
 DRAFT_LIFETIME = timedelta(hours=2)
+# Every mode ends with five heroes a side; a mirror draft is complete then.
+PICKS_PER_SIDE = 5
 _MS = timedelta(milliseconds=1)
 
 
@@ -164,6 +169,11 @@ class DraftState:
     )
     # False: a draft without timers; nothing ever times out and no clock runs.
     timed: bool = True
+    # A mirror of a real game's draft: the game decides the order (`mirror_actions`), the steps
+    # of `rules` are not followed, and the next turn is what the game last said (`mirror_turn`:
+    # side and kind; Radiant and a ban when it has not said).
+    mirror: bool = False
+    mirror_turn: tuple[Side, ActionKind] | None = None
 
     @property
     def reserve_ms(self) -> int:
@@ -172,7 +182,9 @@ class DraftState:
 
     @property
     def completed(self) -> bool:
-        """True once the last step is done."""
+        """True once the last step is done (a mirror: once both sides have their 5 picks)."""
+        if self.mirror:
+            return all(len(self.picks(side)) >= PICKS_PER_SIDE for side in Side)
         return self.step >= len(self.rules.steps)
 
     @property
@@ -190,6 +202,11 @@ class DraftState:
 
     def next_turn(self) -> Turn | None:
         """The action expected next, or None once complete."""
+        if self.mirror:
+            if self.completed:
+                return None
+            side, kind = self.mirror_turn or (Side.RADIANT, ActionKind.BAN)
+            return Turn(order=len(self.actions), kind=kind, side=side)
         step = self.current_step()
         if step is None:
             return None
@@ -241,6 +258,12 @@ class DraftState:
             "skipped": list(self.skipped),
             "reserve_used_ms": {side.value: ms for side, ms in self.reserve_used_ms.items()},
             "timed": self.timed,
+            "mirror": self.mirror,
+            "mirror_turn": (
+                None
+                if self.mirror_turn is None
+                else [self.mirror_turn[0].value, self.mirror_turn[1].value]
+            ),
         }
 
     @classmethod
@@ -262,6 +285,12 @@ class DraftState:
             skipped=tuple(int(step) for step in raw["skipped"]),
             reserve_used_ms={Side(side): int(ms) for side, ms in raw["reserve_used_ms"].items()},
             timed=bool(raw.get("timed", True)),
+            mirror=bool(raw.get("mirror", False)),
+            mirror_turn=(
+                None
+                if raw.get("mirror_turn") is None
+                else (Side(raw["mirror_turn"][0]), ActionKind(raw["mirror_turn"][1]))
+            ),
         )
 
 
@@ -341,10 +370,12 @@ def new_draft(
     created_at: datetime,
     seed: int,
     timed: bool = True,
+    mirror: bool = False,
 ) -> DraftState:
     """An empty draft at sequence 0. Ranked All Pick's first pick waits out the nomination."""
     return DraftState(
-        timed=timed,
+        timed=timed and not mirror,
+        mirror=mirror,
         draft_id=draft_id,
         patch=patch,
         rules=rules,
@@ -367,8 +398,10 @@ def create_draft(
     seed: int,
     constants: DotaConstants,
     timers: Timers | None = MODE_TIMES,
+    mirror: bool = False,
 ) -> DraftState:
     """A new draft for `patch` with the mode's rules for it and every hero the constants know.
+    `mirror`: a mirror of a real game's draft (no timers; see `mirror_actions`).
 
     `timers` None: a draft without timers; else its overrides replace the mode's times (the
     default, MODE_TIMES, keeps them).
@@ -388,6 +421,7 @@ def create_draft(
         hero_pool=frozenset(constants.heroes),
         created_at=created_at,
         seed=seed,
+        mirror=mirror,
     )
 
 
@@ -573,4 +607,60 @@ def apply(
     )
     events.append(ActionApplied(applied, state.sequence, state.next_turn()))
     _with_finish(state, events, now)
+    return state, tuple(events)
+
+
+def mirror_actions(
+    state: DraftState,
+    posted: Sequence[Action],
+    now: datetime,
+    turn: tuple[Side | None, ActionKind | None] = (None, None),
+) -> tuple[DraftState, tuple[DraftEvent, ...]]:
+    """Bring a mirror draft up to the game's `posted` actions (in the game's order).
+
+    `posted` a prefix of (or equal to) the applied actions: the same state and no events (a
+    repeated or out-of-date post). The applied actions a prefix of `posted`: the missing suffix
+    is appended, one ActionApplied each (plus DraftFinished once both sides have 5 picks), and
+    the next turn becomes `turn` (the game's word; an unknown part keeps Radiant / ban). Anything
+    else contradicts the draft: MirrorConflict, nothing applied. The suffix is checked whole
+    before anything is applied: UnknownHero, DuplicateHero, TooManyPicks, DraftCompleted.
+    """
+    if not state.mirror:
+        raise NotAMirror(state.draft_id)
+    for index, (applied, action) in enumerate(zip(state.actions, posted, strict=False)):
+        if (applied.kind, applied.side, applied.hero_id) != (
+            action.kind,
+            action.side,
+            action.hero_id,
+        ):
+            raise MirrorConflict(state.draft_id, index)
+    suffix = posted[len(state.actions) :]
+    if not suffix:
+        return state, ()
+    now = max(now, state.updated_at)
+    if now >= state.expires_at:
+        raise DraftExpired(state.draft_id)
+    events: list[DraftEvent] = []
+    for position, action in enumerate(suffix):
+        if state.completed:
+            raise DraftCompleted(state.draft_id)
+        _check_hero(state, action.hero_id)
+        if action.kind is ActionKind.PICK and len(state.picks(action.side)) >= PICKS_PER_SIDE:
+            raise TooManyPicks(action.side.value, PICKS_PER_SIDE)
+        applied = AppliedAction(len(state.actions), action.kind, action.side, action.hero_id, now)
+        following = suffix[position + 1] if position + 1 < len(suffix) else None
+        if following is not None:
+            next_turn: tuple[Side, ActionKind] | None = (following.side, following.kind)
+        else:
+            next_turn = (turn[0] or Side.RADIANT, turn[1] or ActionKind.BAN)
+        state = replace(
+            state,
+            sequence=state.sequence + 1,
+            actions=(*state.actions, applied),
+            updated_at=now,
+            turn_started_at=now,
+            mirror_turn=next_turn,
+        )
+        events.append(ActionApplied(applied, state.sequence, state.next_turn()))
+        _with_finish(state, events, now)
     return state, tuple(events)

@@ -26,6 +26,7 @@ from services.draft.convert import (
     action_from_proto,
     creator_seat_from_proto,
     draft_to_proto,
+    kind_from_proto,
     mode_from_proto,
     required_side,
     snapshot_message,
@@ -100,10 +101,17 @@ class DraftServicer(pb_grpc.DraftServiceServicer):
             first_pick=required_side(request.first_pick_side, "first_pick_side"),
             seat=creator_seat_from_proto(request.creator_seat, our_side),
             timers=timers_from_proto(request),
+            mirror=request.mirror,
         )
-        document, code = await self._runtime.drafts.create(actor, new)
+        if new.mirror and new.timers is not None:
+            raise InvalidArgument(
+                "a mirror draft has no timers: leave timers unset", field="timers"
+            )
+        document, code, gsi_token = await self._runtime.drafts.create_with_secrets(actor, new)
         return pb.CreateDraftResponse(
-            draft=draft_to_proto(document, utcnow()), invite_code=code or ""
+            draft=draft_to_proto(document, utcnow()),
+            invite_code=code or "",
+            gsi_token=gsi_token or "",
         )
 
     async def JoinDraft(self, request: pb.JoinDraftRequest, context: Any) -> pb.JoinDraftResponse:
@@ -136,6 +144,26 @@ class DraftServicer(pb_grpc.DraftServiceServicer):
         return pb.SubmitActionResponse(
             draft=draft_to_proto(submitted.document, utcnow()), event=_applied(submitted.event)
         )
+
+    async def MirrorGameDraft(
+        self, request: pb.MirrorGameDraftRequest, context: Any
+    ) -> pb.MirrorGameDraftResponse:
+        require_caller()  # the access option admits only services and admins
+        draft_id = _draft_id(request.draft_id)
+        if not request.gsi_token:
+            raise InvalidArgument("gsi_token is required", field="gsi_token")
+        actions = [
+            action_from_proto(action, field=f"actions[{index}]")
+            for index, action in enumerate(request.actions)
+        ]
+        side = None
+        if request.HasField("active_side"):
+            side = required_side(request.active_side, "active_side")
+        kind = kind_from_proto(request.active_kind) if request.HasField("active_kind") else None
+        document, applied = await self._runtime.drafts.mirror(
+            draft_id, request.gsi_token, actions, (side, kind)
+        )
+        return pb.MirrorGameDraftResponse(draft=draft_to_proto(document, utcnow()), applied=applied)
 
     async def WatchDraft(
         self, request: pb.WatchDraftRequest, context: Any

@@ -71,6 +71,7 @@ class Draft(_message.Message):
     TIMERS_FIELD_NUMBER: _builtins.int
     CLOCK_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    MIRROR_FIELD_NUMBER: _builtins.int
     draft_id: _builtins.str
     """Opaque, unguessable draft id assigned by the server."""
     mode: _common_pb2.DraftMode.ValueType
@@ -91,6 +92,12 @@ class Draft(_message.Message):
     """32-bit Steam account id used to personalise pick suggestions; unset for none."""
     first_pick_side: _common_pb2.TeamSide.ValueType
     """The side that picks first."""
+    mirror: _builtins.bool
+    """True for a mirror of a real game's draft: the game decides the order, there are no timers,
+    and actions come only through MirrorGameDraft. `next_action` then shows the side and kind
+    the game says act next (Radiant and a ban when the game has not said), and the draft is
+    complete when both sides have 5 picks.
+    """
     @_builtins.property
     def state(self) -> _common_pb2.DraftState:
         """Picks and bans so far, in order."""
@@ -148,10 +155,11 @@ class Draft(_message.Message):
         timers: Global___DraftTimers | None = ...,
         clock: Global___DraftClock | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        mirror: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "clock", b"clock", "created_at", b"created_at", "dire_captain", b"dire_captain", "expires_at", b"expires_at", "next_action", b"next_action", "our_side", b"our_side", "radiant_captain", b"radiant_captain", "state", b"state", "timers", b"timers", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "bracket", b"bracket", "clock", b"clock", "completed", b"completed", "created_at", b"created_at", "dire_captain", b"dire_captain", "draft_id", b"draft_id", "expires_at", b"expires_at", "first_pick_side", b"first_pick_side", "mode", b"mode", "next_action", b"next_action", "our_side", b"our_side", "patch", b"patch", "radiant_captain", b"radiant_captain", "sequence", b"sequence", "state", b"state", "timers", b"timers", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "account_id", b"account_id", "bracket", b"bracket", "clock", b"clock", "completed", b"completed", "created_at", b"created_at", "dire_captain", b"dire_captain", "draft_id", b"draft_id", "expires_at", b"expires_at", "first_pick_side", b"first_pick_side", "mirror", b"mirror", "mode", b"mode", "next_action", b"next_action", "our_side", b"our_side", "patch", b"patch", "radiant_captain", b"radiant_captain", "sequence", b"sequence", "state", b"state", "timers", b"timers", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__account_id: _TypeAlias = _typing.Literal["account_id"]  # noqa: Y015
     _WhichOneofArgType__account_id: _TypeAlias = _typing.Literal["_account_id", b"_account_id"]  # noqa: Y015
@@ -325,6 +333,7 @@ class CreateDraftRequest(_message.Message):
     FIRST_PICK_SIDE_FIELD_NUMBER: _builtins.int
     CREATOR_SEAT_FIELD_NUMBER: _builtins.int
     TIMERS_FIELD_NUMBER: _builtins.int
+    MIRROR_FIELD_NUMBER: _builtins.int
     mode: _common_pb2.DraftMode.ValueType
     """Draft rules. Required."""
     patch: _builtins.str
@@ -341,6 +350,10 @@ class CreateDraftRequest(_message.Message):
     """The side that picks first. Required."""
     creator_seat: Global___CreatorSeat.ValueType
     """Which seats the creator takes; CREATOR_SEAT_OUR_SIDE needs our_side."""
+    mirror: _builtins.bool
+    """A mirror of a real game's draft (see Draft.mirror and MirrorGameDraft): timers must be unset;
+    SubmitAction refuses its actions. The response carries the gsi_token for the game client.
+    """
     @_builtins.property
     def timers(self) -> Global___DraftTimers:
         """Timers; unset for a draft without timers. Set with no field set: the mode's times."""
@@ -356,10 +369,11 @@ class CreateDraftRequest(_message.Message):
         first_pick_side: _common_pb2.TeamSide.ValueType = ...,
         creator_seat: Global___CreatorSeat.ValueType = ...,
         timers: Global___DraftTimers | None = ...,
+        mirror: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "_timers", b"_timers", "account_id", b"account_id", "our_side", b"our_side", "timers", b"timers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "_timers", b"_timers", "account_id", b"account_id", "bracket", b"bracket", "creator_seat", b"creator_seat", "first_pick_side", b"first_pick_side", "mode", b"mode", "our_side", b"our_side", "patch", b"patch", "timers", b"timers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_account_id", b"_account_id", "_our_side", b"_our_side", "_timers", b"_timers", "account_id", b"account_id", "bracket", b"bracket", "creator_seat", b"creator_seat", "first_pick_side", b"first_pick_side", "mirror", b"mirror", "mode", b"mode", "our_side", b"our_side", "patch", b"patch", "timers", b"timers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__account_id: _TypeAlias = _typing.Literal["account_id"]  # noqa: Y015
     _WhichOneofArgType__account_id: _TypeAlias = _typing.Literal["_account_id", b"_account_id"]  # noqa: Y015
@@ -384,9 +398,15 @@ class CreateDraftResponse(_message.Message):
 
     DRAFT_FIELD_NUMBER: _builtins.int
     INVITE_CODE_FIELD_NUMBER: _builtins.int
+    GSI_TOKEN_FIELD_NUMBER: _builtins.int
     invite_code: _builtins.str
     """The code that takes the open seat with JoinDraft; empty when the creator holds both seats.
     Only the creator gets it; share it with the other captain.
+    """
+    gsi_token: _builtins.str
+    """For a mirror draft: the secret the observer's Dota client sends (the `auth.token` of its
+    gamestate_integration cfg) and MirrorGameDraft checks. Only a hash is stored: this response
+    is the only time it is shown. Empty for other drafts.
     """
     @_builtins.property
     def draft(self) -> Global___Draft:
@@ -397,10 +417,11 @@ class CreateDraftResponse(_message.Message):
         *,
         draft: Global___Draft | None = ...,
         invite_code: _builtins.str = ...,
+        gsi_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "invite_code", b"invite_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "gsi_token", b"gsi_token", "invite_code", b"invite_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -848,3 +869,82 @@ class DraftCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__radiant_win_probability) -> _WhichOneofReturnType__radiant_win_probability | None: ...
 
 Global___DraftCompleted: _TypeAlias = DraftCompleted  # noqa: Y015
+
+@_typing.final
+class MirrorGameDraftRequest(_message.Message):
+    """Request of DraftService.MirrorGameDraft."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAFT_ID_FIELD_NUMBER: _builtins.int
+    GSI_TOKEN_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    ACTIVE_SIDE_FIELD_NUMBER: _builtins.int
+    ACTIVE_KIND_FIELD_NUMBER: _builtins.int
+    draft_id: _builtins.str
+    """The mirror draft."""
+    gsi_token: _builtins.str
+    """The draft's GSI secret (CreateDraftResponse.gsi_token)."""
+    active_side: _common_pb2.TeamSide.ValueType
+    """The side the game says acts next (GSI `activeteam`); unset when the game does not say.
+    Suggestions follow it.
+    """
+    active_kind: _common_pb2.DraftActionKind.ValueType
+    """Whether the game's next action is a pick or a ban (GSI `pick`); unset when not known."""
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DraftAction]:
+        """The game's picks and bans so far, in the game's order: kind, side and hero_id are required;
+        order is ignored (it is the position in this list).
+        """
+
+    def __init__(
+        self,
+        *,
+        draft_id: _builtins.str = ...,
+        gsi_token: _builtins.str = ...,
+        actions: _abc.Iterable[_common_pb2.DraftAction] | None = ...,
+        active_side: _common_pb2.TeamSide.ValueType | None = ...,
+        active_kind: _common_pb2.DraftActionKind.ValueType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_kind", b"_active_kind", "_active_side", b"_active_side", "active_kind", b"active_kind", "active_side", b"active_side"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_kind", b"_active_kind", "_active_side", b"_active_side", "actions", b"actions", "active_kind", b"active_kind", "active_side", b"active_side", "draft_id", b"draft_id", "gsi_token", b"gsi_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active_kind: _TypeAlias = _typing.Literal["active_kind"]  # noqa: Y015
+    _WhichOneofArgType__active_kind: _TypeAlias = _typing.Literal["_active_kind", b"_active_kind"]  # noqa: Y015
+    _WhichOneofReturnType__active_side: _TypeAlias = _typing.Literal["active_side"]  # noqa: Y015
+    _WhichOneofArgType__active_side: _TypeAlias = _typing.Literal["_active_side", b"_active_side"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active_kind) -> _WhichOneofReturnType__active_kind | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active_side) -> _WhichOneofReturnType__active_side | None: ...
+
+Global___MirrorGameDraftRequest: _TypeAlias = MirrorGameDraftRequest  # noqa: Y015
+
+@_typing.final
+class MirrorGameDraftResponse(_message.Message):
+    """Response of DraftService.MirrorGameDraft."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAFT_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.int
+    """Actions newly applied by this call; 0 for a repeated or out-of-date post."""
+    @_builtins.property
+    def draft(self) -> Global___Draft:
+        """The draft after the call."""
+
+    def __init__(
+        self,
+        *,
+        draft: Global___Draft | None = ...,
+        applied: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "draft", b"draft"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MirrorGameDraftResponse: _TypeAlias = MirrorGameDraftResponse  # noqa: Y015

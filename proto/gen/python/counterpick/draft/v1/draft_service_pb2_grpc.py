@@ -88,6 +88,11 @@ class DraftServiceStub:
                 request_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.WatchDraftRequest.SerializeToString,
                 response_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.WatchDraftResponse.FromString,
                 _registered_method=True)
+        self.MirrorGameDraft = channel.unary_unary(
+                '/counterpick.draft.v1.DraftService/MirrorGameDraft',
+                request_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.MirrorGameDraftRequest.SerializeToString,
+                response_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.MirrorGameDraftResponse.FromString,
+                _registered_method=True)
 
 
 class DraftServiceServicer:
@@ -204,6 +209,30 @@ class DraftServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MirrorGameDraft(self, request, context):
+        """MirrorGameDraft brings a mirror draft (CreateDraftRequest.mirror) up to date with the real
+        game it mirrors: `actions` is the game's picks and bans so far, in the game's order (the edge
+        builds it from Game State Integration posts, see gateway/gsi.py). Idempotent and monotone:
+        - `actions` a prefix of (or equal to) the draft's actions: nothing changes, `applied` 0 (a
+        repeated or out-of-date post);
+        - the draft's actions a prefix of `actions`: the missing suffix is appended atomically (one
+        compare-and-set; one action_applied event per action, so watchers and suggestions follow);
+        - otherwise (a different hero, side or kind at an applied position) nothing changes and the
+        call fails with FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION).
+        The caller is a service (the edge, calling as itself) or an admin; the credential of the
+        post is `gsi_token`, the secret CreateDraft returned for the mirror.
+
+        Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_HERO, ERROR_REASON_DUPLICATE_HERO,
+        ERROR_REASON_TOO_MANY_PICKS (more than 5 picks for a side) or ERROR_REASON_INVALID_ARGUMENT
+        (draft_id empty, an action's kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
+        for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a
+        wrong gsi_token; FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION) when the draft is
+        not a mirror, the actions contradict the applied ones, or actions follow the 10th pick.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DraftServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +260,11 @@ def add_DraftServiceServicer_to_server(servicer, server):
                     servicer.WatchDraft,
                     request_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.WatchDraftRequest.FromString,
                     response_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.WatchDraftResponse.SerializeToString,
+            ),
+            'MirrorGameDraft': grpc.unary_unary_rpc_method_handler(
+                    servicer.MirrorGameDraft,
+                    request_deserializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.MirrorGameDraftRequest.FromString,
+                    response_serializer=counterpick_dot_draft_dot_v1_dot_draft__service__pb2.MirrorGameDraftResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +431,33 @@ class DraftService:
             '/counterpick.draft.v1.DraftService/WatchDraft',
             counterpick_dot_draft_dot_v1_dot_draft__service__pb2.WatchDraftRequest.SerializeToString,
             counterpick_dot_draft_dot_v1_dot_draft__service__pb2.WatchDraftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MirrorGameDraft(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/counterpick.draft.v1.DraftService/MirrorGameDraft',
+            counterpick_dot_draft_dot_v1_dot_draft__service__pb2.MirrorGameDraftRequest.SerializeToString,
+            counterpick_dot_draft_dot_v1_dot_draft__service__pb2.MirrorGameDraftResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -124,6 +124,26 @@ class DraftServiceStub:
     "draft-replica", `situation` "shutting_down" or "reader_failed") when the replica serving the
     stream shuts down or cannot read the event log: reconnect, to any replica, and resume.
     """
+    MirrorGameDraft: _grpc.UnaryUnaryMultiCallable[_draft_service_pb2.MirrorGameDraftRequest, _draft_service_pb2.MirrorGameDraftResponse]
+    """MirrorGameDraft brings a mirror draft (CreateDraftRequest.mirror) up to date with the real
+    game it mirrors: `actions` is the game's picks and bans so far, in the game's order (the edge
+    builds it from Game State Integration posts, see gateway/gsi.py). Idempotent and monotone:
+    - `actions` a prefix of (or equal to) the draft's actions: nothing changes, `applied` 0 (a
+      repeated or out-of-date post);
+    - the draft's actions a prefix of `actions`: the missing suffix is appended atomically (one
+      compare-and-set; one action_applied event per action, so watchers and suggestions follow);
+    - otherwise (a different hero, side or kind at an applied position) nothing changes and the
+      call fails with FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION).
+    The caller is a service (the edge, calling as itself) or an admin; the credential of the
+    post is `gsi_token`, the secret CreateDraft returned for the mirror.
+
+    Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_HERO, ERROR_REASON_DUPLICATE_HERO,
+    ERROR_REASON_TOO_MANY_PICKS (more than 5 picks for a side) or ERROR_REASON_INVALID_ARGUMENT
+    (draft_id empty, an action's kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
+    for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a
+    wrong gsi_token; FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION) when the draft is
+    not a mirror, the actions contradict the applied ones, or actions follow the 10th pick.
+    """
 
 @_typing.type_check_only
 class DraftServiceAsyncStub(DraftServiceStub):
@@ -220,6 +240,26 @@ class DraftServiceAsyncStub(DraftServiceStub):
     expired draft; UNAVAILABLE mid-stream (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
     "draft-replica", `situation` "shutting_down" or "reader_failed") when the replica serving the
     stream shuts down or cannot read the event log: reconnect, to any replica, and resume.
+    """
+    MirrorGameDraft: _aio.UnaryUnaryMultiCallable[_draft_service_pb2.MirrorGameDraftRequest, _draft_service_pb2.MirrorGameDraftResponse]  # type: ignore[assignment]
+    """MirrorGameDraft brings a mirror draft (CreateDraftRequest.mirror) up to date with the real
+    game it mirrors: `actions` is the game's picks and bans so far, in the game's order (the edge
+    builds it from Game State Integration posts, see gateway/gsi.py). Idempotent and monotone:
+    - `actions` a prefix of (or equal to) the draft's actions: nothing changes, `applied` 0 (a
+      repeated or out-of-date post);
+    - the draft's actions a prefix of `actions`: the missing suffix is appended atomically (one
+      compare-and-set; one action_applied event per action, so watchers and suggestions follow);
+    - otherwise (a different hero, side or kind at an applied position) nothing changes and the
+      call fails with FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION).
+    The caller is a service (the edge, calling as itself) or an admin; the credential of the
+    post is `gsi_token`, the secret CreateDraft returned for the mirror.
+
+    Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_HERO, ERROR_REASON_DUPLICATE_HERO,
+    ERROR_REASON_TOO_MANY_PICKS (more than 5 picks for a side) or ERROR_REASON_INVALID_ARGUMENT
+    (draft_id empty, an action's kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
+    for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a
+    wrong gsi_token; FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION) when the draft is
+    not a mirror, the actions contradict the applied ones, or actions follow the 10th pick.
     """
 
 class DraftServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -344,6 +384,32 @@ class DraftServiceServicer(metaclass=_abc_1.ABCMeta):
         expired draft; UNAVAILABLE mid-stream (ERROR_REASON_DEPENDENCY_UNAVAILABLE, dependency
         "draft-replica", `situation` "shutting_down" or "reader_failed") when the replica serving the
         stream shuts down or cannot read the event log: reconnect, to any replica, and resume.
+        """
+
+    @_abc_1.abstractmethod
+    def MirrorGameDraft(
+        self,
+        request: _draft_service_pb2.MirrorGameDraftRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_draft_service_pb2.MirrorGameDraftResponse, _abc.Awaitable[_draft_service_pb2.MirrorGameDraftResponse]]:
+        """MirrorGameDraft brings a mirror draft (CreateDraftRequest.mirror) up to date with the real
+        game it mirrors: `actions` is the game's picks and bans so far, in the game's order (the edge
+        builds it from Game State Integration posts, see gateway/gsi.py). Idempotent and monotone:
+        - `actions` a prefix of (or equal to) the draft's actions: nothing changes, `applied` 0 (a
+          repeated or out-of-date post);
+        - the draft's actions a prefix of `actions`: the missing suffix is appended atomically (one
+          compare-and-set; one action_applied event per action, so watchers and suggestions follow);
+        - otherwise (a different hero, side or kind at an applied position) nothing changes and the
+          call fails with FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION).
+        The caller is a service (the edge, calling as itself) or an admin; the credential of the
+        post is `gsi_token`, the secret CreateDraft returned for the mirror.
+
+        Errors: INVALID_ARGUMENT with ERROR_REASON_UNKNOWN_HERO, ERROR_REASON_DUPLICATE_HERO,
+        ERROR_REASON_TOO_MANY_PICKS (more than 5 picks for a side) or ERROR_REASON_INVALID_ARGUMENT
+        (draft_id empty, an action's kind or side unspecified); NOT_FOUND (ERROR_REASON_NOT_FOUND)
+        for an unknown or expired draft; PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) for a
+        wrong gsi_token; FAILED_PRECONDITION (ERROR_REASON_ILLEGAL_DRAFT_ACTION) when the draft is
+        not a mirror, the actions contradict the applied ones, or actions follow the 10th pick.
         """
 
 def add_DraftServiceServicer_to_server(servicer: DraftServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
