@@ -582,7 +582,8 @@ async def test_a_captains_mode_draft_is_seen_alike_by_every_watcher(mesh: Mesh) 
     assert all(e["type"] == "error" and e["message"] for e in transport.errors)
     assert transport.pongs == 1
     seconds = time.monotonic() - started
-    print(f"draft {draft_id}: {last} actions, watched five ways, in {seconds:.1f} s")
+    suggestions = {w.name: sum(e[0] == "suggestions" for e in w.events) for w in watchers}
+    print(f"draft {draft_id}: {last} actions watched five ways in {seconds:.1f} s;", suggestions)
 
 
 async def check_out_of_turn(
@@ -605,6 +606,19 @@ async def check_out_of_turn(
         assert error["extensions"]["code"] == "FORBIDDEN", error
         assert "turn" in error["message"], error
         assert error["path"] == ["submitDraftAction"], error
+    # The captain of the side to act, for the other side: an illegal action, named as such.
+    answer = await api.call(
+        captains[turn_side],
+        "mutation Act($id: ID!, $action: DraftActionInput!) {"
+        " submitDraftAction(id: $id, action: $action) { sequence } }",
+        id=draft["id"],
+        action={**action, "side": "DIRE" if turn_side == "RADIANT" else "RADIANT"},
+    )
+    assert answer.get("data") is None, answer
+    [error] = answer["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert error["extensions"]["reason"] == "ERROR_REASON_ILLEGAL_DRAFT_ACTION", error
+    assert error["extensions"]["field"] == "action.side", error
     now = (
         await api.data(wrong, "query Get($id: ID!) { draft(id: $id) { sequence } }", id=draft["id"])
     )["draft"]
