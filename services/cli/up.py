@@ -95,8 +95,20 @@ class Mesh:
         logs = self.plan.state_dir / "logs"
         # Every service but auth calls its peers as itself (services/common/service_tokens.py).
         credentials, accepted = provision(self.plan.state_dir, CREDENTIAL_HOLDERS)
+        # A probed free port is only free until someone binds it: never hand out one of this
+        # mesh's own ports that a later process will bind (the edge, a service not yet started).
+        claimed = {
+            self.plan.edge_port,
+            self.plan.kafka_port,
+            *self.plan.grpc_ports.values(),
+            *self.plan.tls_ports.values(),
+        }
         for name in SERVICES:
-            self.metrics_ports[name] = free_port()
+            port = free_port()
+            while port in claimed:
+                port = free_port()
+            claimed.add(port)
+            self.metrics_ports[name] = port
             env = {
                 **store_env,
                 **peers,
