@@ -3,6 +3,7 @@ checks); the edge forwards the caller's token and maps refusals (errors.py)."""
 
 from __future__ import annotations
 
+import jwt
 import strawberry
 from google.protobuf import field_mask_pb2
 
@@ -27,6 +28,7 @@ from gateway.graphql.types import (
     Side,
     SkillBracket,
 )
+from services.common.tokens import STEAM_ID64_BASE
 
 Info = strawberry.Info[Context, None]
 
@@ -55,9 +57,8 @@ async def resolve_create_draft(
     bracket: SkillBracket | None = None,
     timers: bool | None = None,
     mirror: bool | None = None,
+    personalize: bool = True,
 ) -> CreatedDraft:
-    if mirror:
-        raise bad_input("mirror drafts are created through the GSI setup, not createDraft")
     request = draft_pb.CreateDraftRequest(
         mode=c.DraftMode.ValueType(mode.value),
         patch=patch or "",
@@ -68,19 +69,44 @@ async def resolve_create_draft(
     )
     if timers:
         request.timers.SetInParent()  # set, with no field set: the mode's times
+    if mirror:
+        # A mirror of a real game's draft, fed by the observer's Dota client (POST /gsi/{id}).
+        request.mirror = True
+    account_id = _own_account(info, personalize)
+    if account_id is not None:
+        request.account_id = account_id
     response = await info.context.clients.create_draft(request, info.context.token)
     return CreatedDraft(
         draft=Draft.from_pb(response.draft),
         invite_code=response.invite_code or None,
-        gsi_token=None,
+        gsi_token=response.gsi_token or None,
     )
 
 
-async def resolve_join_draft(info: Info, id: strawberry.ID, invite_code: str) -> JoinedDraft:
-    response = await info.context.clients.join_draft(
-        draft_pb.JoinDraftRequest(draft_id=str(id), invite_code=invite_code),
-        info.context.token,
-    )
+def _own_account(info: Info, personalize: bool) -> int | None:
+    """The caller's Steam account, so their side's pick suggestions use their hero pool and
+    personal scores; None when they asked not to or have none (a service's token)."""
+    token = info.context.token
+    if not personalize or token is None:
+        return None
+    # Read, not verified, here: the draft service verifies the token and refuses an account_id
+    # that is not the caller's own, so a forged claim gains nothing, and the edge needs no key
+    # round trip for it.
+    try:
+        steamid = int(jwt.decode(token, options={"verify_signature": False}).get("steamid", 0))
+    except (jwt.PyJWTError, TypeError, ValueError):
+        return None  # the service will say what is wrong with the token
+    return steamid - STEAM_ID64_BASE if steamid > STEAM_ID64_BASE else None
+
+
+async def resolve_join_draft(
+    info: Info, id: strawberry.ID, invite_code: str, personalize: bool = True
+) -> JoinedDraft:
+    request = draft_pb.JoinDraftRequest(draft_id=str(id), invite_code=invite_code)
+    account_id = _own_account(info, personalize)
+    if account_id is not None:
+        request.account_id = account_id
+    response = await info.context.clients.join_draft(request, info.context.token)
     return JoinedDraft(draft=Draft.from_pb(response.draft), side=Side(response.side))
 
 

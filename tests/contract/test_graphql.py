@@ -317,3 +317,33 @@ async def test_an_internal_bug_is_masked_and_logged_with_its_trace_id(
     assert re.fullmatch(r"[0-9a-f]{32}", trace)
     assert "secret internals" not in str(answer)
     assert any(trace in record.getMessage() for record in caplog.records)
+
+
+async def test_a_captain_drafts_as_their_account_unless_they_opt_out_and_mirrors_get_a_gsi_token(
+    edge: Edge,
+) -> None:
+    fields = "draft { id radiantCaptain { userId accountId } } inviteCode gsiToken"
+    mine = await edge.post(
+        f"mutation {{ createDraft(mode: CAPTAINS_MODE, firstPickSide: RADIANT, ourSide: RADIANT,"
+        f" creatorSeat: OUR_SIDE) {{ {fields} }} }}",
+        edge.token(account_id=1001),
+    )
+    assert "errors" not in mine, mine
+    created = mine["data"]["createDraft"]
+    # Their side's pick suggestions use their pool and personal scores (account 1001).
+    assert created["draft"]["radiantCaptain"] == {"userId": "alice", "accountId": 1001}
+    assert created["inviteCode"]
+    assert created["gsiToken"] is None
+    anonymous_pool = await edge.post(
+        "mutation { createDraft(mode: CAPTAINS_MODE, firstPickSide: RADIANT, personalize: false)"
+        f" {{ {fields} }} }}",
+        edge.token(account_id=1001),
+    )
+    assert anonymous_pool["data"]["createDraft"]["draft"]["radiantCaptain"]["accountId"] is None
+    mirror = await edge.post(
+        "mutation { createDraft(mode: CAPTAINS_MODE, firstPickSide: RADIANT, mirror: true)"
+        f" {{ {fields} }} }}",
+        edge.token(),
+    )
+    assert "errors" not in mirror, mirror
+    assert mirror["data"]["createDraft"]["gsiToken"]
