@@ -186,7 +186,8 @@ class EdgeSecurityMiddleware:
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
-        except _BodyTooLarge:
+        except* _BodyTooLarge:
+            # A group when it crossed a task group (BaseHTTPMiddleware) on its way out.
             if not started:
                 await _send_json(send, 413, '{"error":"request body too large"}', headers)
 
