@@ -208,6 +208,7 @@ function renderWin() {
   line.setAttribute('points', history.length > 1 ? points : `0,${(1 - last) * height} ${width},${(1 - last) * height}`);
   line.setAttribute('class', 'line');
   svg.replaceChildren(mid, line);
+  svg.dataset.points = String(history.length);
 }
 
 // --- Suggestions and win probability ---------------------------------------------------------
@@ -232,8 +233,12 @@ async function refreshInsight() {
     const note = $('fallback');
     if (note) { note.textContent = data.picks.fallbackNote || ''; note.hidden = !data.picks.fallbackNote; }
     // One point per step of the draft: the history is indexed by the number of actions.
-    state.history[draft.actions.length] = data.win;
-    state.history = Array.from(state.history, (v, i) => v ?? state.history[i - 1] ?? 0.5);
+    const steps = draft.actions.length;
+    for (let i = 0; i < steps; i += 1) {
+      if (state.history[i] === undefined) state.history[i] = i ? state.history[i - 1] : data.win;
+    }
+    state.history[steps] = data.win;
+    state.history.length = steps + 1;
     renderWin();
   } catch (error) {
     showError(`Suggestions unavailable: ${error.message}`);
