@@ -14,12 +14,11 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from strawberry.fastapi import GraphQLRouter
 
 from gateway.auth import JWKS_CACHE_SECONDS, JwksCache, caller_dependency, key_source_from, require
 from gateway.clients import MeshClients
 from gateway.config import EdgeSettings
-from gateway.schema import Context, schema
+from gateway.graphql.router import graphql_router
 from gateway.security import OPERATOR_HEADER, add_security, is_operator
 from gateway.web_auth import web_auth_router
 from services.common.errors import DependencyUnavailable
@@ -53,15 +52,11 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     def clients() -> MeshClients:
         return clients_holder["mesh"]
 
-    async def get_context() -> Context:
-        return Context(clients())
-
     app = FastAPI(
         title="counterpick edge",
         description="GraphQL and WebSocket edge of the counterpick gRPC mesh.",
         lifespan=lifespan,
     )
-    app.include_router(GraphQLRouter(schema, context_getter=get_context), prefix="/graphql")
     app.include_router(
         web_auth_router(settings, lambda: clients().channels["auth"], settings.grpc_timeout_seconds)
     )
@@ -70,14 +65,14 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         return json.loads(await clients().jwks_json())  # type: ignore[no-any-return]
 
     jwks = JwksCache(fetch_jwks)
-    optional_caller = caller_dependency(
-        TokenVerifier(
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            fetch_keys=key_source_from(jwks),
-            deny_list=DenyList(settings.redis_url),
-        )
+    verifier = TokenVerifier(
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        fetch_keys=key_source_from(jwks),
+        deny_list=DenyList(settings.redis_url),
     )
+    optional_caller = caller_dependency(verifier)
+    app.include_router(graphql_router(clients, verifier), prefix="/graphql")
 
     @app.get(
         "/.well-known/jwks.json",

@@ -29,3 +29,5 @@ echo "== mypy --strict"
 .venv/bin/mypy services gateway tests deploy $([ -d bench ] && echo bench)
 echo "== docker-compose.yml agrees with the code's settings"
 .venv/bin/python deploy/check_compose.py
+echo "== GraphQL SDL is current and does not break the released contract"
+.venv/bin/python -m gateway.export_schema --check

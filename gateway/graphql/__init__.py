@@ -1,0 +1,1 @@
+"""GraphQL at /graphql: the schema, its context and the router the app mounts."""

@@ -1,0 +1,78 @@
+"""The /graphql router: HTTP queries and mutations, graphql-transport-ws subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Response
+from starlette.requests import HTTPConnection
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from gateway.clients import MeshClients
+from gateway.graphql.context import Context
+from gateway.graphql.errors import REQUEST_CODES
+from gateway.graphql.loaders import HeroCatalog
+from gateway.graphql.schema import schema
+from gateway.graphql.subscriptions import FeedOpener
+from services.common.tokens import TokenVerifier
+
+
+def _request_error(response_data: Any) -> bool:
+    """An answer without data whose errors are all about the request itself (parse, validation,
+    limits): GraphQL over HTTP says 400 for those."""
+    if not isinstance(response_data, dict) or response_data.get("data") is not None:
+        return False
+    errors = response_data.get("errors") or []
+    return bool(errors) and all(
+        (e.get("extensions") or {}).get("code") in REQUEST_CODES for e in errors
+    )
+
+
+class EdgeGraphQLRouter(GraphQLRouter[Context, None]):
+    """GraphQLRouter answering 400 to documents refused before execution."""
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        if _request_error(response_data):
+            sub_response.status_code = 400
+        return super().create_response(response_data, sub_response)
+
+
+def graphql_router(
+    clients: Callable[[], MeshClients],
+    verifier: TokenVerifier | None = None,
+    feed: Callable[[], FeedOpener | None] = lambda: None,
+) -> GraphQLRouter[Context, None]:
+    """The router to mount at /graphql; `clients` gives the process's mesh clients."""
+    catalogs: dict[int, HeroCatalog] = {}
+
+    def catalog_for(mesh: MeshClients) -> HeroCatalog:
+        # One hero catalog per MeshClients (i.e. per app lifespan).
+        key = id(mesh)
+        if key not in catalogs:
+            catalogs.clear()
+            catalogs[key] = HeroCatalog(mesh)
+        return catalogs[key]
+
+    async def get_context(connection: HTTPConnection) -> Context:
+        mesh = clients()
+        return Context(
+            mesh,
+            catalog_for(mesh),
+            authorization=connection.headers.get("authorization"),
+            verifier=verifier,
+            feed=feed(),
+        )
+
+    getter: Callable[..., Awaitable[Context]] = get_context
+    return EdgeGraphQLRouter(
+        schema,
+        context_getter=getter,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+    )
