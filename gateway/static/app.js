@@ -187,7 +187,7 @@ function renderSuggestions(list, target) {
   const box = $(target);
   if (!box) return;
   box.replaceChildren(...list.map((s) => el('li', { 'data-testid': 'suggestion' },
-    el('strong', {}, s.hero.localizedName), ` ${s.score >= 0 ? '+' : ''}${s.score.toFixed(1)}`,
+    el('strong', {}, s.hero.localizedName), ` ${(s.winProbability * 100).toFixed(1)}% win`,
     el('span', { class: 'why' }, s.reasons.map((r) => r.text).join(' · ') || 'no matchup data'))));
 }
 
@@ -224,8 +224,8 @@ async function refreshInsight() {
       win: predictWin(draft: $d, patch: $p, bracket: $b)
     }
     fragment G on Suggestions { modelVersion fallbackNote winProbability
-      picks { score hero { id localizedName } reasons { kind text value } }
-      bans { score hero { id localizedName } reasons { kind text value } } }`,
+      picks { score winProbability hero { id localizedName } reasons { kind text value } }
+      bans { score winProbability hero { id localizedName } reasons { kind text value } } }`,
     { d: draftInput(), s: side, p: draft.patch || null, b: draft.bracket });
     renderSuggestions(data.picks.picks, 'sugg-picks');
     renderSuggestions(data.bans.bans, 'sugg-bans');
@@ -379,7 +379,8 @@ function bindKeyboard() {
 
 async function start() {
   if (new URLSearchParams(location.search).get('login') === 'failed') showError('Steam sign-in did not complete; try again.');
-  if (VIEW === 'page' && await refreshSession()) {
+  const signedIn = await refreshSession();
+  if (VIEW === 'page' && signedIn) {
     try {
       const data = await gql('{ me { userId personaName accountId } }');
       session.me = data.me;

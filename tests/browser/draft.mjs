@@ -26,9 +26,10 @@ const watch = (page, who) => {
     r.url().startsWith(process.env.OPENID_URL || '-') || r.url().startsWith('data:'), `request to ${r.url()}`));
 };
 
+let page = null;
 try {
   const player = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-  const page = await player.newPage();
+  page = await player.newPage();
   watch(page, 'player');
   await page.goto(`${edge}/`);
   await page.getByTestId('login-button').click(); // -> Steam (the local provider) -> callback -> /
@@ -41,6 +42,8 @@ try {
   await shot(page, '01-signed-in');
 
   // A room where this player drafts for both sides.
+  // The patch the imported 2026-07 matches were played on (the current one has no matches yet).
+  await page.locator('#create input[name=patch]').fill(process.env.DRAFT_PATCH || '7.41');
   await page.getByTestId('create-button').click();
   await page.getByTestId('room').waitFor({ state: 'visible', timeout: 15_000 });
   const roomId = new URLSearchParams(new URL(page.url()).hash.slice(1)).get('draft');
@@ -53,10 +56,14 @@ try {
   seen.win.push(Number(await page.getByTestId('win-probability').getAttribute('data-value')));
   await shot(page, '02-room');
 
-  // A spectator in another browser context (no sign-in) watches the same room.
+  // A spectator in another browser context (no seat in this room) watches it.
   const spectatorContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const spectator = await spectatorContext.newPage();
   watch(spectator, 'spectator');
+  // Drafts are read with a token (the draft service refuses anonymous calls): sign in here too.
+  await spectator.goto(`${edge}/`);
+  await spectator.getByTestId('login-button').click();
+  await spectator.getByTestId('user-name').waitFor({ timeout: 15_000 });
   await spectator.goto(`${edge}/#draft=${encodeURIComponent(roomId)}`);
   await spectator.getByTestId('room').waitFor({ state: 'visible', timeout: 15_000 });
   assert.equal(await spectator.getByTestId('role').textContent(), 'spectator');
@@ -100,6 +107,10 @@ try {
   await shot(overlay, '05-overlay');
   console.log(JSON.stringify({ ok: true, roomId, ...seen }));
 } catch (error) {
+  if (page) {
+    seen.pageError = await page.locator('#error').textContent().catch(() => null);
+    await shot(page, 'failure').catch(() => {});
+  }
   console.log(JSON.stringify({ ok: false, error: String(error && error.stack || error), ...seen }));
   process.exitCode = 1;
 } finally {

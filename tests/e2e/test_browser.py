@@ -3,10 +3,10 @@ and headless Chromium (tests/browser/draft.mjs) signing in, creating a room, ban
 from the suggestions while a spectator in another browser context watches the picks appear.
 
 Statistics: the mesh's warehouse is filled with `counterpick import` of the 2026-07 public match
-set before `up`, and `counterpick recompute` publishes the model once the mesh runs (idempotent
-with the first-start seed `up` will do by itself). Screenshots go to $BROWSER_ARTIFACTS_DIR
-(default tests/artifacts/); $DOCS_SCREENSHOT also writes the page with live suggestions there
-(docs/draft-page.png is made that way).
+set and `counterpick recompute` publishing the model's snapshot to Redis, both before `up` (and
+idempotent with the first-start seed `up` will do by itself). Screenshots go to
+$BROWSER_ARTIFACTS_DIR (default tests/artifacts/); $DOCS_SCREENSHOT also writes the page with
+live suggestions there (docs/draft-page.png is made that way).
 """
 
 from __future__ import annotations
@@ -117,10 +117,13 @@ def edge_url(
     }
     matches = data_dir / "opendota-public-matches-2026-07" / "matches.csv.gz"
     _cli("import", "--state-dir", str(state_dir), str(matches), env=env, timeout=600)
+    # Before `up`: `counterpick recompute` finds etl only on its default port once up runs.
+    _cli("recompute", "--state-dir", str(state_dir), env=env, timeout=600)
     argv = [sys.executable, "-m", "services.cli", "up", "--state-dir", str(state_dir)]
     argv += ["--edge-port", str(edge_port), "--kafka-port", str(free_port())]
-    for name in SERVICES:
-        argv += [f"--{name}-port", str(free_port())]
+    ports = {name: free_port() for name in SERVICES}
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
     process = subprocess.Popen(
         argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -133,7 +136,6 @@ def edge_url(
     else:
         pytest.fail("counterpick up exited before it was ready:\n" + "".join(banner))
     try:
-        _cli("recompute", "--state-dir", str(state_dir), env=env, timeout=600)
         yield edge
     finally:
         process.terminate()
