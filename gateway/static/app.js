@@ -113,7 +113,7 @@ function subscribe(query, variables, onData, onState) {
 
 const state = {
   heroes: [], byId: new Map(), draft: null, mySide: null, both: false, spectator: true,
-  filter: '', selected: 0, history: [], lastSequence: 0,
+  filter: '', selected: 0, history: [], lastSequence: 0, insightKey: '', insightTicket: 0,
 };
 
 function showError(text) {
@@ -217,6 +217,8 @@ async function refreshInsight() {
   const draft = state.draft;
   if (!draft) return;
   const side = (draft.nextAction && draft.nextAction.side) || state.mySide || 'RADIANT';
+  // Only the newest request may paint: an older answer is for a step already gone.
+  const ticket = ++state.insightTicket;
   try {
     const data = await gql(`query Insight($d: DraftStateInput!, $s: Side!, $p: String, $b: SkillBracket) {
       picks: suggestPicks(draft: $d, side: $s, patch: $p, bracket: $b, limit: 5) { ...G }
@@ -227,6 +229,7 @@ async function refreshInsight() {
       picks { score winProbability hero { id localizedName } reasons { kind text value } }
       bans { score winProbability hero { id localizedName } reasons { kind text value } } }`,
     { d: draftInput(), s: side, p: draft.patch || null, b: draft.bracket });
+    if (ticket !== state.insightTicket) return;
     renderSuggestions(data.picks.picks, 'sugg-picks');
     renderSuggestions(data.bans.bans, 'sugg-bans');
     if ($('model')) $('model').textContent = `model ${data.picks.modelVersion}`;
@@ -267,7 +270,11 @@ async function act(heroId) {
 
 function applyDraft(draft) {
   if (state.draft && draft.sequence < state.draft.sequence) return; // an older view
-  const changed = !state.draft || draft.actions.length !== state.draft.actions.length;
+  // Suggestions are for the side about to act: ask again when the step or that side changes.
+  const next = draft.nextAction;
+  const key = `${draft.actions.length}:${next ? `${next.order}:${next.side}:${next.kind}` : '-'}`;
+  const changed = key !== state.insightKey;
+  state.insightKey = key;
   state.draft = draft;
   state.lastSequence = Math.max(state.lastSequence, draft.sequence);
   renderDraft();
@@ -281,11 +288,11 @@ function onUpdate(data) {
   if (update.snapshot) { applyDraft(update.snapshot); return; }
   if (!state.draft) return;
   if (update.action && !state.draft.actions.some((a) => a.order === update.action.order)) {
-    const draft = { ...state.draft, actions: [...state.draft.actions, update.action], sequence: update.sequence };
-    applyDraft(draft);
+    // The next step comes in its own event; until then nobody is known to be acting.
+    applyDraft({ ...state.draft, actions: [...state.draft.actions, update.action], sequence: update.sequence, nextAction: null });
   }
-  if (update.nextAction) { state.draft = { ...state.draft, nextAction: update.nextAction }; renderDraft(); }
-  if (update.completed) { state.draft = { ...state.draft, completed: true, nextAction: null }; renderDraft(); }
+  if (update.nextAction) applyDraft({ ...state.draft, nextAction: update.nextAction });
+  if (update.completed) applyDraft({ ...state.draft, completed: true, nextAction: null });
 }
 
 // --- Rooms -----------------------------------------------------------------------------------
