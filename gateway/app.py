@@ -6,10 +6,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -21,6 +23,8 @@ from gateway.graphql.router import graphql_router
 from gateway.graphql.subscriptions import shared_feed
 from gateway.gsi import gsi_router
 from gateway.overlay import OverlaySettings, overlay_router
+from gateway.security import OPERATOR_HEADER, add_security, is_operator
+from gateway.web_auth import web_auth_router
 from services.common.errors import DependencyUnavailable
 from services.common.tokens import Caller, DenyList, TokenVerifier
 
@@ -32,6 +36,7 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "counterpick_edge_http_request_seconds", "Time to answer an HTTP request, by route.", ["route"]
 )
+STATIC_DIR = Path(__file__).with_name("static")
 
 
 def create_app(settings: EdgeSettings) -> FastAPI:
@@ -61,6 +66,9 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         title="counterpick edge",
         description="GraphQL and WebSocket edge of the counterpick gRPC mesh.",
         lifespan=lifespan,
+    )
+    app.include_router(
+        web_auth_router(settings, lambda: clients().channels["auth"], settings.grpc_timeout_seconds)
     )
 
     async def fetch_jwks() -> dict[str, Any]:
@@ -132,15 +140,36 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: every mesh service reports SERVING.")
-    async def readyz(_: Request) -> JSONResponse:
+    async def readyz(
+        request: Request,
+        caller: Caller | None = Depends(optional_caller),  # noqa: B008
+    ) -> JSONResponse:
         health = await clients().mesh_health()
         ready = all(h.status == "SERVING" for h in health)
-        body = {"ready": ready, "services": {h.service: h.status for h in health}}
+        body: dict[str, Any] = {"ready": ready}
+        # Which service is down is for operators; anyone else learns only ready or not.
+        if is_operator(settings, request.headers.get(OPERATOR_HEADER), caller):
+            body["services"] = {h.service: h.status for h in health}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics of the edge process.")
-    async def metrics() -> PlainTextResponse:
+    @app.get("/metrics", summary="Prometheus metrics of the edge process (operators only).")
+    async def metrics(
+        request: Request,
+        caller: Caller | None = Depends(optional_caller),  # noqa: B008
+    ) -> Response:
+        if not is_operator(settings, request.headers.get(OPERATOR_HEADER), caller):
+            return JSONResponse({"error": "operators only"}, status_code=403)
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def draft_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/overlay/{draft_id}", include_in_schema=False)
+    async def overlay_page(draft_id: str) -> FileResponse:
+        return FileResponse(STATIC_DIR / "overlay.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.middleware("http")
     async def count_requests(
@@ -155,5 +184,6 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         HTTP_SECONDS.labels(label).observe(time.perf_counter() - started)
         return response
 
+    add_security(app, settings)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics")
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, SecretStr
+
 from services.common.config import (
     DEFAULT_GRPC_PORTS,
     CommonSettings,
@@ -36,6 +38,31 @@ class EdgeSettings(CommonSettings, TokenSettings, ServiceCredentialSettings):
     def peer_addresses(self) -> dict[str, str]:
         """Service name -> host:port, in mesh order."""
         return {name: getattr(self, f"{name}_addr") for name in DEFAULT_GRPC_PORTS}
+
+    # --- Browser sign-in and edge security (gateway/web_auth.py, gateway/security.py) ---
+    # The edge's public origin (scheme://host[:port]) that Steam sends the browser back to; unset,
+    # it is taken from the request, which is right for a laptop but not behind a proxy.
+    edge_public_url: str | None = None
+    # Origins of other sites allowed to call the API from a browser (CORS), comma-separated.
+    # The page itself is same-origin and needs none; cookies never go cross-origin.
+    edge_cors_origins: str = ""
+    # Largest request body the edge reads; GraphQL documents and GSI posts are a few KB.
+    edge_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Per-address and per-token request quotas of the edge, in Redis (redis_url); while Redis is
+    # down requests pass. A draft page makes a few requests per pick; 600 a minute per address
+    # leaves room for a LAN behind one NAT.
+    edge_rate_limit_enabled: bool = True
+    edge_rate_limit_per_address_per_minute: int = Field(default=600, ge=1)
+    edge_rate_limit_per_token_per_minute: int = Field(default=300, ge=1)
+    edge_rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    edge_rate_limit_key_prefix: str = Field(default="counterpick:edge-rate", min_length=1)
+    # Shared secret of operators (X-Operator-Token) for /metrics and the detail of /readyz; a
+    # token with the admin role works too. Unset, only admins get them.
+    edge_operator_token: SecretStr | None = None
+
+    def cors_origins(self) -> list[str]:
+        """The CORS allow-list."""
+        return [o.strip().rstrip("/") for o in self.edge_cors_origins.split(",") if o.strip()]
 
 
 def edge_service_tokens(settings: EdgeSettings) -> ServiceTokens:

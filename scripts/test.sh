@@ -26,8 +26,20 @@ PY
   fi
 }
 
+ensure_browser() {
+  # The browser test drives Debian's Chromium with playwright-core (never a browser download).
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "test: installing Debian's chromium for the browser test" >&2
+    apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+  fi
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --no-audit --no-fund)
+  fi
+}
+
 bash scripts/lint.sh
 ensure_machine_services
+ensure_browser
 
 set +e
 .venv/bin/pytest "$@"

@@ -15,6 +15,10 @@ from services.common.config import ServiceSettings
 from services.common.server import GrpcServer, registration
 from tests.conftest import free_port
 
+# /readyz's detail and /metrics are for operators (gateway/security.py).
+OPERATOR_TOKEN = "test-operator-token"
+OPERATOR = {"X-Operator-Token": OPERATOR_TOKEN}
+
 
 @pytest.fixture
 def edge_to_nothing() -> Iterator[TestClient]:
@@ -23,8 +27,10 @@ def edge_to_nothing() -> Iterator[TestClient]:
         f"{name}_addr": f"127.0.0.1:{free_port()}"
         for name in ("ingest", "etl", "model", "auth", "user", "draft")
     }
-    settings = EdgeSettings.model_validate({"grpc_timeout_seconds": 0.5, **addresses})
-    with TestClient(create_app(settings)) as client:
+    settings = EdgeSettings.model_validate(
+        {"grpc_timeout_seconds": 0.5, "edge_operator_token": OPERATOR_TOKEN, **addresses}
+    )
+    with TestClient(create_app(settings), headers=OPERATOR) as client:
         yield client
 
 
@@ -96,7 +102,12 @@ async def test_readiness_names_the_one_service_that_is_down(draft_only: int) -> 
         for name in ("ingest", "etl", "model", "auth", "user")
     }
     settings = EdgeSettings.model_validate(
-        {"draft_addr": f"127.0.0.1:{draft_only}", "grpc_timeout_seconds": 0.5, **addresses}
+        {
+            "draft_addr": f"127.0.0.1:{draft_only}",
+            "grpc_timeout_seconds": 0.5,
+            "edge_operator_token": OPERATOR_TOKEN,
+            **addresses,
+        }
     )
     from httpx import ASGITransport, AsyncClient
 
@@ -105,6 +116,6 @@ async def test_readiness_names_the_one_service_that_is_down(draft_only: int) -> 
         app.router.lifespan_context(app),
         AsyncClient(transport=ASGITransport(app=app), base_url="http://edge") as client,
     ):
-        body = (await client.get("/readyz")).json()
+        body = (await client.get("/readyz", headers=OPERATOR)).json()
     assert body["services"]["draft"] == "SERVING"
     assert body["services"]["model"] == "UNREACHABLE"

@@ -24,6 +24,7 @@ from tests.conftest import REDIS_URL, REPO_ROOT, free_port
 from tests.tls_certs import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.e2e
+OPERATOR_TOKEN = "test-up-operator-token"
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 SERVICE_CLASS = {
     "ingest": "IngestService",
@@ -89,6 +90,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     env["OPENDOTA_BASE_URL"] = f"http://127.0.0.1:{free_port()}/api"
     # This run's own Redis database: another checkout's mesh on this machine uses db 0.
     env["REDIS_URL"] = REDIS_URL
+    # /readyz's per-service detail is for operators (gateway/security.py).
+    env["EDGE_OPERATOR_TOKEN"] = OPERATOR_TOKEN
     started = time.monotonic()
     process = subprocess.Popen(
         argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -154,7 +157,7 @@ def test_health_is_serving_overall_and_per_service(mesh: RunningMesh, name: str)
 
 def test_edge_is_ready_and_reports_the_mesh_over_graphql(mesh: RunningMesh) -> None:
     assert httpx.get(mesh.edge_url + "/healthz").json() == {"status": "ok"}
-    ready = httpx.get(mesh.edge_url + "/readyz")
+    ready = httpx.get(mesh.edge_url + "/readyz", headers={"X-Operator-Token": OPERATOR_TOKEN})
     assert ready.status_code == 200
     assert set(ready.json()["services"]) == set(SERVICES)
     answer = httpx.post(
@@ -167,7 +170,8 @@ def test_edge_is_ready_and_reports_the_mesh_over_graphql(mesh: RunningMesh) -> N
     graphiql = httpx.get(mesh.edge_url + "/graphql", headers={"Accept": "text/html"})
     assert graphiql.status_code == 200
     assert "graphiql" in graphiql.text.lower()
-    assert "counterpick_edge_http_requests_total" in httpx.get(mesh.edge_url + "/metrics").text
+    metrics = httpx.get(mesh.edge_url + "/metrics", headers={"X-Operator-Token": OPERATOR_TOKEN})
+    assert "counterpick_edge_http_requests_total" in metrics.text
 
 
 def test_a_bot_drafts_over_tls_with_grpcurl_as_the_readme_shows(mesh: RunningMesh) -> None:
