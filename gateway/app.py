@@ -98,6 +98,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             # Without a credential of its own the edge cannot open the shared streams; each
             # subscriber then watches with its own token (one WatchDraft per subscriber).
             feed=lambda: shared_feed(feed_holder["feed"]) if service_tokens.configured else None,
+            operator_token=lambda presented: is_operator(settings, presented, None),
         ),
         prefix="/graphql",
     )

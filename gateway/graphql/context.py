@@ -50,8 +50,12 @@ class Context(BaseContext):
         authorization: str | None = None,
         verifier: TokenVerifier | None = None,
         feed: FeedOpener | None = None,
+        operator: bool = False,
     ) -> None:
         super().__init__()
+        # The request carried the operator token (X-Operator-Token): it may see internal facts
+        # such as the services' addresses. Admins qualify through their token (see `is_operator`).
+        self.operator = operator
         self.clients = clients
         self.catalog = catalog or HeroCatalog(clients)
         self.authorization = authorization
@@ -75,6 +79,18 @@ class Context(BaseContext):
         if token is None:
             raise unauthenticated(what)
         return token
+
+    async def is_operator(self) -> bool:
+        """The operator token, or an admin's verified access token."""
+        if self.operator:
+            return True
+        if self.token is None or self.verifier is None:
+            return False
+        try:
+            caller = await self.verifier.verify(self.token)
+        except Exception:
+            return False
+        return caller.has_any_role("admin")
 
     async def caller(self, what: str) -> Caller:
         """The verified caller (for facts only the token holds: roles, jti)."""

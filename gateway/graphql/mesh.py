@@ -21,7 +21,10 @@ class HealthStatus(Enum):
 @strawberry.type(description="One service of the mesh and whether it answers.")
 class MeshService:
     name: str = strawberry.field(description="Service name: ingest, etl, model, auth, user, draft.")
-    address: str = strawberry.field(description="host:port the edge calls it on.")
+    address: str | None = strawberry.field(
+        description="host:port the edge calls it on; null unless the caller is an operator "
+        "(X-Operator-Token, or an admin's token): internal addresses are not for everyone."
+    )
     status: HealthStatus
 
     @classmethod

@@ -65,7 +65,11 @@ def _page(limit: int | None) -> c.PageRequest:
 
 async def resolve_mesh(info: Info) -> list[MeshService]:
     health: list[ServiceHealth] = await info.context.clients.mesh_health()
-    return [MeshService.from_internal(h) for h in health]
+    services = [MeshService.from_internal(h) for h in health]
+    if not await info.context.is_operator():
+        for service in services:
+            service.address = None
+    return services
 
 
 async def resolve_heroes(info: Info) -> list[Hero]:

@@ -17,6 +17,7 @@ from gateway.graphql.errors import REQUEST_CODES
 from gateway.graphql.loaders import HeroCatalog
 from gateway.graphql.schema import schema
 from gateway.graphql.subscriptions import FeedOpener
+from gateway.security import OPERATOR_HEADER
 from services.common.tokens import TokenVerifier
 
 
@@ -48,6 +49,7 @@ def graphql_router(
     clients: Callable[[], MeshClients],
     verifier: TokenVerifier | None = None,
     feed: Callable[[], FeedOpener | None] = lambda: None,
+    operator_token: Callable[[str | None], bool] = lambda _: False,
 ) -> GraphQLRouter[Context, None]:
     """The router to mount at /graphql; `clients` gives the process's mesh clients."""
     catalogs: dict[int, HeroCatalog] = {}
@@ -70,6 +72,7 @@ def graphql_router(
             authorization=connection.headers.get("authorization"),
             verifier=verifier,
             feed=feed(),
+            operator=operator_token(connection.headers.get(OPERATOR_HEADER)),
         )
 
     getter: Callable[..., Awaitable[Context]] = get_context

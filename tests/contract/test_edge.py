@@ -59,7 +59,7 @@ def test_graphql_reports_unreachable_services_as_data_not_errors(
 def test_graphql_rejects_a_malformed_query_with_a_graphql_error(
     edge_to_nothing: TestClient,
 ) -> None:
-    # GraphQL over HTTP with application/json: the error travels in the body, status 200.
+    # The error travels in the body (and the status is 400: a request error, GraphQL over HTTP).
     response = edge_to_nothing.post("/graphql", json={"query": "{ mesh { name "})
     assert response.json()["data"] is None
     assert response.json()["errors"][0]["message"].startswith("Syntax Error")

@@ -161,12 +161,19 @@ def test_edge_is_ready_and_reports_the_mesh_over_graphql(mesh: RunningMesh) -> N
     assert ready.status_code == 200
     assert set(ready.json()["services"]) == set(SERVICES)
     answer = httpx.post(
-        mesh.edge_url + "/graphql", json={"query": "{ mesh { name address status } }"}
+        mesh.edge_url + "/graphql",
+        json={"query": "{ mesh { name address status } }"},
+        headers={"X-Operator-Token": OPERATOR_TOKEN},
     ).json()
     assert "errors" not in answer
     rows = {row["name"]: row for row in answer["data"]["mesh"]}
     assert {name: row["status"] for name, row in rows.items()} == dict.fromkeys(SERVICES, "SERVING")
     assert rows["model"]["address"] == mesh.addresses["model"]
+    # Anyone else sees the health but not the internal addresses.
+    anonymous = httpx.post(
+        mesh.edge_url + "/graphql", json={"query": "{ mesh { name address status } }"}
+    ).json()
+    assert [row["address"] for row in anonymous["data"]["mesh"]] == [None] * len(SERVICES)
     graphiql = httpx.get(mesh.edge_url + "/graphql", headers={"Accept": "text/html"})
     assert graphiql.status_code == 200
     assert "graphiql" in graphiql.text.lower()
