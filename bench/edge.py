@@ -5,7 +5,8 @@ bundled 2026-07 public matches and recomputes, so suggestions are real); this cl
 for pick suggestions for one mid-draft state, the same request both ways, one path after the
 other in one run: through GraphQL at /graphql (HTTP/1.1 keep-alive, httpx) and straight over gRPC
 (one channel), at concurrency 1 and 32. Both carry the same service token, so neither path is
-throttled by the per-user rate limits (the edge forwards the caller's token to the model).
+throttled by the services' per-user rate limits (the edge forwards the caller's token to the
+model), and the edge's own request quotas are off for the run (EDGE_RATE_LIMIT_ENABLED=false).
 Clients and servers share this machine's 2 cores.
 
 Targets: at concurrency 1 the edge adds at most 1.5 ms at p50; at 32 GraphQL serves at least
@@ -76,6 +77,9 @@ class Mesh:
         for name, port in self.ports.items():
             argv += [f"--{name}-port", str(port)]
         env = {**os.environ, "REDIS_URL": REDIS_URL}
+        # One client sends thousands of requests a minute on purpose: the edge's own per-address
+        # and per-token quotas (429) would measure the limiter, not the edge.
+        env["EDGE_RATE_LIMIT_ENABLED"] = "false"
         # No internet here: ingest polls a port where nothing listens.
         env["OPENDOTA_BASE_URL"] = f"http://127.0.0.1:{free_port()}/api"
         self.process = subprocess.Popen(
