@@ -15,9 +15,10 @@ Per action and watcher, the delivery latency is the time from the SubmitAction c
 (time.time_ns in the submitter) to the watcher's receipt of that action's `action` frame
 (time.time_ns in its client process); one clock, one machine. `last ms` is the median over the
 actions of the time to the LAST watcher. `KB/watcher` is the growth of the edge's resident memory
-while the N watchers connected, divided by N. `edge cpu ms/action` and `client cpu ms/action` say
-where the CPU went while the draft was played (all watchers' deliveries included): on 2 cores the
-last watcher cannot be served before roughly their sum / 2.
+while the N watchers connected, divided by N (each row gets a fresh edge process). `edge cpu
+ms/action` and `client cpu ms/action` say where the CPU went while the draft was played (all
+watchers' deliveries included): on 2 cores the last watcher cannot be served before roughly their
+sum / 2.
 
 No ModelService runs (MODEL_ADDR and USER_ADDR point at closed ports): suggestions are skipped,
 so the figures are the fan-out's own. Raised for the run: the draft service's per-user rate
@@ -26,7 +27,9 @@ spectator) and its concurrent-RPC limit (GRPC_MAX_CONCURRENT_RPCS), since the co
 makes thousands of those calls in seconds.
 
 Target: p99 delivery <= 250 ms at 10,000 watchers.
-Run: `uv run python -m bench.fanout [--watchers 1000 5000 10000] [--clients 4]`.
+Run: `uv run python -m bench.fanout [--watchers 1000 5000 10000] [--clients 4] [--no-deflate]`.
+`--no-deflate`: the watchers do not offer permessage-deflate, which shows what compressing every
+frame once per watcher (uvicorn's default, negotiated with every browser) costs the edge.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def _client_process(
     count: int,
     batch: int,
     conn: Connection,
+    *,
+    deflate: bool = True,
 ) -> None:
     """`count` watchers of `url`: reports ("ready", connected, errors), then ("seq", s) once all
     of them have sequence s, then ("done", receipts ns array [count, MAX_SEQUENCE], cpu s)."""
@@ -82,10 +87,12 @@ def _client_process(
         import uvloop
 
         uvloop.install()
-    asyncio.run(_client_main(url, token, count, batch, conn))
+    asyncio.run(_client_main(url, token, count, batch, conn, deflate=deflate))
 
 
-async def _client_main(url: str, token: str, count: int, batch: int, conn: Connection) -> None:
+async def _client_main(
+    url: str, token: str, count: int, batch: int, conn: Connection, *, deflate: bool
+) -> None:
     from websockets.asyncio.client import ClientConnection, connect
     from websockets.exceptions import WebSocketException
 
@@ -98,7 +105,13 @@ async def _client_main(url: str, token: str, count: int, batch: int, conn: Conne
         delay = 0.2
         for attempt in range(CONNECT_ATTEMPTS):
             try:
-                ws = await connect(url, open_timeout=30, ping_interval=None, max_queue=None)
+                ws = await connect(
+                    url,
+                    open_timeout=30,
+                    ping_interval=None,
+                    max_queue=None,
+                    compression="deflate" if deflate else None,
+                )
                 try:
                     await ws.send(json.dumps({"type": "auth", "token": token}))
                     if json.loads(await ws.recv())["type"] != "auth_ok":
@@ -188,7 +201,6 @@ class Mesh:
         self.ring = KeyRing.load(self.keys_dir, create=True)
         self.auth_port = free_port()
         self.draft_port = free_port()
-        self.edge_port = free_port()
         # The edge's own credential, as `counterpick up` provisions it: the shared feed's
         # WatchDraft and GetDraft calls are made as the edge.
         credentials, accepted = provision(workdir, ["gateway"])
@@ -230,19 +242,26 @@ class Mesh:
                 "GRPC_MAX_CONCURRENT_RPCS": "20000",
             },
         )
-        self.edge = ManagedProcess(
+        self.edge_env = {
+            **common,
+            "AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
+            "DRAFT_ADDR": f"127.0.0.1:{self.draft_port}",
+            "MODEL_ADDR": f"127.0.0.1:{free_port()}",
+            "USER_ADDR": f"127.0.0.1:{free_port()}",
+            "SERVICE_CREDENTIAL_FILE": str(credentials["gateway"]),
+        }
+        self.edge = self._new_edge()
+
+    def _new_edge(self) -> Any:
+        from services.cli.processes import ManagedProcess
+        from tests.conftest import free_port
+
+        self.edge_port = free_port()
+        return ManagedProcess(
             "edge",
             [sys.executable, "-m", "gateway"],
-            workdir / "edge.log",
-            {
-                **common,
-                "PORT": str(self.edge_port),
-                "AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
-                "DRAFT_ADDR": f"127.0.0.1:{self.draft_port}",
-                "MODEL_ADDR": f"127.0.0.1:{free_port()}",
-                "USER_ADDR": f"127.0.0.1:{free_port()}",
-                "SERVICE_CREDENTIAL_FILE": str(credentials["gateway"]),
-            },
+            self.workdir / f"edge-{self.edge_port}.log",
+            {**self.edge_env, "PORT": str(self.edge_port)},
         )
 
     @property
@@ -263,6 +282,19 @@ class Mesh:
                 await asyncio.sleep(0.1)
             if not waiter.result():
                 raise RuntimeError(f"{process.name} did not start:\n{process.log_tail()}")
+        await self._wait_edge()
+
+    async def restart_edge(self) -> None:
+        """A fresh edge, so that each row's memory growth starts from an edge that has never
+        held watchers (a reused process would refill memory freed by the previous row)."""
+        from services.cli.processes import stop_all
+
+        stop_all([self.edge], grace_seconds=5)
+        self.edge = self._new_edge()
+        self.edge.start()
+        await self._wait_edge()
+
+    async def _wait_edge(self) -> None:
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
@@ -301,7 +333,9 @@ class Mesh:
 class Clients:
     """The client processes of one row and what they report, read without blocking the loop."""
 
-    def __init__(self, url: str, token: str, count: int, processes: int, batch: int) -> None:
+    def __init__(
+        self, url: str, token: str, count: int, processes: int, batch: int, deflate: bool
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         base, extra = divmod(count, processes)
         shares = [base + (1 if i < extra else 0) for i in range(processes)]
@@ -312,7 +346,10 @@ class Clients:
                 continue
             ours, theirs = context.Pipe()
             proc = context.Process(
-                target=_client_process, args=(url, token, share, batch, theirs), daemon=True
+                target=_client_process,
+                args=(url, token, share, batch, theirs),
+                kwargs={"deflate": deflate},
+                daemon=True,
             )
             proc.start()
             theirs.close()
@@ -365,7 +402,9 @@ class Clients:
                 proc.terminate()
 
 
-async def run_row(mesh: Mesh, count: int, processes: int, batch: int) -> dict[str, float]:
+async def run_row(
+    mesh: Mesh, count: int, processes: int, batch: int, deflate: bool
+) -> dict[str, float]:
     """Play one draft with `count` /ws watchers; the row's figures."""
     captain_md = (("authorization", f"Bearer {mesh.token('bench-captain')}"),)
     spectator = mesh.token("bench-spectator")
@@ -384,7 +423,7 @@ async def run_row(mesh: Mesh, count: int, processes: int, batch: int) -> dict[st
         rss_before = _rss_kb(edge_pid)
         url = f"ws://127.0.0.1:{mesh.edge_port}/ws/draft/{draft.draft_id}"
         connect_started = time.monotonic()
-        clients = Clients(url, spectator, count, processes, batch)
+        clients = Clients(url, spectator, count, processes, batch, deflate)
         try:
             ready = await clients.collect("ready", 600)
             connected = sum(r[1] for r in ready)
@@ -450,7 +489,7 @@ async def run_row(mesh: Mesh, count: int, processes: int, batch: int) -> dict[st
     }
 
 
-async def main(counts: Sequence[int], processes: int, batch: int) -> int:
+async def main(counts: Sequence[int], processes: int, batch: int, deflate: bool) -> int:
     # Importing tests.conftest claims this run's own Redis database (released at exit); only
     # here, so that the spawned client processes, which import this module, claim nothing.
     from tests.conftest import REDIS_CLAIM_ERROR, REDIS_URL
@@ -463,8 +502,10 @@ async def main(counts: Sequence[int], processes: int, batch: int) -> int:
         mesh = Mesh(Path(tmp), REDIS_URL)
         try:
             await mesh.start()
-            for count in counts:
-                rows.append((count, await run_row(mesh, count, processes, batch)))
+            for index, count in enumerate(counts):
+                if index:
+                    await mesh.restart_edge()
+                rows.append((count, await run_row(mesh, count, processes, batch, deflate)))
                 print(f"{count} watchers: {rows[-1][1]}", file=sys.stderr, flush=True)
         finally:
             mesh.stop()
@@ -499,5 +540,14 @@ if __name__ == "__main__":
     parser.add_argument("--watchers", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--batch", type=int, default=100, help="connects at once per process")
+    parser.add_argument(
+        "--no-deflate",
+        action="store_true",
+        help="watchers do not offer permessage-deflate (browsers do)",
+    )
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(main(arguments.watchers, arguments.clients, arguments.batch)))
+    sys.exit(
+        asyncio.run(
+            main(arguments.watchers, arguments.clients, arguments.batch, not arguments.no_deflate)
+        )
+    )
