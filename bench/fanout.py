@@ -476,6 +476,12 @@ async def run_row(
         raise RuntimeError(f"{int((arrivals == 0).sum())} deliveries missing")
     delivery = (arrivals - starts) / 1e6
     actions = len(sequences)
+    # Per action, the time to its last watcher: shows whether a tail is every action or a few.
+    print(
+        f"{count} watchers, last-watcher ms per action: "
+        + " ".join(f"{v:.0f}" for v in delivery.max(axis=0)),
+        file=sys.stderr,
+    )
     return {
         "p50 ms": float(np.percentile(delivery, 50)),
         "p99 ms": float(np.percentile(delivery, 99)),
