@@ -68,12 +68,14 @@ _FINAL_CODES = frozenset(
 
 @dataclass(frozen=True)
 class FeedEvent:
-    """One WatchDraft message, converted once: the protobuf message and its /ws JSON bytes."""
+    """One WatchDraft message, converted once: the protobuf message and its /ws JSON (bytes, and
+    the same as text, so that a /ws text frame costs no per-subscriber decode)."""
 
     sequence: int
     kind: str
     message: pb.WatchDraftResponse
     json: bytes
+    text: str
 
 
 class FeedError(Exception):
@@ -100,8 +102,8 @@ def feed_event(draft_id: str, message: pb.WatchDraftResponse) -> FeedEvent:
             else json_format.MessageToDict(body, preserving_proto_field_name=True)
         ),
     }
-    encoded = json.dumps(payload, separators=(",", ":")).encode()
-    return FeedEvent(message.sequence, kind, message, encoded)
+    text = json.dumps(payload, separators=(",", ":"))
+    return FeedEvent(message.sequence, kind, message, text.encode(), text)
 
 
 @dataclass(eq=False)

@@ -259,14 +259,20 @@ class _Endpoint:
                 await conn.error("invalid_message", f"unknown message type {kind!r}")
 
     async def heartbeat(self, conn: _Connection, caller: Caller) -> None:
+        # Sleeps until the next thing is due (the token's expiry or a quiet heartbeat period),
+        # not a poll every second: ten thousand idle overlays would be ten thousand wakeups/s.
+        period = self.limits.heartbeat_seconds
         while True:
-            await asyncio.sleep(min(self.limits.heartbeat_seconds, 1.0))
-            if time.time() >= caller.expires_at:
+            to_expiry = caller.expires_at - time.time()
+            if to_expiry <= 0:
                 raise await conn.fail(
                     POLICY_VIOLATION, "token_expired", "the access token has expired"
                 )
-            if time.monotonic() - conn.last_sent >= self.limits.heartbeat_seconds:
+            quiet = time.monotonic() - conn.last_sent
+            if quiet >= period:
                 await conn.send('{"type":"ping"}')
+                quiet = 0.0
+            await asyncio.sleep(max(min(to_expiry, period - quiet), 0.01))
 
     async def forward(self, conn: _Connection, draft_id: str, resume_after: int | None) -> None:
         try:
@@ -277,7 +283,7 @@ class _Endpoint:
                     )
                 )
                 async for event in events:
-                    await conn.send(event.json.decode())
+                    await conn.send(event.text)
         except FeedError as error:
             raise await conn.fail(TRY_AGAIN_LATER, "unavailable", error.message) from None
         raise _Closed(1000)  # after `completed` the stream ends, like WatchDraft's
