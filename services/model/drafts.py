@@ -181,6 +181,8 @@ class DraftContext:
     model: DraftModel
     playable: npt.NDArray[np.bool_]  # (H,) heroes that exist in the patch
     notes: tuple[str, ...] = field(default=())
+    # The patch whose statistics these are (an older one when the asked patch has none yet).
+    patch: str = ""
 
 
 def clamp_limit(limit: int) -> int:

@@ -164,7 +164,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self._known_patch(patch)
         snapshot = self._runtime.require()
         context = snapshot.context(patch, bracket)
-        return snapshot, context, patch or snapshot.current_patch
+        return snapshot, context, context.patch or patch or snapshot.current_patch
 
     @staticmethod
     def _own_account(account_id: int) -> None:

@@ -6,6 +6,7 @@ Pure domain code; services/model/repo.py moves snapshots through Redis.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +59,15 @@ class PatchModel:
     shrunk_toward: str | None = None
 
 
+def _patch_key(name: str) -> tuple[int, ...]:
+    """Patches in release order: "7.41" < "7.41b" < "7.42" (numbers, then a letter's rank)."""
+    match = re.fullmatch(r"(\d+)\.(\d+)([a-z]?)", name)
+    if match is None:
+        return (-1,)
+    major, minor, letter = match.groups()
+    return (int(major), int(minor), ord(letter) if letter else 0)
+
+
 @dataclass(frozen=True)
 class ModelSnapshot:
     """A complete, immutable snapshot; replicas swap the whole object on a change notice."""
@@ -81,15 +91,23 @@ class ModelSnapshot:
         """The statistics and model a request for (patch, bracket) is answered from."""
         name = patch or self.current_patch
         entry = self.patches.get(name)
-        if entry is None:
-            known = ", ".join(sorted(self.patches)) or "none yet"
-            raise InvalidArgument(
-                f"no statistics for patch {name!r} (patches with statistics: {known})",
-                field=field_name,
-                reason="ERROR_REASON_UNKNOWN_PATCH",
-                metadata={"patch": name},
-            )
         notes: list[str] = []
+        if entry is None:
+            # A patch newer than the data (a new patch's first days, or a fresh install whose
+            # seed is the previous patch): the closest older patch with statistics answers, and
+            # says so. An older patch than any data has nothing to fall back to.
+            earlier = [known for known in self.patches if _patch_key(known) < _patch_key(name)]
+            if not earlier:
+                known = ", ".join(sorted(self.patches)) or "none yet"
+                raise InvalidArgument(
+                    f"no statistics for patch {name!r} (patches with statistics: {known})",
+                    field=field_name,
+                    reason="ERROR_REASON_UNKNOWN_PATCH",
+                    metadata={"patch": name},
+                )
+            used = max(earlier, key=_patch_key)
+            notes.append(f"no statistics for patch {name} yet; used {used}")
+            name, entry = used, self.patches[used]
         if entry.shrunk_toward:
             notes.append(
                 f"patch {name} has {entry.statistics[SkillBracket.ALL].matches} matches; "
@@ -102,4 +120,4 @@ class ModelSnapshot:
             have = statistics.matches if statistics else 0
             notes.append(f"{bracket.value} bracket has {have} matches in {name}; used all brackets")
             statistics = entry.statistics[SkillBracket.ALL]
-        return DraftContext(statistics, entry.model, self.playable, tuple(notes))
+        return DraftContext(statistics, entry.model, self.playable, tuple(notes), patch=name)

@@ -165,6 +165,12 @@ async def test_recompute_publishes_patches_and_the_young_patch_says_it_borrowed(
     assert info.snapshot.matches > 3_000  # the young patch borrowed the older patch's counts
     picks = await mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT))
     assert f"shrunk toward {OLD_PATCH}" in picks.fallback_note
+    # A patch newer than the data (patch day, or a fresh install seeded with the previous patch)
+    # is answered from the newest patch with statistics, and the answer says so.
+    newer = await mesh.stub.SuggestPicks(pb.SuggestPicksRequest(side=RADIANT, patch="7.42"))
+    assert newer.patch.name == NEW_PATCH
+    assert f"no statistics for patch 7.42 yet; used {NEW_PATCH}" in newer.fallback_note
+    assert len(newer.suggestions) == 10
     run = info.recent_runs[0]
     assert (run.status, run.mode, run.snapshot_version) == ("succeeded", "full", 1)
     assert run.matches_used == 27_000
