@@ -34,12 +34,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from bench.processes import auth_process, draft_process, quiet_env, wait_serving
 from counterpick.common.v1 import common_pb2
 from counterpick.draft.v1 import draft_service_pb2 as draft_pb
 from counterpick.draft.v1 import draft_service_pb2_grpc as draft_grpc
 from services.auth.keys import KeyRing
 from services.auth.tokens import issue_access_token
-from services.cli.health import wait_until_serving
 from services.cli.processes import ManagedProcess, stop_all
 
 # Importing tests.conftest claims this run's own Redis database (released at exit).
@@ -115,41 +115,18 @@ class Mesh:
         self.ring = KeyRing.load(self.keys_dir, create=True)
         self.auth_port = free_port()
         self.draft_ports = [free_port(), free_port()]
-        common = {
-            "REDIS_URL": redis_url,
-            "OTEL_TRACES_EXPORTER": "none",
-            "LOG_FORMAT": "text",
-            "LOG_LEVEL": "WARNING",
-            "SHUTDOWN_GRACE_SECONDS": "1",
-        }
-        self.auth = ManagedProcess(
-            "auth",
-            [sys.executable, "-m", "services.auth"],
-            workdir / "auth.log",
-            {
-                **common,
-                "PORT": str(self.auth_port),
-                "AUTH_KEYS_DIR": str(self.keys_dir),
-                "POSTGRES_DSN": os.environ.get(
-                    "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-                ),
-            },
-        )
+        env = quiet_env(redis_url)
+        self.auth = auth_process(workdir, env, port=self.auth_port, keys_dir=self.keys_dir)
         self.drafts = [
-            ManagedProcess(
+            draft_process(
                 f"draft-{index}",
-                [sys.executable, "-m", "services.draft"],
-                workdir / f"draft-{index}.log",
-                {
-                    **common,
-                    "PORT": str(port),
-                    "AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
-                    # Nothing listens there: suggestions are skipped, the fan-out is measured.
-                    "MODEL_ADDR": f"127.0.0.1:{free_port()}",
-                    "USER_ADDR": f"127.0.0.1:{free_port()}",
-                    "RATE_LIMIT_FREE_PER_MINUTE": "1000000",
-                    "GRPC_MAX_CONCURRENT_RPCS": "5000",
-                },
+                workdir,
+                env,
+                port=port,
+                auth_port=self.auth_port,
+                unused_port=free_port(),
+                calls_per_minute=1_000_000,
+                max_concurrent_rpcs=5000,
             )
             for index, port in enumerate(self.draft_ports)
         ]
@@ -162,17 +139,7 @@ class Mesh:
         for process in self.processes:
             process.start()
         for process, port in zip(self.processes, [self.auth_port, *self.draft_ports], strict=True):
-            await self._wait_serving(process, port)
-
-    async def _wait_serving(self, process: ManagedProcess, port: int) -> None:
-        waiter = asyncio.ensure_future(wait_until_serving(f"127.0.0.1:{port}", timeout_seconds=60))
-        while not waiter.done():
-            if process.exit_code() is not None:
-                waiter.cancel()
-                raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
-            await asyncio.sleep(0.1)
-        if not waiter.result():
-            raise RuntimeError(f"{process.name} did not start:\n{process.log_tail()}")
+            await wait_serving(process, port)
 
     def server_cpu_seconds(self) -> float:
         return sum(_cpu_seconds(p.pid) for p in self.drafts if p.pid is not None)

@@ -191,9 +191,9 @@ class Mesh:
     """auth, one draft service and the edge as processes, with their logs in `workdir`."""
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
+        from bench.processes import auth_process, draft_process, quiet_env
         from services.auth.keys import KeyRing
         from services.cli.credentials import provision
-        from services.cli.processes import ManagedProcess
         from tests.conftest import free_port
 
         self.workdir = workdir
@@ -204,43 +204,24 @@ class Mesh:
         # The edge's own credential, as `counterpick up` provisions it: the shared feed's
         # WatchDraft and GetDraft calls are made as the edge.
         credentials, accepted = provision(workdir, ["gateway"])
-        common = {
-            "REDIS_URL": redis_url,
-            "OTEL_TRACES_EXPORTER": "none",
-            "OTEL_METRICS_EXPORTER": "none",
-            "LOG_FORMAT": "text",
-            "LOG_LEVEL": "WARNING",
-            "SHUTDOWN_GRACE_SECONDS": "1",
-        }
-        self.auth = ManagedProcess(
-            "auth",
-            [sys.executable, "-m", "services.auth"],
-            workdir / "auth.log",
-            {
-                **common,
-                "PORT": str(self.auth_port),
-                "AUTH_KEYS_DIR": str(self.keys_dir),
-                "AUTH_SERVICE_CREDENTIALS_FILE": str(accepted),
-                "POSTGRES_DSN": os.environ.get(
-                    "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-                ),
-            },
+        common = quiet_env(redis_url)
+        self.auth = auth_process(
+            workdir,
+            common,
+            port=self.auth_port,
+            keys_dir=self.keys_dir,
+            accepted_credentials=accepted,
         )
-        self.draft = ManagedProcess(
+        # Every watcher's subscribe is a GetDraft as the one bench spectator.
+        self.draft = draft_process(
             "draft",
-            [sys.executable, "-m", "services.draft"],
-            workdir / "draft.log",
-            {
-                **common,
-                "PORT": str(self.draft_port),
-                "AUTH_ADDR": f"127.0.0.1:{self.auth_port}",
-                # Nothing listens there: suggestions are skipped, the fan-out is measured.
-                "MODEL_ADDR": f"127.0.0.1:{free_port()}",
-                "USER_ADDR": f"127.0.0.1:{free_port()}",
-                # Every watcher's subscribe is a GetDraft as the one bench spectator.
-                "RATE_LIMIT_FREE_PER_MINUTE": "10000000",
-                "GRPC_MAX_CONCURRENT_RPCS": "20000",
-            },
+            workdir,
+            common,
+            port=self.draft_port,
+            auth_port=self.auth_port,
+            unused_port=free_port(),
+            calls_per_minute=10_000_000,
+            max_concurrent_rpcs=20000,
         )
         self.edge_env = {
             **common,
@@ -269,19 +250,12 @@ class Mesh:
         return [self.auth, self.draft, self.edge]
 
     async def start(self) -> None:
-        from services.cli.health import wait_until_serving
+        from bench.processes import wait_serving
 
         for process in self.processes:
             process.start()
         for process, port in ((self.auth, self.auth_port), (self.draft, self.draft_port)):
-            waiter = asyncio.ensure_future(
-                wait_until_serving(f"127.0.0.1:{port}", timeout_seconds=60)
-            )
-            while not waiter.done():
-                self._check_alive(process)
-                await asyncio.sleep(0.1)
-            if not waiter.result():
-                raise RuntimeError(f"{process.name} did not start:\n{process.log_tail()}")
+            await wait_serving(process, port)
         await self._wait_edge()
 
     async def restart_edge(self) -> None:
