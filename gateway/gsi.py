@@ -16,10 +16,13 @@ game decides the order, and it changes between patches):
    contradiction, should a concurrent post win the race: then this is re-read and retried).
    A post that disagrees with an applied slot is a 409.
 4. New actions of one post are in the game's order when there is one (the client posts every
-   change, so a post normally adds one action). When posts were lost or arrive out of order a
-   post may add several; the game's order among them is not in the payload, so they are
-   interleaved alternating sides, starting with the side that did not act last, each side's in
-   its slot order, bans before picks. docs/overlay-protocol.md says so.
+   change, so a post normally adds one action). Posts of one draft that arrive within
+   REORDER_SECONDS of each other (retries, several connections) are applied in the game's
+   order, not the network's: a later state of a draft fills every slot an earlier one did, so
+   they are sorted by how many slots they fill, then by `provider.timestamp`. When posts were
+   lost a post may still add several; the game's order among them is not in the payload, so
+   they are interleaved alternating sides, starting with the side that did not act last, each
+   side's in its slot order, bans before picks. docs/overlay-protocol.md says so.
 
 The GSI token (the payload's `auth.token`) is the credential of a post; the edge calls
 MirrorGameDraft as itself (its service token) and the draft service checks the GSI token.
@@ -27,10 +30,12 @@ MirrorGameDraft as itself (its service token) and the draft service checks the G
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -47,6 +52,10 @@ from services.common.service_tokens import TokenSource
 MAX_BODY_BYTES = 64 * 1024
 # A lost race with a concurrent post of the same game is re-read and retried this many times.
 _ATTEMPTS = 3
+# How long a post waits for earlier states of the same game that the network delivered late.
+# The client itself buffers 0.1 s and throttles to one post per 0.5 s (gsi_cfg), so a quarter
+# of a second adds little to what an overlay already sees.
+REORDER_SECONDS = 0.25
 _SIDES = {"team2": c.TEAM_SIDE_RADIANT, "team3": c.TEAM_SIDE_DIRE}
 _ACTIVE = {2: c.TEAM_SIDE_RADIANT, 3: c.TEAM_SIDE_DIRE}
 _SLOT = re.compile(r"(pick|ban)(\d{1,2})_id")
@@ -69,12 +78,14 @@ class GsiRejected(Exception):
 
 @dataclass(frozen=True)
 class GamePost:
-    """One parsed post: its token, the filled slots, and who the game says acts next."""
+    """One parsed post: its token, the filled slots, who the game says acts next, and when
+    the client sent it (`provider.timestamp`, seconds; None when absent)."""
 
     token: str
     slots: Mapping[Slot, int]
     active_side: int | None
     active_kind: int | None
+    timestamp: int | None = None
 
 
 def _hero_id(value: Any, where: str) -> int:
@@ -111,7 +122,10 @@ def parse_post(body: bytes, heroes: frozenset[int]) -> GamePost:
     active_kind = None
     if isinstance(pick, bool) and active_side is not None:
         active_kind = c.DRAFT_ACTION_KIND_PICK if pick else c.DRAFT_ACTION_KIND_BAN
-    return GamePost(token, slots, active_side, active_kind)
+    provider = payload.get("provider")
+    sent = provider.get("timestamp") if isinstance(provider, dict) else None
+    timestamp = sent if isinstance(sent, int) and not isinstance(sent, bool) else None
+    return GamePost(token, slots, active_side, active_kind, timestamp)
 
 
 def _filled_slots(draft: Mapping[str, Any], heroes: frozenset[int]) -> dict[Slot, int]:
@@ -192,6 +206,66 @@ def new_actions(post: GamePost, applied: Any) -> list[c.DraftAction] | None:
     return ordered
 
 
+Applied = tuple[int, int]  # (actions applied, the draft's sequence after the post)
+
+
+@dataclass
+class _Waiting:
+    post: GamePost
+    arrival: int
+    done: asyncio.Future[Applied] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def order(self) -> tuple[int, int, int]:
+        """The game's order: fewer filled slots is earlier, then the client's clock."""
+        return (len(self.post.slots), self.post.timestamp or 0, self.arrival)
+
+
+class PostSequencer:
+    """Applies each draft's posts one batch at a time: the posts that arrived within `window`
+    seconds of the first, in the game's order (_Waiting.order). One worker task per draft
+    that has posts waiting; a caller that goes away does not take its post with it."""
+
+    def __init__(self, apply: Callable[[str, GamePost], Awaitable[Applied]], window: float) -> None:
+        self._apply = apply
+        self._window = window
+        self._pending: dict[str, list[_Waiting]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._arrivals = itertools.count()
+
+    async def submit(self, draft_id: str, post: GamePost) -> Applied:
+        """The post's outcome once it is applied; GsiRejected as for a post alone."""
+        if self._window <= 0:
+            return await self._apply(draft_id, post)
+        waiting = _Waiting(post, next(self._arrivals))
+        self._pending.setdefault(draft_id, []).append(waiting)
+        if draft_id not in self._workers:
+            self._workers[draft_id] = asyncio.create_task(self._work(draft_id))
+        return await asyncio.shield(waiting.done)
+
+    async def _work(self, draft_id: str) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while True:
+                await asyncio.sleep(self._window)
+                batch = sorted(self._pending.pop(draft_id, []), key=_Waiting.order)
+                for waiting in batch:
+                    try:
+                        waiting.done.set_result(await self._apply(draft_id, waiting.post))
+                    except Exception as error:  # the post's own outcome, raised to its caller
+                        waiting.done.set_exception(error)
+                if draft_id not in self._pending:
+                    return
+        finally:
+            # No await between the last check and here: a post arriving now finds no worker
+            # and starts one. Cancelled (the edge stops): nobody waits for ever.
+            self._workers.pop(draft_id, None)
+            for waiting in [*batch, *self._pending.pop(draft_id, [])]:
+                if not waiting.done.done():
+                    waiting.done.cancel()
+
+
 def _rejection(error: grpc.aio.AioRpcError) -> GsiRejected:
     code = error.code()
     details = error.details() or ""
@@ -220,31 +294,69 @@ def gsi_cfg(uri: str, token: str) -> str:
     )
 
 
-def gsi_router(
-    *,
-    tokens: TokenSource,
-    draft_channel: Callable[[], grpc.aio.Channel],
-    timeout_seconds: float = 2.0,
-    heroes: frozenset[int] | None = None,
-) -> APIRouter:
-    """The /gsi routes; `draft_channel` is looked up per request (built in the lifespan)."""
-    known = heroes if heroes is not None else frozenset(load_constants().heroes)
-    router = APIRouter()
+class MirrorDrafts:
+    """The draft service's MirrorGameDraft as the edge calls it (as itself; the draft service
+    checks each post's GSI token)."""
 
-    async def mirror(
-        draft_id: str, token: str, actions: list[c.DraftAction], post: GamePost | None = None
+    def __init__(
+        self,
+        tokens: TokenSource,
+        draft_channel: Callable[[], grpc.aio.Channel],
+        timeout_seconds: float,
+    ) -> None:
+        self._tokens = tokens
+        self._channel = draft_channel
+        self._timeout = timeout_seconds
+
+    async def call(
+        self, draft_id: str, token: str, actions: list[c.DraftAction], post: GamePost | None = None
     ) -> pb.MirrorGameDraftResponse:
+        """One MirrorGameDraft; GsiRejected for a refusal."""
         request = pb.MirrorGameDraftRequest(draft_id=draft_id, gsi_token=token, actions=actions)
         if post is not None and post.active_side is not None:
             request.active_side = c.TeamSide.ValueType(post.active_side)
         if post is not None and post.active_kind is not None:
             request.active_kind = c.DraftActionKind.ValueType(post.active_kind)
         try:
-            return await pb_grpc.DraftServiceStub(draft_channel()).MirrorGameDraft(
-                request, metadata=await tokens.metadata(), timeout=timeout_seconds
+            return await pb_grpc.DraftServiceStub(self._channel()).MirrorGameDraft(
+                request, metadata=await self._tokens.metadata(), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as error:
             raise _rejection(error) from None
+
+    async def apply(self, draft_id: str, post: GamePost) -> Applied:
+        """Append what the post adds to the applied actions (module docstring, steps 2-4)."""
+        for attempt in range(_ATTEMPTS):
+            current = await self.call(draft_id, post.token, [])
+            applied = current.draft.state.actions
+            fresh = new_actions(post, applied)
+            if fresh is None:
+                return 0, current.draft.sequence
+            try:
+                response = await self.call(draft_id, post.token, [*applied, *fresh], post)
+            except GsiRejected as rejected:
+                # Another edge replica may have appended first: read again and compare.
+                if rejected.status == 409 and attempt + 1 < _ATTEMPTS:
+                    continue
+                raise
+            return response.applied, response.draft.sequence
+        raise GsiRejected(409, "conflict", "the draft kept changing; post again")
+
+
+def gsi_router(
+    *,
+    tokens: TokenSource,
+    draft_channel: Callable[[], grpc.aio.Channel],
+    timeout_seconds: float = 2.0,
+    heroes: frozenset[int] | None = None,
+    reorder_seconds: float = REORDER_SECONDS,
+) -> APIRouter:
+    """The /gsi routes; `draft_channel` is looked up per request (built in the lifespan)."""
+    known = heroes if heroes is not None else frozenset(load_constants().heroes)
+    router = APIRouter()
+
+    mirror = MirrorDrafts(tokens, draft_channel, timeout_seconds)
+    sequencer = PostSequencer(mirror.apply, reorder_seconds)
 
     def check_draft_id(draft_id: str) -> None:
         if _DRAFT_ID.fullmatch(draft_id) is None:
@@ -267,23 +379,8 @@ def gsi_router(
         try:
             check_draft_id(draft_id)
             post = parse_post(await read_body(request), known)
-            for attempt in range(_ATTEMPTS):
-                current = await mirror(draft_id, post.token, [])
-                applied = current.draft.state.actions
-                fresh = new_actions(post, applied)
-                if fresh is None:
-                    return JSONResponse({"applied": 0, "sequence": current.draft.sequence})
-                try:
-                    response = await mirror(draft_id, post.token, [*applied, *fresh], post)
-                except GsiRejected as rejected:
-                    # A concurrent post may have appended first: read again and compare.
-                    if rejected.status == 409 and attempt + 1 < _ATTEMPTS:
-                        continue
-                    raise
-                return JSONResponse(
-                    {"applied": response.applied, "sequence": response.draft.sequence}
-                )
-            raise GsiRejected(409, "conflict", "the draft kept changing; post again")
+            applied, sequence = await sequencer.submit(draft_id, post)
+            return JSONResponse({"applied": applied, "sequence": sequence})
         except GsiRejected as rejected:
             headers = {"WWW-Authenticate": "GSI"} if rejected.status == 401 else None
             return JSONResponse(
@@ -305,7 +402,7 @@ def gsi_router(
             check_draft_id(draft_id)
             if not x_gsi_token:
                 raise GsiRejected(401, "unauthenticated", "the X-GSI-Token header is required")
-            await mirror(draft_id, x_gsi_token, [])
+            await mirror.call(draft_id, x_gsi_token, [])
         except GsiRejected as rejected:
             return JSONResponse(
                 {"error": rejected.code, "message": rejected.message}, status_code=rejected.status

@@ -5,6 +5,7 @@ is a 4xx and changes nothing; a player's own client (empty draft block) changes 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -153,6 +154,26 @@ async def test_the_sequence_shuffled_builds_the_same_heroes_in_each_teams_order(
             assert [a for a in got if a[:2] == (kind, side)] == [
                 a for a in expected if a[:2] == (kind, side)
             ]
+    assert draft.completed
+
+
+async def test_shuffled_posts_that_arrive_together_build_the_games_exact_order(
+    edge: Edge, samples: Path
+) -> None:
+    """Posts delivered late and all at once (a client's retries, a flaky link): the edge holds
+    each post for a moment and applies them in the game's order, so the mirror has exactly the
+    draft the in-order sequence shows, not just each team's order."""
+    lines = (samples / "observer-captains-mode.jsonl").read_text().splitlines()
+    shuffled = lines[:]
+    random.Random(7).shuffle(shuffled)
+    draft_id, token = await edge.mirror()
+    responses = await asyncio.gather(
+        *(edge.http.post(f"/gsi/{draft_id}", content=with_token(line, token)) for line in shuffled)
+    )
+    assert [r.status_code for r in responses] == [200] * len(lines)
+    assert sum(r.json()["applied"] for r in responses) == 24
+    draft = await edge.draft(draft_id)
+    assert actions(draft) == game_order(lines)
     assert draft.completed
 
 
