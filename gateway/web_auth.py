@@ -11,6 +11,8 @@ The page never sees a refresh token and no token ever travels in a URL:
   `POST /auth/logout` revokes the session (RevokeToken) and clears the cookies. Both refuse
   cross-site requests twice over: the Origin / Sec-Fetch-Site headers must say same origin, and the
   X-CSRF-Token header must equal the CSRF cookie (double submit).
+- `POST /auth/api-key` trades an API key in the JSON body for an access token, for pages that
+  hold a key instead of a session: the OBS overlay link carries a read-only key in its fragment.
 
 Cookies are Secure except on http://localhost and http://127.0.0.1, where browsers have no TLS.
 """
@@ -30,6 +32,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from counterpick.auth.v1 import auth_service_pb2 as pb
 from counterpick.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from gateway.clients import bearer, client_address
 from gateway.config import EdgeSettings
 
 log = logging.getLogger(__name__)
@@ -150,7 +153,7 @@ def set_login_state(response: Response, origin: str, state: str | None) -> None:
     )
 
 
-# The four route closures count as the factory's statements; each is short on its own.
+# The five route closures count as the factory's statements; each is short on its own.
 def web_auth_router(  # noqa: PLR0915
     settings: EdgeSettings, channel: Callable[[], grpc.aio.Channel], timeout_seconds: float
 ) -> APIRouter:
@@ -254,5 +257,36 @@ def web_auth_router(  # noqa: PLR0915
         response = JSONResponse({"revoked": revoked}, headers={"Cache-Control": "no-store"})
         clear_session(response, origin)
         return response
+
+    @router.post("/api-key", summary="An access token for an API key (an overlay link's key).")
+    async def exchange_api_key(request: Request) -> Response:
+        """A page holding an API key (the read-only key of an OBS overlay link, in the URL
+        fragment the browser never sends) trades it for a short-lived access token. No cookie
+        is read or set, so there is nothing for another site to forge: no CSRF check."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        key = body.get("api_key") if isinstance(body, dict) else None
+        if not isinstance(key, str) or not key.strip():
+            return JSONResponse({"error": 'the body must be {"api_key": "..."}'}, 400)
+        client_address.set(request.client.host if request.client else None)
+        try:
+            exchanged = await stub().ExchangeApiKey(
+                pb.ExchangeApiKeyRequest(api_key=key.strip()),
+                metadata=bearer(None),
+                timeout=timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as error:
+            return _error(error, "exchanging the API key")
+        return JSONResponse(
+            {
+                "access_token": exchanged.access_token,
+                "token_type": "Bearer",
+                "expires_at": exchanged.access_expires_at.ToJsonString(),
+                "scopes": list(exchanged.scopes),
+            },
+            headers={"Cache-Control": "no-store"},
+        )
 
     return router

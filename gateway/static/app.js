@@ -47,6 +47,21 @@ async function refreshSession() {
   return true;
 }
 
+// An OBS overlay link carries a read-only API key in its fragment (never sent to a server):
+// trade it for a short-lived access token, and again before that expires.
+async function exchangeKey(key) {
+  const response = await fetch('/auth/api-key', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ api_key: key }),
+  });
+  if (!response.ok) { session.token = null; return false; }
+  const body = await response.json();
+  session.token = body.access_token;
+  const lifetime = Date.parse(body.expires_at) - Date.now();
+  clearTimeout(session.timer);
+  session.timer = setTimeout(() => exchangeKey(key), Math.max(10_000, lifetime - 60_000));
+  return true;
+}
+
 async function logout() {
   await fetch('/auth/logout', {
     method: 'POST', credentials: 'same-origin', headers: { 'X-CSRF-Token': cookie('cp_csrf') || '' },
@@ -64,7 +79,10 @@ async function gql(query, variables = {}) {
   const body = await response.json().catch(() => ({ errors: [{ message: `HTTP ${response.status}` }] }));
   if (body.errors && body.errors.length) {
     const error = new Error(body.errors.map((e) => e.message).join('; '));
-    error.code = body.errors[0].extensions && body.errors[0].extensions.code;
+    const extensions = body.errors[0].extensions || {};
+    error.code = extensions.code;
+    error.reason = extensions.reason;
+    error.retryAfter = extensions.retryAfter;
     throw error;
   }
   return body.data;
@@ -186,7 +204,8 @@ function renderDraft() {
 function renderSuggestions(list, target) {
   const box = $(target);
   if (!box) return;
-  box.replaceChildren(...list.map((s) => el('li', { 'data-testid': 'suggestion' },
+  // Five, however many came: the pushed suggestions carry ten.
+  box.replaceChildren(...list.slice(0, 5).map((s) => el('li', { 'data-testid': 'suggestion' },
     el('strong', {}, s.hero.localizedName), ` ${(s.winProbability * 100).toFixed(1)}% win`,
     el('span', { class: 'why' }, s.reasons.map((r) => r.text).join(' · ') || 'no matchup data'))));
 }
@@ -213,12 +232,63 @@ function renderWin() {
 
 // --- Suggestions and win probability ---------------------------------------------------------
 
-async function refreshInsight() {
+// Suggestions reach the page two ways: the draft service computes them once per change for all
+// watchers (the subscription's `suggestions`, for the room's side or the side to act), and the
+// page asks the model itself when those are not for the side it shows. Waiting a moment for the
+// pushed ones keeps a draft from spending the player's request quota (three model calls per
+// step per open tab: a page and its overlay used up a free account's 120 a minute).
+const PUSH_WAIT_MS = 1500;
+
+function insightSide(draft) {
+  return (draft.nextAction && draft.nextAction.side) || state.mySide || 'RADIANT';
+}
+
+function paintInsight(draft, insight) {
+  renderSuggestions(insight.picks, 'sugg-picks');
+  renderSuggestions(insight.bans, 'sugg-bans');
+  if ($('model')) $('model').textContent = `model ${insight.modelVersion}`;
+  const note = $('fallback');
+  if (note) { note.textContent = insight.fallbackNote || ''; note.hidden = !insight.fallbackNote; }
+  // One point per step of the draft: the history is indexed by the number of actions.
+  const steps = draft.actions.length;
+  for (let i = 0; i < steps; i += 1) {
+    if (state.history[i] === undefined) state.history[i] = i ? state.history[i - 1] : insight.radiantWin;
+  }
+  state.history[steps] = insight.radiantWin;
+  state.history.length = steps + 1;
+  renderWin();
+}
+
+// Called when the step or the side to act changed (applyDraft).
+function scheduleInsight() {
   const draft = state.draft;
-  if (!draft) return;
-  const side = (draft.nextAction && draft.nextAction.side) || state.mySide || 'RADIANT';
-  // Only the newest request may paint: an older answer is for a step already gone.
+  if (!draft || (!draft.nextAction && !draft.completed)) return; // the next step is on its way
+  clearTimeout(state.insightTimer);
   const ticket = ++state.insightTicket;
+  const pushed = state.pushed;
+  if (pushed && pushed.sequence === draft.sequence && pushed.side === insightSide(draft)) {
+    paintInsight(draft, pushed);
+    return;
+  }
+  state.insightTimer = setTimeout(() => refreshInsight(ticket), PUSH_WAIT_MS);
+}
+
+function onPushedSuggestions(sequence, s) {
+  const radiantWin = s.side === 'RADIANT' ? s.winProbability : 1 - s.winProbability;
+  state.pushed = { sequence, side: s.side, picks: s.picks, bans: s.bans, modelVersion: s.modelVersion,
+    fallbackNote: s.fallbackNote, radiantWin };
+  const draft = state.draft;
+  if (draft && sequence === draft.sequence && (draft.nextAction || draft.completed) && s.side === insightSide(draft)) {
+    clearTimeout(state.insightTimer);
+    state.insightTicket += 1; // a query already under way would paint an older view
+    paintInsight(draft, state.pushed);
+  }
+}
+
+async function refreshInsight(ticket) {
+  const draft = state.draft;
+  if (!draft || ticket !== state.insightTicket) return;
+  const side = insightSide(draft);
   try {
     const data = await gql(`query Insight($d: DraftStateInput!, $s: Side!, $p: String, $b: SkillBracket) {
       picks: suggestPicks(draft: $d, side: $s, patch: $p, bracket: $b, limit: 5) { ...G }
@@ -229,22 +299,31 @@ async function refreshInsight() {
       picks { score winProbability hero { id localizedName } reasons { kind text value } }
       bans { score winProbability hero { id localizedName } reasons { kind text value } } }`,
     { d: draftInput(), s: side, p: draft.patch || null, b: draft.bracket });
+    // Only the newest request may paint: an older answer is for a step already gone.
     if (ticket !== state.insightTicket) return;
-    renderSuggestions(data.picks.picks, 'sugg-picks');
-    renderSuggestions(data.bans.bans, 'sugg-bans');
-    if ($('model')) $('model').textContent = `model ${data.picks.modelVersion}`;
-    const note = $('fallback');
-    if (note) { note.textContent = data.picks.fallbackNote || ''; note.hidden = !data.picks.fallbackNote; }
-    // One point per step of the draft: the history is indexed by the number of actions.
-    const steps = draft.actions.length;
-    for (let i = 0; i < steps; i += 1) {
-      if (state.history[i] === undefined) state.history[i] = i ? state.history[i - 1] : data.win;
-    }
-    state.history[steps] = data.win;
-    state.history.length = steps + 1;
-    renderWin();
+    paintInsight(draft, { picks: data.picks.picks, bans: data.bans.bans, modelVersion: data.picks.modelVersion,
+      fallbackNote: data.picks.fallbackNote, radiantWin: data.win });
+    state.insightRetry = 0;
   } catch (error) {
-    showError(`Suggestions unavailable: ${error.message}`);
+    if (ticket !== state.insightTicket) return;
+    // Right after the first start the model is still loading the bundled matches (about a
+    // minute), a restarting model answers UNAVAILABLE, and a quota refills: say so and ask
+    // again by itself.
+    const note = $('fallback');
+    let wait = null;
+    if (error.reason === 'ERROR_REASON_MODEL_NOT_READY' || error.code === 'UNAVAILABLE') {
+      state.insightRetry = Math.min((state.insightRetry || 0) + 1, 5);
+      wait = 1000 * state.insightRetry;
+      if (note) note.textContent = error.reason === 'ERROR_REASON_MODEL_NOT_READY'
+        ? 'Preparing suggestions: the first start imports the bundled matches (about a minute)…'
+        : 'Suggestions are briefly unavailable; retrying…';
+    } else if (error.code === 'RATE_LIMITED') {
+      wait = 1000 * Math.max(1, error.retryAfter || 5);
+      if (note) note.textContent = `Too many requests from this account; suggestions resume in ${Math.ceil(wait / 1000)} s.`;
+    }
+    if (wait === null) { showError(`Suggestions unavailable: ${error.message}`); return; }
+    if (note) note.hidden = false;
+    state.insightTimer = setTimeout(() => refreshInsight(ticket), wait);
   }
 }
 
@@ -278,7 +357,7 @@ function applyDraft(draft) {
   state.draft = draft;
   state.lastSequence = Math.max(state.lastSequence, draft.sequence);
   renderDraft();
-  if (changed) refreshInsight();
+  if (changed) scheduleInsight();
 }
 
 function onUpdate(data) {
@@ -293,6 +372,7 @@ function onUpdate(data) {
   }
   if (update.nextAction) applyDraft({ ...state.draft, nextAction: update.nextAction });
   if (update.completed) applyDraft({ ...state.draft, completed: true, nextAction: null });
+  if (update.suggestions) onPushedSuggestions(update.sequence, update.suggestions);
 }
 
 // --- Rooms -----------------------------------------------------------------------------------
@@ -311,10 +391,18 @@ async function openRoom(id) {
   state.mySide = seats ? seats.side : null;
   state.both = Boolean(seats && seats.both);
   if ($('lobby')) { $('lobby').hidden = true; $('room').hidden = false; }
+  if (state.unsubscribe) state.unsubscribe();
+  if (state.draft && state.draft.id !== id) {
+    // Another room: nothing of the last one's history or sequence applies here.
+    Object.assign(state, { draft: null, history: [], lastSequence: 0, insightKey: '', pushed: null });
+  }
   applyDraft(data.draft);
-  subscribe(`subscription Watch($id: ID!, $after: Int) { draftUpdates(id: $id, resumeAfter: $after) {
+  state.unsubscribe = subscribe(`subscription Watch($id: ID!, $after: Int) { draftUpdates(id: $id, resumeAfter: $after) {
       sequence snapshot { ...D } action { order kind side timedOut hero { id localizedName } }
-      nextAction { order kind side deadline } completed { radiantWinProbability modelVersion } banSkipped } }
+      nextAction { order kind side deadline } completed { radiantWinProbability modelVersion } banSkipped
+      suggestions { side winProbability modelVersion fallbackNote
+        picks { score winProbability hero { id localizedName } reasons { kind text value } }
+        bans { score winProbability hero { id localizedName } reasons { kind text value } } } } }
     ${DRAFT_FIELDS}`,
   () => ({ id, after: state.lastSequence || null }), onUpdate,
   (s) => { const c = $('connection'); if (c) c.textContent = s; });
@@ -332,7 +420,8 @@ async function createRoom(form) {
   });
   const id = data.createDraft.draft.id;
   sessionStorage.setItem(`seat:${id}`, JSON.stringify({ side: values.side, both }));
-  location.hash = `draft=${encodeURIComponent(id)}`;
+  // replaceState, not location.hash: a hashchange would open the room a second time.
+  history.replaceState(null, '', `/#draft=${encodeURIComponent(id)}`);
   const code = data.createDraft.inviteCode;
   if (code && !both) {
     // The code rides in the fragment, which browsers never send to a server or a Referer.
@@ -340,6 +429,26 @@ async function createRoom(form) {
     $('invite-box').hidden = false;
   }
   await openRoom(id);
+}
+
+// A link for OBS: the overlay view with a read-only key of the signed-in user (draft:read and
+// model:read only; revocable like any API key), so the streaming PC needs no sign-in.
+async function overlayLink() {
+  const id = state.draft.id;
+  const data = await gql(`mutation Key($name: String!) { createApiKey(name: $name, scopes: ["draft:read", "model:read"]) { secret } }`,
+    { name: `overlay ${id}` });
+  $('overlay-link').value = `${location.origin}/overlay/${encodeURIComponent(id)}#key=${encodeURIComponent(data.createApiKey.secret)}`;
+  $('overlay-link').hidden = false;
+  $('overlay-link').select();
+}
+
+// An invite link opened (or pasted into the address bar of an open page): the join form,
+// filled in; taking the seat stays one deliberate click.
+function offerJoin() {
+  if (!$('join')) return;
+  $('join').elements.invite.value = location.href;
+  if ($('room')) { $('room').hidden = true; $('lobby').hidden = false; }
+  $('join').querySelector('button').focus();
 }
 
 async function joinRoom(text) {
@@ -386,7 +495,12 @@ function bindKeyboard() {
 
 async function start() {
   if (new URLSearchParams(location.search).get('login') === 'failed') showError('Steam sign-in did not complete; try again.');
-  const signedIn = await refreshSession();
+  const overlayKey = VIEW === 'overlay' ? new URLSearchParams(location.hash.slice(1)).get('key') : null;
+  const signedIn = overlayKey ? await exchangeKey(overlayKey) : await refreshSession();
+  if (VIEW === 'overlay' && !signedIn) {
+    showError(overlayKey ? 'This overlay link\'s key was revoked or is wrong: make a new one in the room.'
+      : 'Open this overlay with the link from the room\'s "Overlay link" button (it carries a read-only key).');
+  }
   if (VIEW === 'page' && signedIn) {
     try {
       const data = await gql('{ me { userId personaName accountId } }');
@@ -403,8 +517,13 @@ async function start() {
     $('logout').addEventListener('click', logout);
     $('create').addEventListener('submit', (e) => { e.preventDefault(); createRoom(e.target).catch((err) => showError(err.message)); });
     $('join').addEventListener('submit', (e) => { e.preventDefault(); joinRoom(e.target.elements.invite.value).catch((err) => showError(err.message)); });
+    $('overlay-button').addEventListener('click', () => overlayLink().catch((err) => showError(err.message)));
     $('watch').addEventListener('submit', (e) => { e.preventDefault(); location.hash = `draft=${encodeURIComponent(e.target.elements.room.value.trim())}`; });
-    window.addEventListener('hashchange', () => { const r = route(); if (r.draft && (!state.draft || state.draft.id !== r.draft)) openRoom(r.draft).catch((err) => showError(err.message)); });
+    window.addEventListener('hashchange', () => {
+      const r = route();
+      if (r.join && r.code) offerJoin();
+      else if (r.draft && (!state.draft || state.draft.id !== r.draft)) openRoom(r.draft).catch((err) => showError(err.message));
+    });
     bindKeyboard();
   }
   try {
@@ -416,7 +535,7 @@ async function start() {
     showError(`Heroes did not load: ${error.message}`);
   }
   const r = route();
-  if (r.join && r.code) { if ($('join')) $('join').elements.invite.value = location.href; }
+  if (r.join && r.code) offerJoin();
   else if (r.draft) await openRoom(r.draft).catch((err) => showError(err.message));
 }
 

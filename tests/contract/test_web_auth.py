@@ -159,6 +159,51 @@ async def test_sign_in_refresh_and_logout_keep_tokens_out_of_urls_and_logs(
     assert "openid.sig" not in logged
 
 
+async def test_an_overlay_links_read_only_key_is_traded_for_a_token(edge: Edge) -> None:
+    """The OBS overlay link carries a read-only API key (in its fragment); the overlay page
+    trades it at POST /auth/api-key for an access token with the key's scopes. A forged or
+    revoked key is 401, a body without a key is 400, and nothing is logged in."""
+    await sign_in(edge)
+    same_origin = {"Origin": EDGE, "Sec-Fetch-Site": "same-origin"}
+    refreshed = await edge.client.post("/auth/refresh", headers=csrf_headers(edge, **same_origin))
+    access = refreshed.json()["access_token"]
+    created = await edge.client.post(
+        "/graphql",
+        json={
+            "query": 'mutation { createApiKey(name: "overlay", scopes: ["draft:read", '
+            '"model:read"]) { secret apiKey { id } } }'
+        },
+        headers={"Authorization": f"Bearer {access}"},
+    )
+    assert created.status_code == 200, created.text
+    key = created.json()["data"]["createApiKey"]
+    overlay = httpx.AsyncClient(transport=edge.client._transport, base_url=EDGE)  # no cookies
+    async with overlay:
+        traded = await overlay.post("/auth/api-key", json={"api_key": key["secret"]})
+        assert traded.status_code == 200, traded.text
+        assert traded.headers["cache-control"] == "no-store"
+        assert sorted(traded.json()["scopes"]) == ["draft:read", "model:read"]
+        assert "set-cookie" not in traded.headers
+        me = await overlay.get(
+            "/auth/me", headers={"Authorization": f"Bearer {traded.json()['access_token']}"}
+        )
+        assert me.json()["account_id"] == STEAMID - 76561197960265728
+
+        forged = await overlay.post("/auth/api-key", json={"api_key": key["secret"][:-4] + "AAAA"})
+        assert forged.status_code == 401
+        for body in (b"{}", b"not json", b'{"api_key": 7}', b"[]"):
+            refused = await overlay.post("/auth/api-key", content=body)
+            assert refused.status_code == 400, body
+        revoked = await edge.client.post(
+            "/graphql",
+            json={"query": f'mutation {{ revokeApiKey(id: "{key["apiKey"]["id"]}") {{ id }} }}'},
+            headers={"Authorization": f"Bearer {access}"},
+        )
+        assert revoked.status_code == 200, revoked.text
+        after = await overlay.post("/auth/api-key", json={"api_key": key["secret"]})
+        assert after.status_code == 401
+
+
 async def test_cross_site_refresh_and_logout_are_refused(edge: Edge) -> None:
     await sign_in(edge)
     cases = {
@@ -212,3 +257,6 @@ async def test_refresh_and_logout_without_a_session() -> None:
         logout = await client.post("/auth/logout", headers={"X-CSRF-Token": "c"})
         assert logout.status_code == 200
         assert logout.json() == {"revoked": 0}
+        # The overlay's key exchange with auth down: 503, not a 500.
+        traded = await client.post("/auth/api-key", json={"api_key": "cpk_anything"})
+        assert traded.status_code == 503

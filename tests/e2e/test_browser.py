@@ -1,14 +1,15 @@
-"""The draft page in a real browser: `counterpick up`, the local OpenID provider in Steam's place,
-and headless Chromium (tests/browser/draft.mjs) signing in, creating a room, banning and picking
-from the suggestions while a spectator in another browser context watches the picks appear.
+"""The draft page in a real browser: `counterpick up` on a fresh state directory, the local
+OpenID provider in Steam's place, and headless Chromium (tests/browser/draft.mjs).
 
-Statistics: the mesh's warehouse is filled with `counterpick import` of the 2026-07 public match
-set and `counterpick recompute` publishing the model's snapshot to Redis, both before `up` (and
-idempotent with the first-start seed `up` will do by itself). Screenshots go to
-$BROWSER_ARTIFACTS_DIR (default tests/artifacts/); $DOCS_SCREENSHOT also writes the page with
-live suggestions there (docs/draft-page.png is made that way).
+Nothing is imported beforehand: the page must show suggestions from the first-start seed that
+`up` loads by itself (the bundled 2026-07 matches; the room asks for the current patch, which
+borrows from 7.41 and says so). Two captains sign in as different Steam accounts, one creates a
+Captains Mode room and the other joins it through the invite link; they ban and pick from the
+suggestions while a signed-in spectator and an OBS overlay opened from the room's overlay link
+(a read-only key, no sign-in) watch the picks appear. Screenshots go to $BROWSER_ARTIFACTS_DIR
+(default tests/artifacts/); $DOCS_SCREENSHOT also writes the page with live suggestions there
+(docs/draft-page.png is made that way).
 """
-
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,10 @@ class SteamInTheBrowser:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 url = f"http://127.0.0.1:{outer.port}{self.path}"
-                params = provider.assert_login(url, STEAMID)
+                # Each browser context is its own Steam user: a cookie on this origin says which.
+                cookies = SimpleCookie(self.headers.get("Cookie", ""))
+                steamid = int(cookies["steamid"].value) if "steamid" in cookies else STEAMID
+                params = provider.assert_login(url, steamid)
                 # Signed as coming from this endpoint, the one auth is configured with.
                 params = provider.resign(params | {"openid.op_endpoint": outer.endpoint})
                 self.send_response(302)
@@ -77,19 +82,6 @@ class SteamInTheBrowser:
         self._server.server_close()
 
 
-def _cli(*args: str, env: dict[str, str], timeout: float) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"counterpick {args[0]} failed:\n{result.stdout}{result.stderr}"
-
-
 @pytest.fixture(scope="module")
 def steam() -> Iterator[SteamInTheBrowser]:
     provider = OpenIdProvider().start()
@@ -101,7 +93,7 @@ def steam() -> Iterator[SteamInTheBrowser]:
 
 @pytest.fixture(scope="module")
 def edge_url(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, steam: SteamInTheBrowser
+    tmp_path_factory: pytest.TempPathFactory, steam: SteamInTheBrowser
 ) -> Iterator[str]:
     state_dir = tmp_path_factory.mktemp("browser-mesh")
     edge_port = free_port()
@@ -115,10 +107,6 @@ def edge_url(
         "STEAM_OPENID_ENDPOINT": steam.endpoint,
         "AUTH_ALLOWED_RETURN_ORIGINS": edge,
     }
-    matches = data_dir / "opendota-public-matches-2026-07" / "matches.csv.gz"
-    _cli("import", "--state-dir", str(state_dir), str(matches), env=env, timeout=600)
-    # Before `up`: `counterpick recompute` finds etl only on its default port once up runs.
-    _cli("recompute", "--state-dir", str(state_dir), env=env, timeout=600)
     argv = [sys.executable, "-m", "services.cli", "up", "--state-dir", str(state_dir)]
     argv += ["--edge-port", str(edge_port), "--kafka-port", str(free_port())]
     ports = {name: free_port() for name in SERVICES}
@@ -135,6 +123,8 @@ def edge_url(
             break
     else:
         pytest.fail("counterpick up exited before it was ready:\n" + "".join(banner))
+    # Keep reading what up prints (seeding progress, logs): a full pipe would stall it.
+    threading.Thread(target=banner.extend, args=(process.stdout,), daemon=True).start()
     try:
         yield edge
     finally:
@@ -168,7 +158,7 @@ def test_sign_in_draft_and_spectate_in_chromium(edge_url: str, steam: SteamInThe
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     lines = result.stdout.strip().splitlines()
@@ -176,5 +166,8 @@ def test_sign_in_draft_and_spectate_in_chromium(edge_url: str, steam: SteamInThe
     assert result.returncode == 0, f"{seen}\n--- browser log ---\n{result.stderr[-6000:]}"
     assert seen["ok"]
     assert len({round(w, 4) for w in seen["win"]}) > 1, seen
-    for name in ("01-signed-in", "02-room", "03-draft-with-suggestions", "04-spectator"):
+    assert seen["joined"] == "DIRE", seen
+    assert "7.41" in seen["note"], seen  # the current patch borrowed the seed's, and said so
+    shots = ("01-signed-in", "02-room", "03-draft-with-suggestions", "04-spectator", "05-overlay")
+    for name in shots + ("06-second-captain",):
         assert (artifacts / f"{name}.png").stat().st_size > 1000
