@@ -9,7 +9,6 @@ keeps in `--state-dir`, else ETL_ADDR or the default port.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,10 +19,9 @@ import grpc
 from counterpick.etl.v1 import etl_service_pb2 as pb
 from counterpick.etl.v1 import etl_service_pb2_grpc as pb_grpc
 from counterpick.events.v1 import events_pb2
-from services.cli.mesh_state import MeshState
+from services.cli.mesh_state import etl_address
 from services.cli.token import operator_metadata
 from services.common.channels import open_channel
-from services.common.config import DEFAULT_GRPC_PORTS
 from services.common.service_tokens import Metadata
 
 _PREFIX = "DEAD_LETTER_REASON_"
@@ -33,16 +31,6 @@ REASONS = tuple(
     if value.number != 0
 )
 CALL_TIMEOUT_SECONDS = 60.0
-
-
-def etl_address(state_dir: Path, explicit: str | None) -> str:
-    """Where the etl service listens (see the module docstring for the order)."""
-    if explicit:
-        return explicit
-    state = MeshState.read(state_dir)
-    if state is not None and "etl" in state.children and state.supervisor_alive():
-        return state.children["etl"].address
-    return os.environ.get("ETL_ADDR") or f"127.0.0.1:{DEFAULT_GRPC_PORTS['etl']}"
 
 
 def _reason(name: str) -> events_pb2.DeadLetterReason.ValueType:

@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from counterpick.etl.v1 import etl_service_pb2 as etl_pb
-from services.cli.mesh_state import MeshState
+from services.cli.mesh_state import etl_address, running_address
 from services.common.dota_constants import load_constants
 from services.common.warehouse import is_locked
 from services.etl.dumps import DumpFormatError
@@ -81,7 +81,7 @@ def run_import(paths: list[Path], state_dir: Path) -> int:
     if missing:
         print(f"counterpick import: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    if _mesh_etl(state_dir) is not None:
+    if running_address(state_dir, "etl") is not None:
         return run_import_through_etl(paths, state_dir)
     dsn = warehouse_dsn(state_dir)
     try:
@@ -92,14 +92,6 @@ def run_import(paths: list[Path], state_dir: Path) -> int:
         # Held by an etl this state dir does not know of (`counterpick serve etl`, say).
         return run_import_through_etl(paths, state_dir)
     return _import_directly(paths, warehouse, dsn)
-
-
-def _mesh_etl(state_dir: Path) -> str | None:
-    """The etl address of a `counterpick up` running in `state_dir`, if one runs."""
-    state = MeshState.read(state_dir)
-    if state is not None and "etl" in state.children and state.supervisor_alive():
-        return state.children["etl"].address
-    return None
 
 
 def _locked(dsn: str) -> bool:
@@ -175,7 +167,6 @@ def run_import_through_etl(paths: list[Path], state_dir: Path) -> int:
 
     import grpc
 
-    from services.cli.dlq import etl_address
     from services.cli.etl_import import import_through_etl
     from services.cli.token import operator_metadata
 

@@ -1,5 +1,6 @@
 """The state file `counterpick up` keeps in its state directory (`mesh.json`): where each child
-listens and how it has been doing (pid, restarts, last exit). `status` and `dlq` read it.
+listens and how it has been doing (pid, restarts, last exit). `status`, `dlq`, `import` and
+`recompute` read it to find the running mesh's services on whatever ports `up` gave them.
 
 Written whole to a temporary file and renamed over the old one, so a reader never sees half.
 """
@@ -14,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.common.config import DEFAULT_GRPC_PORTS
 
 STATE_FILE = "mesh.json"
 
@@ -112,3 +115,22 @@ def deployment_for(state_dir: Path) -> str:
         return explicit
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]
     return f"cp-{digest}"
+
+
+def running_address(state_dir: Path, service: str) -> str | None:
+    """Where `service` of a `counterpick up` running in `state_dir` listens, if one runs."""
+    state = MeshState.read(state_dir)
+    if state is not None and service in state.children and state.supervisor_alive():
+        return state.children[service].address
+    return None
+
+
+def etl_address(state_dir: Path, explicit: str | None = None) -> str:
+    """The etl service to call: `explicit`, else the running mesh's (state file), else ETL_ADDR
+    or the default port."""
+    if explicit:
+        return explicit
+    running = running_address(state_dir, "etl")
+    if running is not None:
+        return running
+    return os.environ.get("ETL_ADDR") or f"127.0.0.1:{DEFAULT_GRPC_PORTS['etl']}"

@@ -10,6 +10,7 @@ suggestions while a signed-in spectator and an OBS overlay opened from the room'
 (default tests/artifacts/); $DOCS_SCREENSHOT also writes the page with live suggestions there
 (docs/draft-page.png is made that way).
 """
+
 from __future__ import annotations
 
 import json
@@ -92,9 +93,7 @@ def steam() -> Iterator[SteamInTheBrowser]:
 
 
 @pytest.fixture(scope="module")
-def edge_url(
-    tmp_path_factory: pytest.TempPathFactory, steam: SteamInTheBrowser
-) -> Iterator[str]:
+def edge_url(tmp_path_factory: pytest.TempPathFactory, steam: SteamInTheBrowser) -> Iterator[str]:
     state_dir = tmp_path_factory.mktemp("browser-mesh")
     edge_port = free_port()
     edge = f"http://127.0.0.1:{edge_port}"
@@ -168,6 +167,6 @@ def test_sign_in_draft_and_spectate_in_chromium(edge_url: str, steam: SteamInThe
     assert len({round(w, 4) for w in seen["win"]}) > 1, seen
     assert seen["joined"] == "DIRE", seen
     assert "7.41" in seen["note"], seen  # the current patch borrowed the seed's, and said so
-    shots = ("01-signed-in", "02-room", "03-draft-with-suggestions", "04-spectator", "05-overlay")
-    for name in shots + ("06-second-captain",):
+    shots = ("01-signed-in", "02-room", "03-draft-with-suggestions", "04-spectator")
+    for name in (*shots, "05-overlay", "06-second-captain"):
         assert (artifacts / f"{name}.png").stat().st_size > 1000

@@ -154,8 +154,10 @@ async def _recompute_counts(state_dir: Path, address: str, stored: int) -> int:
         stub = model_grpc.ModelServiceStub(channel)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            # Starting a job is quick, but the model may be busy with a run of its own (a
+            # recompute's Python work holds the GIL in its thread) on a loaded machine.
             await stub.Recompute(
-                model_pb.RecomputeRequest(), metadata=operator_metadata(state_dir), timeout=10
+                model_pb.RecomputeRequest(), metadata=operator_metadata(state_dir), timeout=60
             )
             await asyncio.sleep(2.0)
             info = await stub.GetModelInfo(model_pb.GetModelInfoRequest(), timeout=5)
@@ -203,3 +205,34 @@ def test_import_while_up_runs_goes_through_etl_and_the_model_counts_it(
         _recompute_counts(first_start.state_dir, first_start.model_address, before + rows)
     )
     assert counted == before + rows
+
+
+def test_recompute_while_up_runs_on_its_own_ports_reads_through_its_etl(
+    first_start: FirstStart,
+) -> None:
+    """`counterpick recompute --state-dir` finds the running mesh in mesh.json, whatever ports
+    `up` gave it, and has its model do the run (it used to try etl on the default port only, and
+    an operator may not read per-player rows through etl anyway)."""
+    if first_start.suggestions_after is None:
+        pytest.skip("the first start did not serve suggestions")
+    env = {k: v for k, v in os.environ.items() if k not in {"ETL_ADDR", "DEPLOYMENT"}}
+    env["REDIS_URL"] = REDIS_URL
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "recompute",
+            "--state-dir",
+            str(first_start.state_dir),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"the running mesh's model at {first_start.model_address}" in result.stdout
+    assert re.search(r"published snapshot \d+ from [1-9]\d* matches", result.stdout), result.stdout
