@@ -1,4 +1,5 @@
-"""The GraphQL limit rules validate a document once, not once per request."""
+"""The edge parses and validates a GraphQL document once per distinct text, not once per request,
+and refusals are the same whether or not the text was seen before."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ async def test_a_repeated_document_is_validated_once(monkeypatch: pytest.MonkeyP
     for _ in range(3):
         result = await schema.execute(query)
         assert result.errors is None
-    # The cache is keyed by the document and the rule classes: rules rebuilt per request (as
-    # strawberry's QueryDepthLimiter does) made every request a miss.
+        assert result.data == {"__typename": "Query"}
+    # Rules rebuilt per request (as strawberry's QueryDepthLimiter does) made every request a
+    # miss of a cache keyed by the rule classes.
     assert validations == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("{ heroes { id ", "GRAPHQL_PARSE_FAILED"),
+        ("{ noSuchField }", "GRAPHQL_VALIDATION_FAILED"),
+        ("{ heroes " + "{ a " * 12 + "}" * 13, "QUERY_TOO_COMPLEX"),
+    ],
+)
+async def test_a_refused_document_is_refused_the_same_way_every_time(query: str, code: str) -> None:
+    answers = [await schema.execute(query) for _ in range(3)]
+    refusals = {
+        tuple((e.message, (e.extensions or {}).get("code")) for e in a.errors or ())
+        for a in answers
+    }
+    assert len(refusals) == 1
+    assert all(answer.data is None for answer in answers)
+    assert code in {code for _, code in refusals.pop()}
