@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -115,10 +116,14 @@ class Context(BaseContext):
         """Hero id -> Hero, batched per request."""
         return hero_loader(self.catalog, self.token)
 
+    async def hero_catalog(self) -> Mapping[int, Hero]:
+        """Every hero by id (the process's cached catalog; a ListHeroes call when stale)."""
+        return await self.catalog.heroes(self.token)
+
     async def draft_suggestions(self, draft: draft_pb.Draft, side: int) -> Suggestions:
         """Pick and ban suggestions for `side` in `draft` (two model calls, concurrently)."""
         team = c.TeamSide.ValueType(side)
-        picks, bans = await asyncio.gather(
+        picks, bans, heroes = await asyncio.gather(
             self.clients.suggest_picks(
                 model_pb.SuggestPicksRequest(
                     draft=draft.state, side=team, patch=draft.patch, bracket=draft.bracket
@@ -131,13 +136,14 @@ class Context(BaseContext):
                 ),
                 self.token,
             ),
+            self.hero_catalog(),
         )
         from gateway.graphql.types import Side
 
         return Suggestions(
             side=Side(side),
-            picks=[Suggestion.from_pb(s) for s in picks.suggestions],
-            bans=[Suggestion.from_pb(s) for s in bans.suggestions],
+            picks=[Suggestion.from_pb(s, heroes) for s in picks.suggestions],
+            bans=[Suggestion.from_pb(s, heroes) for s in bans.suggestions],
             win_probability=picks.base_win_probability,
             model_version=picks.model_version,
             fallback_note=picks.fallback_note or None,

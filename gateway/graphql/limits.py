@@ -28,13 +28,9 @@ from graphql import (
     ValidationRule,
     get_named_type,
 )
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions.max_aliases import create_validator as aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
@@ -128,11 +124,19 @@ def limit_extensions(error: GraphQLError) -> dict[str, Any] | None:
     return None
 
 
+# The limit rules, built once: strawberry's QueryDepthLimiter and MaxAliasesLimiter extensions
+# build a new rule class each time they are instantiated, i.e. per request, so the validation
+# cache (keyed by document and rule classes) never hit and every request was validated afresh.
+LIMIT_RULES: tuple[type[ValidationRule], ...] = (
+    depth_rule(MAX_DEPTH, None),
+    aliases_rule(MAX_ALIASES),
+    CostLimit,
+)
+
+
 def limit_extensions_list() -> list[Callable[[], SchemaExtension]]:
-    """The schema extensions enforcing the limits."""
+    """The schema extensions enforcing the limits (same rule classes for every request)."""
     return [
         partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
-        partial(QueryDepthLimiter, max_depth=MAX_DEPTH),
-        partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-        partial(AddValidationRules, [CostLimit]),
+        partial(AddValidationRules, list(LIMIT_RULES)),
     ]

@@ -145,9 +145,11 @@ async def resolve_suggest_picks(
         ),
         info.context.token,
     )
+    # The catalog is cached for minutes: almost always a dict, no call.
+    heroes = await info.context.hero_catalog()
     return Suggestions(
         side=side,
-        picks=[Suggestion.from_pb(s) for s in response.suggestions],
+        picks=[Suggestion.from_pb(s, heroes) for s in response.suggestions],
         bans=[],
         win_probability=response.base_win_probability,
         model_version=response.model_version,
@@ -174,10 +176,12 @@ async def resolve_suggest_bans(
         ),
         info.context.token,
     )
+    # The catalog is cached for minutes: almost always a dict, no call.
+    heroes = await info.context.hero_catalog()
     return Suggestions(
         side=side,
         picks=[],
-        bans=[Suggestion.from_pb(s) for s in response.suggestions],
+        bans=[Suggestion.from_pb(s, heroes) for s in response.suggestions],
         win_probability=1 - response.enemy_base_win_probability,
         model_version=response.model_version,
         fallback_note=response.fallback_note or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import Response
 from starlette.requests import HTTPConnection
 from strawberry.fastapi import GraphQLRouter
@@ -33,7 +34,17 @@ def _request_error(response_data: Any) -> bool:
 
 
 class EdgeGraphQLRouter(GraphQLRouter[Context, None]):
-    """GraphQLRouter answering 400 to documents refused before execution."""
+    """GraphQLRouter answering 400 to documents refused before execution, with orjson for
+    request and response bodies (the standard library's json was ~3% of a suggestPicks)."""
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson.JSONDecodeError subclasses json.JSONDecodeError: a bad body is still a 400.
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> str:
+        # A str, not bytes: strawberry sends bytes on a WebSocket as binary frames, and
+        # graphql-transport-ws clients expect text.
+        return orjson.dumps(data).decode()
 
     def create_response(
         self,

@@ -3,12 +3,10 @@ limits and error mapping."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import strawberry
-from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from gateway.graphql.document_cache import DocumentCache
 from gateway.graphql.errors import GraphQLErrors
 from gateway.graphql.limits import limit_extensions_list
 from gateway.graphql.mutations import Mutation
@@ -21,11 +19,10 @@ schema = strawberry.Schema(
     subscription=Subscription,
     config=StrawberryConfig(auto_camel_case=True),
     extensions=[
-        # Pages and overlays send the same few documents over and over: validating them (with
-        # the limit rules) was 60% of a suggestPicks request's CPU (bench.edge profile). It
-        # depends only on the document, never on variables, so caching it is exact. (strawberry's
-        # ParserCache would hide parse errors from GraphQLErrors' classification.)
-        partial(ValidationCache, maxsize=512),
+        # Pages and overlays send the same few documents over and over: parsing and validating
+        # them (with the limit rules) depends only on the text, never on variables, so it is done
+        # once per distinct text (see document_cache.py).
+        DocumentCache,
         *limit_extensions_list(),
         GraphQLErrors,
     ],

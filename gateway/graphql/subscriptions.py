@@ -88,7 +88,9 @@ async def resolve_draft_updates(
         opener = context.feed or watch_directly
         async with opener(context.clients, token, str(id), resume_after) as messages:
             async for message in messages:
-                yield DraftUpdate.from_pb(message)
+                suggestions = message.WhichOneof("event") == "suggestions_updated"
+                heroes = await context.hero_catalog() if suggestions else {}
+                yield DraftUpdate.from_pb(message, heroes)
     except grpc.aio.AioRpcError as error:
         raise _mapped(error) from None
 
