@@ -25,6 +25,10 @@ def main() -> None:
             port=settings.port,
             log_config=None,
             timeout_graceful_shutdown=5,
+            # The client's address for quotas and logs comes from X-Forwarded-For only when a
+            # trusted proxy (EDGE_TRUSTED_PROXIES) sent it; uvicorn rewrites the ASGI client.
+            proxy_headers=True,
+            forwarded_allow_ips=settings.edge_trusted_proxies,
         )
     finally:
         shutdown_telemetry()

@@ -55,7 +55,19 @@ class EdgeSettings(CommonSettings, TokenSettings, ServiceCredentialSettings):
     edge_rate_limit_per_address_per_minute: int = Field(default=600, ge=1)
     edge_rate_limit_per_token_per_minute: int = Field(default=300, ge=1)
     edge_rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
-    edge_rate_limit_key_prefix: str = Field(default="counterpick:edge-rate", min_length=1)
+    # Unset: "<DEPLOYMENT>:edge-rate", so deployments sharing a Redis keep their own counts.
+    edge_rate_limit_key_prefix: str | None = Field(default=None, min_length=1)
+    # Reverse proxies in front of the edge (a TLS terminator, a load balancer) whose
+    # X-Forwarded-For / X-Forwarded-Proto are believed: the client's address in them is then the
+    # one quotas, logs and the services' anonymous quotas see. Comma-separated addresses or
+    # networks ("10.0.0.0/8"); "*" believes anyone (only behind a proxy that always sets them).
+    # Default: loopback only, where a local proxy runs; a bare edge ignores the headers.
+    edge_trusted_proxies: str = "127.0.0.1,::1"
+
+    def edge_rate_limit_prefix(self) -> str:
+        """The Redis key prefix of the edge's own quotas."""
+        return self.edge_rate_limit_key_prefix or f"{self.deployment}:edge-rate"
+
     # Shared secret of operators (X-Operator-Token) for /metrics and the detail of /readyz; a
     # token with the admin role works too. Unset, only admins get them.
     edge_operator_token: SecretStr | None = None

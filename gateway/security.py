@@ -221,7 +221,7 @@ def add_security(app: FastAPI, settings: EdgeSettings) -> None:
     if settings.edge_rate_limit_enabled:
         limiter = RateLimiter(
             redis_client(settings.redis_url, connect_timeout_seconds=0.3),
-            prefix=settings.edge_rate_limit_key_prefix,
+            prefix=settings.edge_rate_limit_prefix(),
             name="edge",
             timeout_seconds=0.3,
         )

@@ -20,7 +20,9 @@ subscription tier (`TierQuotas`); a service gets it from its settings with
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import ipaddress
 import logging
 import time
 import uuid
@@ -126,12 +128,44 @@ def caller_key(caller: Caller | None, peer: str, client_address: str | None = No
     return f"peer:{client_address or peer_host(peer)}"
 
 
+@functools.lru_cache(maxsize=16)
+def _networks(
+    trusted_proxies: frozenset[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The trusted proxies as networks (an address is a /32 or /128); a bad entry is refused
+    at start-up by trusted_proxies()."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies)
+
+
+def _is_trusted(host: str, trusted_proxies: frozenset[str]) -> bool:
+    if not trusted_proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a unix socket peer or a name: only an exact entry trusts it
+        return host in trusted_proxies
+    return any(address in network for network in _networks(trusted_proxies))
+
+
+def trusted_proxies(text: str) -> frozenset[str]:
+    """RATE_LIMIT_TRUSTED_PROXIES parsed: comma-separated addresses or networks (10.0.0.0/8)."""
+    entries = frozenset(entry.strip() for entry in text.split(",") if entry.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"RATE_LIMIT_TRUSTED_PROXIES: {entry!r} is not an address or network"
+            ) from None
+    return entries
+
+
 def forwarded_address(
     peer: str, metadata: Iterable[tuple[str, str | bytes]], trusted_proxies: frozenset[str]
 ) -> str | None:
     """The end client's address a trusted proxy sent in CLIENT_ADDRESS_HEADER; None when the
     caller is not a trusted proxy (anyone else could claim any address) or sent none."""
-    if peer_host(peer) not in trusted_proxies:
+    if not _is_trusted(peer_host(peer), trusted_proxies):
         return None
     for key, value in metadata:
         if key.lower() == CLIENT_ADDRESS_HEADER:
@@ -347,7 +381,5 @@ def rate_limiter_from_settings(
         name=service,
         timeout_seconds=_STORE_TIMEOUT_SECONDS,
     )
-    trusted = frozenset(
-        host.strip() for host in settings.rate_limit_trusted_proxies.split(",") if host.strip()
-    )
+    trusted = trusted_proxies(settings.rate_limit_trusted_proxies)
     return RateLimitInterceptor(limiter, quotas, on_close=on_close, trusted_proxies=trusted)
