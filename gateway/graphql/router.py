@@ -91,4 +91,8 @@ def graphql_router(
         schema,
         context_getter=getter,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        # No GraphiQL: strawberry's page loads its scripts from a CDN, which the edge's CSP
+        # refuses (and an offline install cannot reach); it rendered blank. The schema is
+        # gateway/schema.graphql, for any GraphQL client.
+        graphql_ide=None,
     )

@@ -185,3 +185,17 @@ async def test_the_first_load_of_the_page_is_under_200_kb(make_edge: EdgeFactory
             assert response.status_code == 200, asset
             total += len(response.content)
         assert total < 200 * 1024
+
+
+async def test_no_page_on_the_edge_loads_scripts_from_elsewhere(make_edge: EdgeFactory) -> None:
+    """Every HTML page the edge serves (the draft page, the overlay, GET /graphql in a browser)
+    names only its own scripts and styles: the CSP would block anything else, and an offline
+    install could not fetch it (strawberry's GraphiQL loaded from a CDN and rendered blank)."""
+    async with make_edge() as edge:
+        for path in ("/", "/overlay/some-draft", "/graphql"):
+            response = await edge.get(path, headers={"Accept": "text/html"})
+            if not response.headers.get("content-type", "").startswith("text/html"):
+                continue
+            sources = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+            outside = [s for s in sources if not s.startswith(("/", "#", "data:"))]
+            assert outside == [], (path, outside)
