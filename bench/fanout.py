@@ -18,7 +18,8 @@ actions of the time to the LAST watcher. `KB/watcher` is the growth of the edge'
 while the N watchers connected, divided by N (each row gets a fresh edge process). `edge cpu
 ms/action` and `client cpu ms/action` say where the CPU went while the draft was played (all
 watchers' deliveries included): on 2 cores the last watcher cannot be served before roughly their
-sum / 2.
+sum / 2. `edge sys ms/action` is the kernel's part of the edge's (its socket writes: on loopback
+a write also runs the receiving side's TCP stack).
 
 No ModelService runs (MODEL_ADDR and USER_ADDR point at closed ports): suggestions are skipped,
 so the figures are the fan-out's own. Raised for the run: the draft service's per-user rate
@@ -182,9 +183,14 @@ def _rss_kb(pid: int) -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    # utime + stime of /proc/<pid>/stat, in clock ticks.
+    return sum(_user_system_seconds(pid))
+
+
+def _user_system_seconds(pid: int) -> tuple[float, float]:
+    # utime and stime of /proc/<pid>/stat, in clock ticks.
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Mesh:
@@ -408,7 +414,8 @@ async def run_row(
             await asyncio.sleep(2)  # let the edge settle before reading its memory
             rss_after = _rss_kb(edge_pid)
 
-            edge_cpu = _cpu_seconds(edge_pid)
+            print(f"{count} watchers connected; playing the draft", file=sys.stderr, flush=True)
+            edge_user, edge_system = _user_system_seconds(edge_pid)
             draft_cpu = _cpu_seconds(mesh.draft.pid or 0)
             sent_at: dict[int, int] = {}
             heroes = iter(HERO_ID_RANGE)
@@ -437,7 +444,8 @@ async def run_row(
                 sent_at[draft.sequence] = started
                 await clients.wait_sequence(draft.sequence, ACTION_TIMEOUT_SECONDS)
             done = await clients.collect("done", 120)
-            edge_cpu = _cpu_seconds(edge_pid) - edge_cpu
+            user, system = _user_system_seconds(edge_pid)
+            edge_user, edge_system = user - edge_user, system - edge_system
             draft_cpu = _cpu_seconds(mesh.draft.pid or 0) - draft_cpu
         finally:
             clients.close()
@@ -462,7 +470,8 @@ async def run_row(
         "KB/watcher": max(rss_after - rss_before, 0) / count,
         "last ms": float(np.median(delivery.max(axis=0))),
         "max ms": float(delivery.max()),
-        "edge cpu ms/action": edge_cpu * 1000 / actions,
+        "edge cpu ms/action": (edge_user + edge_system) * 1000 / actions,
+        "edge sys ms/action": edge_system * 1000 / actions,
         "client cpu ms/action": client_cpu * 1000 / actions,
         "draft cpu ms/action": draft_cpu * 1000 / actions,
         "connect s": connect_seconds,
@@ -498,6 +507,7 @@ async def main(counts: Sequence[int], processes: int, batch: int, deflate: bool)
         "last ms",
         "max ms",
         "edge cpu ms/action",
+        "edge sys ms/action",
         "client cpu ms/action",
         "draft cpu ms/action",
         "connect s",

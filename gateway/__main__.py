@@ -6,6 +6,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import EdgeSettings
+from gateway.ws_protocol import EdgeWebSocketProtocol
 from services.common.config import load_settings
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -25,6 +26,8 @@ def main() -> None:
             port=settings.port,
             log_config=None,
             timeout_graceful_shutdown=5,
+            # No permessage-deflate on the overlay route (gateway.ws_protocol).
+            ws=EdgeWebSocketProtocol,
         )
     finally:
         shutdown_telemetry()
