@@ -26,7 +26,7 @@ def main() -> None:
             port=settings.port,
             log_config=None,
             timeout_graceful_shutdown=5,
-            # No permessage-deflate on the overlay route (gateway.ws_protocol).
+            # Overlays: no permessage-deflate, feed frames written once-built (gateway.ws_protocol).
             ws=EdgeWebSocketProtocol,
         )
     finally:
