@@ -1,9 +1,8 @@
 """Run the edge: `python -m gateway`."""
 
-import gc
-
 import uvicorn
 
+from gateway import gc_policy
 from gateway.app import create_app
 from gateway.config import EdgeSettings
 from gateway.ws_protocol import EdgeWebSocketProtocol
@@ -16,9 +15,10 @@ def main() -> None:
     settings = load_settings(EdgeSettings)
     setup_telemetry(settings, "edge")
     app = create_app(settings)
-    # Everything imported and built so far lives as long as the process: keep it out of the
-    # collector's generations, so collections with thousands of open overlays stay short.
-    gc.freeze()
+    # Everything imported and built so far lives as long as the process, and so do most of what
+    # survives a full collection (open overlays): keep them out of the collector's generations,
+    # so collections with thousands of open overlays stay short (gateway.gc_policy).
+    gc_policy.install()
     try:
         uvicorn.run(
             app,
