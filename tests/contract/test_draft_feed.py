@@ -93,8 +93,11 @@ class Upstream(pb_grpc.DraftServiceServicer):
                     (i for i, m in enumerate(self.log) if m.sequence > after), len(self.log)
                 )
             else:
-                yield pb.WatchDraftResponse(sequence=self.sequence, snapshot=self.draft())
+                # The live position is taken with the snapshot, before yielding it: the generator
+                # resumes after the snapshot is written, and by then the test may have acted on
+                # its arrival (under load it did, and those events were never sent).
                 position = len(self.log)
+                yield pb.WatchDraftResponse(sequence=self.sequence, snapshot=self.draft())
             cut_seen = self.break_at
             while True:
                 async with self.changed:
