@@ -6,7 +6,10 @@ and the edge (`python -m gateway`, with a service credential of its own provisio
 `counterpick up` does, so the overlay rides the shared DraftFeed). For each row, N watchers
 connect to `/ws/draft/{id}` (auth, subscribe, snapshot), spread over several client processes
 (`--clients`, multiprocessing, `websockets` with its defaults: permessage-deflate offered, as a
-browser does), in batches, each retried on a transient failure. Then a captain plays the 24
+browser does), in batches, each retried on a transient failure. Once subscribed, each watcher's
+socket is read by a lean protocol that parses the frames in data_received (`--websockets-reader`
+keeps websockets' asyncio API: a task and an async iterator per watcher, several times the client
+CPU per frame, which on 2 shared cores is CPU the edge does not get). Then a captain plays the 24
 actions of a Captains Mode draft straight to the draft service over gRPC, one action in flight at
 a time (the next is sent once every watcher has the last one, as in a real draft where captains
 take seconds per step).
@@ -18,7 +21,8 @@ actions of the time to the LAST watcher. `KB/watcher` is the growth of the edge'
 while the N watchers connected, divided by N (each row gets a fresh edge process). `edge cpu
 ms/action` and `client cpu ms/action` say where the CPU went while the draft was played (all
 watchers' deliveries included): on 2 cores the last watcher cannot be served before roughly their
-sum / 2.
+sum / 2. `edge sys ms/action` is the kernel's part of the edge's (its socket writes: on loopback
+a write also runs the receiving side's TCP stack).
 
 No ModelService runs (MODEL_ADDR and USER_ADDR point at closed ports): suggestions are skipped,
 so the figures are the fan-out's own. Raised for the run: the draft service's per-user rate
@@ -27,9 +31,9 @@ spectator) and its concurrent-RPC limit (GRPC_MAX_CONCURRENT_RPCS), since the co
 makes thousands of those calls in seconds.
 
 Target: p99 delivery <= 250 ms at 10,000 watchers.
-Run: `uv run python -m bench.fanout [--watchers 1000 5000 10000] [--clients 4] [--no-deflate]`.
-`--no-deflate`: the watchers do not offer permessage-deflate, which shows what compressing every
-frame once per watcher (uvicorn's default, negotiated with every browser) costs the edge.
+Run: `uv run python -m bench.fanout [--watchers 1000 5000 10000] [--clients 4] [--no-deflate]
+[--websockets-reader]`. `--no-deflate`: the watchers do not offer permessage-deflate (the edge
+declines it on /ws/draft anyway since gateway/ws_protocol.py).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -80,6 +84,7 @@ def _client_process(
     conn: Connection,
     *,
     deflate: bool = True,
+    lean: bool = True,
 ) -> None:
     """`count` watchers of `url`: reports ("ready", connected, errors), then ("seq", s) once all
     of them have sequence s, then ("done", receipts ns array [count, MAX_SEQUENCE], cpu s)."""
@@ -87,11 +92,11 @@ def _client_process(
         import uvloop
 
         uvloop.install()
-    asyncio.run(_client_main(url, token, count, batch, conn, deflate=deflate))
+    asyncio.run(_client_main(url, token, count, batch, conn, deflate=deflate, lean=lean))
 
 
 async def _client_main(
-    url: str, token: str, count: int, batch: int, conn: Connection, *, deflate: bool
+    url: str, token: str, count: int, batch: int, conn: Connection, *, deflate: bool, lean: bool
 ) -> None:
     from websockets.asyncio.client import ClientConnection, connect
     from websockets.exceptions import WebSocketException
@@ -146,29 +151,137 @@ async def _client_main(
 
     cpu_start = time.process_time()
 
+    def on_text(row: Any, data: bytes | str, now: int) -> bool:
+        """Record one frame; True once the draft is completed."""
+        event = json.loads(data)
+        kind = event["type"]
+        if kind == "action":
+            sequence = event["sequence"]
+            if row[sequence] == 0:
+                row[sequence] = now
+                arrivals[sequence] += 1
+                if arrivals[sequence] == count:
+                    conn.send(("seq", sequence))
+        return kind == "completed"  # type: ignore[no-any-return]
+
     async def watch(index: int, ws: ClientConnection) -> None:
         row = received[index]
         with contextlib.suppress(WebSocketException):
             async for frame in ws:
-                now = time.time_ns()
-                event = json.loads(frame)
-                kind = event["type"]
-                if kind == "action":
-                    sequence = event["sequence"]
-                    if row[sequence] == 0:
-                        row[sequence] = now
-                        arrivals[sequence] += 1
-                        if arrivals[sequence] == count:
-                            conn.send(("seq", sequence))
-                elif kind == "completed":
+                if on_text(row, frame, time.time_ns()):
                     return
 
-    await asyncio.gather(*(watch(i, ws) for i, ws in enumerate(sockets) if ws is not None))
-    cpu = time.process_time() - cpu_start
-    for ws in sockets:
-        if ws is not None:
-            await ws.close()
+    if lean:
+        finished = asyncio.get_running_loop().create_future()
+        left = [count]
+
+        def done_one() -> None:
+            left[0] -= 1
+            if left[0] == 0 and not finished.done():
+                finished.set_result(None)
+
+        readers = [
+            _Reader(ws, received[i], on_text, done_one)
+            for i, ws in enumerate(sockets)
+            if ws is not None
+        ]
+        await finished
+        cpu = time.process_time() - cpu_start
+        for reader in readers:
+            reader.transport.close()
+    else:
+        await asyncio.gather(*(watch(i, ws) for i, ws in enumerate(sockets) if ws is not None))
+        cpu = time.process_time() - cpu_start
+        for ws in sockets:
+            if ws is not None:
+                await ws.close()
     conn.send(("done", received, cpu))
+
+
+class _Reader(asyncio.Protocol):
+    """One watcher's socket once it is subscribed (the default, lean reader): frames parsed right
+    in data_received, with no task woken, no message queue and no async iteration per frame
+    (websockets' asyncio API costs several times the client CPU per frame, on the cores the
+    edge needs). Server frames are unmasked and, with no extension negotiated (the edge declines
+    permessage-deflate on /ws/draft), plain: the header is read here; pings are answered.
+    With an extension the connection's own sans-I/O protocol parses instead. Taken over before
+    the draft is played, so no event is left behind in the websockets connection."""
+
+    def __init__(
+        self,
+        ws: Any,
+        row: Any,
+        on_text: Callable[[Any, bytes | str, int], bool],
+        done: Callable[[], None],
+    ) -> None:
+        self.protocol = ws.protocol
+        self.plain = not ws.protocol.extensions
+        self.transport: asyncio.Transport = ws.transport
+        self.row = row
+        self.on_text = on_text
+        self.done = done
+        self.finished = False
+        self.pending = b""
+        self.transport.set_protocol(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        if self.plain:
+            self._parse(self.pending + data if self.pending else data, now)
+            return
+        from websockets.frames import Opcode
+
+        protocol = self.protocol
+        protocol.receive_data(data)
+        for frame in protocol.events_received():
+            if frame.opcode is Opcode.TEXT and self.on_text(self.row, frame.data, now):
+                self._finish()
+        out = protocol.data_to_send()
+        if out:
+            self.transport.write(b"".join(out))
+
+    def _parse(self, data: bytes, now: int) -> None:
+        # RFC 6455 5.2: FIN/opcode byte, length (7 bits, or 16 or 64 after it), payload.
+        position, end = 0, len(data)
+        while end - position >= 2:
+            first, length = data[position], data[position + 1] & 0x7F
+            head = 2
+            if length == 126:
+                head = 4
+                length = int.from_bytes(data[position + 2 : position + 4])
+            elif length == 127:
+                head = 10
+                length = int.from_bytes(data[position + 2 : position + 10])
+            if end - position < head + length:
+                break
+            payload = data[position + head : position + head + length]
+            position += head + length
+            if not first & 0x80:
+                raise RuntimeError("the edge does not fragment its messages")
+            opcode = first & 0x0F
+            if opcode == 0x1:
+                if self.on_text(self.row, payload, now):
+                    self._finish()
+            elif opcode == 0x9:
+                self._pong(payload)
+            elif opcode == 0x8:
+                self.transport.close()
+                self._finish()
+                return
+        self.pending = data[position:]
+
+    def _pong(self, payload: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+
+        self.transport.write(Frame(Opcode.PONG, payload).serialize(mask=True, extensions=[]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.done()
 
 
 # -- the mesh and the submitter (the main process) ---------------------------------------------
@@ -182,9 +295,14 @@ def _rss_kb(pid: int) -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    # utime + stime of /proc/<pid>/stat, in clock ticks.
+    return sum(_user_system_seconds(pid))
+
+
+def _user_system_seconds(pid: int) -> tuple[float, float]:
+    # utime and stime of /proc/<pid>/stat, in clock ticks.
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Mesh:
@@ -308,7 +426,14 @@ class Clients:
     """The client processes of one row and what they report, read without blocking the loop."""
 
     def __init__(
-        self, url: str, token: str, count: int, processes: int, batch: int, deflate: bool
+        self,
+        url: str,
+        token: str,
+        count: int,
+        processes: int,
+        batch: int,
+        deflate: bool,
+        lean: bool,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         base, extra = divmod(count, processes)
@@ -322,7 +447,7 @@ class Clients:
             proc = context.Process(
                 target=_client_process,
                 args=(url, token, share, batch, theirs),
-                kwargs={"deflate": deflate},
+                kwargs={"deflate": deflate, "lean": lean},
                 daemon=True,
             )
             proc.start()
@@ -377,7 +502,7 @@ class Clients:
 
 
 async def run_row(
-    mesh: Mesh, count: int, processes: int, batch: int, deflate: bool
+    mesh: Mesh, count: int, processes: int, batch: int, deflate: bool, lean: bool
 ) -> dict[str, float]:
     """Play one draft with `count` /ws watchers; the row's figures."""
     captain_md = (("authorization", f"Bearer {mesh.token('bench-captain')}"),)
@@ -397,7 +522,7 @@ async def run_row(
         rss_before = _rss_kb(edge_pid)
         url = f"ws://127.0.0.1:{mesh.edge_port}/ws/draft/{draft.draft_id}"
         connect_started = time.monotonic()
-        clients = Clients(url, spectator, count, processes, batch, deflate)
+        clients = Clients(url, spectator, count, processes, batch, deflate, lean)
         try:
             ready = await clients.collect("ready", 600)
             connected = sum(r[1] for r in ready)
@@ -408,7 +533,8 @@ async def run_row(
             await asyncio.sleep(2)  # let the edge settle before reading its memory
             rss_after = _rss_kb(edge_pid)
 
-            edge_cpu = _cpu_seconds(edge_pid)
+            print(f"{count} watchers connected; playing the draft", file=sys.stderr, flush=True)
+            edge_user, edge_system = _user_system_seconds(edge_pid)
             draft_cpu = _cpu_seconds(mesh.draft.pid or 0)
             sent_at: dict[int, int] = {}
             heroes = iter(HERO_ID_RANGE)
@@ -436,9 +562,11 @@ async def run_row(
                 draft = answer.draft
                 sent_at[draft.sequence] = started
                 await clients.wait_sequence(draft.sequence, ACTION_TIMEOUT_SECONDS)
-            done = await clients.collect("done", 120)
-            edge_cpu = _cpu_seconds(edge_pid) - edge_cpu
+            # Read before the clients close their sockets: 10,000 closes are not the fan-out.
+            user, system = _user_system_seconds(edge_pid)
+            edge_user, edge_system = user - edge_user, system - edge_system
             draft_cpu = _cpu_seconds(mesh.draft.pid or 0) - draft_cpu
+            done = await clients.collect("done", 120)
         finally:
             clients.close()
     received = np.concatenate([d[1] for d in done])
@@ -462,14 +590,15 @@ async def run_row(
         "KB/watcher": max(rss_after - rss_before, 0) / count,
         "last ms": float(np.median(delivery.max(axis=0))),
         "max ms": float(delivery.max()),
-        "edge cpu ms/action": edge_cpu * 1000 / actions,
+        "edge cpu ms/action": (edge_user + edge_system) * 1000 / actions,
+        "edge sys ms/action": edge_system * 1000 / actions,
         "client cpu ms/action": client_cpu * 1000 / actions,
         "draft cpu ms/action": draft_cpu * 1000 / actions,
         "connect s": connect_seconds,
     }
 
 
-async def main(counts: Sequence[int], processes: int, batch: int, deflate: bool) -> int:
+async def main(counts: Sequence[int], processes: int, batch: int, deflate: bool, lean: bool) -> int:
     # Importing tests.conftest claims this run's own Redis database (released at exit); only
     # here, so that the spawned client processes, which import this module, claim nothing.
     from tests.conftest import REDIS_CLAIM_ERROR, REDIS_URL
@@ -485,7 +614,7 @@ async def main(counts: Sequence[int], processes: int, batch: int, deflate: bool)
             for index, count in enumerate(counts):
                 if index:
                     await mesh.restart_edge()
-                rows.append((count, await run_row(mesh, count, processes, batch, deflate)))
+                rows.append((count, await run_row(mesh, count, processes, batch, deflate, lean)))
                 print(f"{count} watchers: {rows[-1][1]}", file=sys.stderr, flush=True)
         finally:
             mesh.stop()
@@ -498,6 +627,7 @@ async def main(counts: Sequence[int], processes: int, batch: int, deflate: bool)
         "last ms",
         "max ms",
         "edge cpu ms/action",
+        "edge sys ms/action",
         "client cpu ms/action",
         "draft cpu ms/action",
         "connect s",
@@ -525,9 +655,21 @@ if __name__ == "__main__":
         action="store_true",
         help="watchers do not offer permessage-deflate (browsers do)",
     )
+    parser.add_argument(
+        "--websockets-reader",
+        action="store_true",
+        help="watchers read through websockets' asyncio API (a task and an async iterator per "
+        "watcher: several times the client CPU per frame of the default lean reader)",
+    )
     arguments = parser.parse_args()
     sys.exit(
         asyncio.run(
-            main(arguments.watchers, arguments.clients, arguments.batch, not arguments.no_deflate)
+            main(
+                arguments.watchers,
+                arguments.clients,
+                arguments.batch,
+                not arguments.no_deflate,
+                not arguments.websockets_reader,
+            )
         )
     )

@@ -1,11 +1,11 @@
 """Run the edge: `python -m gateway`."""
 
-import gc
-
 import uvicorn
 
+from gateway import gc_policy
 from gateway.app import create_app
 from gateway.config import EdgeSettings
+from gateway.ws_protocol import EdgeWebSocketProtocol
 from services.common.config import load_settings
 from services.common.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -15,9 +15,10 @@ def main() -> None:
     settings = load_settings(EdgeSettings)
     setup_telemetry(settings, "edge")
     app = create_app(settings)
-    # Everything imported and built so far lives as long as the process: keep it out of the
-    # collector's generations, so collections with thousands of open overlays stay short.
-    gc.freeze()
+    # Everything imported and built so far lives as long as the process, and so do most of what
+    # survives a full collection (open overlays): keep them out of the collector's generations,
+    # so collections with thousands of open overlays stay short (gateway.gc_policy).
+    gc_policy.install()
     try:
         uvicorn.run(
             app,
@@ -29,6 +30,8 @@ def main() -> None:
             # trusted proxy (EDGE_TRUSTED_PROXIES) sent it; uvicorn rewrites the ASGI client.
             proxy_headers=True,
             forwarded_allow_ips=settings.edge_trusted_proxies,
+            # Overlays: no permessage-deflate, feed frames written once-built (gateway.ws_protocol).
+            ws=EdgeWebSocketProtocol,
         )
     finally:
         shutdown_telemetry()

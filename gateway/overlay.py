@@ -34,7 +34,8 @@ from starlette.websockets import WebSocketState
 
 from counterpick.draft.v1 import draft_service_pb2 as pb
 from counterpick.draft.v1 import draft_service_pb2_grpc as pb_grpc
-from gateway.draft_feed import DraftFeed, FeedError
+from gateway.draft_feed import DirectDelivery, DraftFeed, FeedError, FeedEvent
+from gateway.ws_protocol import FRAME_WRITER, FrameWriter
 from services.common.errors import CounterpickError, DependencyUnavailable
 from services.common.tokens import Caller, TokenExpired, TokenVerifier
 
@@ -101,6 +102,22 @@ class _Connection:
         async with self.send_lock:
             await self.ws.send_text(text)
             self.last_sent = time.monotonic()
+
+    def direct_delivery(self) -> DirectDelivery | None:
+        """Writes a feed event's pre-built frame straight to the socket (no task woken, no
+        per-connection encoding), when the server offers it (gateway.ws_protocol)."""
+        writer = self.ws.scope.get("extensions", {}).get(FRAME_WRITER)
+        if not isinstance(writer, FrameWriter):
+            return None
+        write = writer.write
+
+        def deliver(event: FeedEvent) -> bool:
+            if write(event.frame):
+                self.last_sent = time.monotonic()
+                return True
+            return False
+
+        return deliver
 
     async def error(self, code: str, message: str) -> None:
         await self.send(_error(code, message))
@@ -276,7 +293,8 @@ class _Endpoint:
 
     async def forward(self, conn: _Connection, draft_id: str, resume_after: int | None) -> None:
         try:
-            async with self.feed().subscribe(draft_id, resume_after) as events:
+            subscription = self.feed().subscribe(draft_id, resume_after, conn.direct_delivery())
+            async with subscription as events:
                 await conn.send(
                     json.dumps(
                         {"type": "subscribed", "draft_id": draft_id, "resume_after": resume_after}

@@ -93,8 +93,11 @@ class Upstream(pb_grpc.DraftServiceServicer):
                     (i for i, m in enumerate(self.log) if m.sequence > after), len(self.log)
                 )
             else:
-                yield pb.WatchDraftResponse(sequence=self.sequence, snapshot=self.draft())
+                # The live position is taken with the snapshot, before yielding it: the generator
+                # resumes after the snapshot is written, and by then the test may have acted on
+                # its arrival (under load it did, and those events were never sent).
                 position = len(self.log)
+                yield pb.WatchDraftResponse(sequence=self.sequence, snapshot=self.draft())
             cut_seen = self.break_at
             while True:
                 async with self.changed:
@@ -285,5 +288,55 @@ async def test_an_unknown_draft_fails_its_subscribers(upstream: tuple[Upstream, 
             with pytest.raises(FeedError) as raised:
                 await take(events, 1)
         assert raised.value.code == "NOT_FOUND"
+    finally:
+        await feed.close()
+
+
+async def test_direct_delivery_while_idle_and_the_iterator_when_it_refuses(
+    upstream: tuple[Upstream, str],
+) -> None:
+    service, address = upstream
+    feed = DraftFeed([address], StaticToken("t"))
+    delivered: list[FeedEvent] = []
+    accepting = True
+
+    def direct(event: FeedEvent) -> bool:
+        if accepting:
+            delivered.append(event)
+        return accepting
+
+    try:
+        async with (
+            feed.subscribe(DRAFT, None) as plain,
+            feed.subscribe(DRAFT, None, direct) as events,
+        ):
+            # While nobody waits on its iterator, an event is queued for it.
+            assert (await take(plain, 1))[0].kind == "snapshot"
+            assert (await take(events, 1))[0].kind == "snapshot"
+            assert not delivered
+            reader = asyncio.create_task(take(events, 2))
+            await asyncio.sleep(0.05)  # the iterator is parked, waiting
+            await service.act(1, suggestions=True)
+            await wait_until(lambda: len(delivered) == 2)
+            assert [(e.kind, e.sequence) for e in delivered] == [
+                ("action_applied", 1),
+                ("suggestions_updated", 1),
+            ]
+            # A final, unmasked text frame around the JSON (the client side of test_overlay_ws
+            # parses it for real).
+            assert delivered[0].frame[0] == 0x81
+            assert delivered[0].frame.endswith(delivered[0].json)
+            assert not reader.done()
+            assert [e.sequence for e in await take(plain, 2)] == [1, 1]
+            # Refused (the socket is backed up): queued for the iterator, in order.
+            accepting = False
+            await service.act(2)
+            await service.act(3)
+            got = await reader
+            assert [(e.kind, e.sequence) for e in got] == [
+                ("action_applied", 2),
+                ("action_applied", 3),
+            ]
+            assert len(delivered) == 2
     finally:
         await feed.close()

@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.config import EdgeSettings
 from gateway.draft_feed import DraftFeed
 from gateway.overlay import OverlaySettings, overlay_router
+from gateway.ws_protocol import EdgeWebSocketProtocol
 from services.auth.tokens import issue_access_token
 from services.common.dota_constants import load_constants
 from services.common.service_tokens import StaticToken
@@ -48,13 +49,18 @@ class Edge:
     keys: SigningKeys
     draft: pb_grpc.DraftServiceAsyncStub
     feed: DraftFeed
+    edge_protocol: bool
 
     def ws(self, draft_id: str) -> Any:
         return connect(f"{self.url}/ws/draft/{draft_id}", open_timeout=5)
 
 
-@pytest.fixture
-async def edge(redis_url: str, tmp_path: Path) -> AsyncIterator[Edge]:
+# The edge's own WebSocket protocol (feed frames written straight to the socket, no deflate on
+# the route) and uvicorn's default (everything through ASGI): the protocol is the same on both.
+@pytest.fixture(params=["edge-protocol", "uvicorn-default"])
+async def edge(
+    redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Edge]:
     keys = SigningKeys.create(tmp_path / "keys")
     settings = DraftSettings.model_validate(
         {
@@ -90,14 +96,27 @@ async def edge(redis_url: str, tmp_path: Path) -> AsyncIterator[Edge]:
     )
     web_port = free_port()
     web = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=web_port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=web_port,
+            log_level="warning",
+            lifespan="off",
+            ws=EdgeWebSocketProtocol if request.param == "edge-protocol" else "auto",
+        )
     )
     task = asyncio.create_task(web.serve())
     async with asyncio.timeout(10):
         while not web.started:  # noqa: ASYNC110 - uvicorn offers no event for it
             await asyncio.sleep(0.02)
     try:
-        yield Edge(f"ws://127.0.0.1:{web_port}", keys, pb_grpc.DraftServiceStub(channel), feed)
+        yield Edge(
+            f"ws://127.0.0.1:{web_port}",
+            keys,
+            pb_grpc.DraftServiceStub(channel),
+            feed,
+            request.param == "edge-protocol",
+        )
     finally:
         web.should_exit = True
         await task
@@ -156,6 +175,10 @@ async def signed_in(edge: Edge, ws: ClientConnection) -> None:
 async def test_subscribe_gets_the_events_in_order_and_resume_misses_nothing(edge: Edge) -> None:
     draft = await create_draft(edge)
     async with edge.ws(draft.draft_id) as ws:
+        # The client offers permessage-deflate (as browsers do); the edge's protocol declines
+        # it on this route.
+        negotiated = [type(e).__name__ for e in ws.protocol.extensions]
+        assert negotiated == ([] if edge.edge_protocol else ["PerMessageDeflate"])
         await signed_in(edge, ws)
         await ws.send(json.dumps({"type": "subscribe", "resume_after": None}))
         assert (await receive(ws))["type"] == "subscribed"
