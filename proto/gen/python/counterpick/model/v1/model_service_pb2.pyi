@@ -703,6 +703,8 @@ class SuggestPicksResponse(_message.Message):
     FALLBACK_NOTE_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     PERSONALIZED_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    OPEN_POSITIONS_FIELD_NUMBER: _builtins.int
     base_win_probability: _builtins.float
     """Win probability of `side` for the current draft, before the suggested pick."""
     bracket: _common_pb2.SkillBracket.ValueType
@@ -726,6 +728,20 @@ class SuggestPicksResponse(_message.Message):
     def patch(self) -> _common_pb2.Patch:
         """The patch actually used."""
 
+    @_builtins.property
+    def assignment(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionAssignment]:
+        """The most likely assignment of `side`'s current picks to positions 1-5 (from how often each
+        hero plays each position in the patch, with dotaconstants roles as the prior where matches
+        carry no positions), one entry per pick, in pick order.
+        """
+
+    @_builtins.property
+    def open_positions(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Position.ValueType]:
+        """Positions that assignment leaves to fill, in position order (all five before the first
+        pick, none once the side has five). Ask again with `position` set to one of them to rank
+        heroes by how well they play it.
+        """
+
     def __init__(
         self,
         *,
@@ -736,14 +752,46 @@ class SuggestPicksResponse(_message.Message):
         fallback_note: _builtins.str = ...,
         model_version: _builtins.str = ...,
         personalized: _builtins.bool = ...,
+        assignment: _abc.Iterable[Global___PositionAssignment] | None = ...,
+        open_positions: _abc.Iterable[_common_pb2.Position.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["patch", b"patch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_win_probability", b"base_win_probability", "bracket", b"bracket", "fallback_note", b"fallback_note", "model_version", b"model_version", "patch", b"patch", "personalized", b"personalized", "suggestions", b"suggestions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "base_win_probability", b"base_win_probability", "bracket", b"bracket", "fallback_note", b"fallback_note", "model_version", b"model_version", "open_positions", b"open_positions", "patch", b"patch", "personalized", b"personalized", "suggestions", b"suggestions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SuggestPicksResponse: _TypeAlias = SuggestPicksResponse  # noqa: Y015
+
+@_typing.final
+class PositionAssignment(_message.Message):
+    """Where one picked hero most likely plays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HERO_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    FREQUENCY_FIELD_NUMBER: _builtins.int
+    hero_id: _builtins.int
+    """Valve hero id of the pick."""
+    position: _common_pb2.Position.ValueType
+    """The position assigned to it in the team's most likely assignment."""
+    frequency: _builtins.float
+    """How often the hero plays that position in the patch (0..1, shrunk toward the roles prior)."""
+    def __init__(
+        self,
+        *,
+        hero_id: _builtins.int = ...,
+        position: _common_pb2.Position.ValueType = ...,
+        frequency: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "hero_id", b"hero_id", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionAssignment: _TypeAlias = PositionAssignment  # noqa: Y015
 
 @_typing.final
 class Suggestion(_message.Message):
@@ -765,6 +813,7 @@ class Suggestion(_message.Message):
     TERMS_FIELD_NUMBER: _builtins.int
     WIN_PROBABILITY_INTERVAL_FIELD_NUMBER: _builtins.int
     GAMES_FIELD_NUMBER: _builtins.int
+    IN_HERO_POOL_FIELD_NUMBER: _builtins.int
     hero_id: _builtins.int
     """Valve hero id of the suggested hero."""
     win_probability: _builtins.float
@@ -782,6 +831,11 @@ class Suggestion(_message.Message):
     """
     games: _builtins.int
     """Matches of the hero in the patch and bracket used."""
+    in_hero_pool: _builtins.bool
+    """True when the hero is in the requesting player's hero pool (UserService preferences of
+    account_id); always false without account_id. Heroes the player excluded in their
+    preferences are never suggested to them.
+    """
     @_builtins.property
     def terms(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuggestionTerm]:
         """Why the hero scores as it does: the hero's strength, its matchups against each enemy pick,
@@ -803,10 +857,11 @@ class Suggestion(_message.Message):
         terms: _abc.Iterable[Global___SuggestionTerm] | None = ...,
         win_probability_interval: _common_pb2.Interval | None = ...,
         games: _builtins.int = ...,
+        in_hero_pool: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["win_probability_interval", b"win_probability_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["games", b"games", "hero_id", b"hero_id", "score", b"score", "terms", b"terms", "win_probability", b"win_probability", "win_probability_delta", b"win_probability_delta", "win_probability_interval", b"win_probability_interval"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["games", b"games", "hero_id", b"hero_id", "in_hero_pool", b"in_hero_pool", "score", b"score", "terms", b"terms", "win_probability", b"win_probability", "win_probability_delta", b"win_probability_delta", "win_probability_interval", b"win_probability_interval"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
