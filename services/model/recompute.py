@@ -166,6 +166,11 @@ class Recomputer:
     constants: DotaConstants
     fit_model: ModelFitter = fitted_model
     min_patch_matches: int = MIN_PATCH_MATCHES
+    # The constants as they are now (a ConstantsWatcher's `current`): a run that sees them
+    # changed (a new patch or hero) recounts in full, under the new patch labels and hero slots.
+    reload_constants: Callable[[], DotaConstants] | None = None
+    # Unix seconds now: the current patch is the newest one started by then.
+    clock: Callable[[], float] = time.time
     counts: dict[PatchBracket, Counts] = field(default_factory=dict)
     watermark: datetime | None = None
     snapshot: ModelSnapshot | None = None
@@ -194,6 +199,10 @@ class Recomputer:
         and publishes nothing and says "unchanged".
         """
         async with self._lock:
+            if self.reload_constants is not None:
+                constants = self.reload_constants()
+                if constants is not self.constants:
+                    self.constants, full = constants, True
             full = full or not self.counts or self.watermark is None or self.snapshot is None
             progress = progress or _quiet
             progress("counting in the warehouse", 0.05)
@@ -270,7 +279,7 @@ class Recomputer:
                 name: {b.value: s.matches for b, s in entry.statistics.items()}
                 for name, entry in snapshot.patches.items()
             }
-            current = snapshot.patches[snapshot.current_patch].model.quality
+            current = snapshot.context(snapshot.current_patch, SkillBracket.ALL).model.quality
             run = replace(
                 run,
                 finished_at=time.time(),
@@ -332,7 +341,7 @@ class Recomputer:
             version=0,
             computed_at=time.time(),
             patches=patches,
-            current_patch=names[-1],
+            current_patch=current_patch(self.constants, names, self.clock()),
             playable=playable,
             pas_prior_weight=PAS_PRIOR_WEIGHT,
         )
@@ -349,6 +358,16 @@ class Recomputer:
         if kept.model.version.startswith(ADDITIVE_PREFIX):
             return additive_model(name, overall)
         return kept.model
+
+
+def current_patch(constants: DotaConstants, with_statistics: list[str], now: float) -> str:
+    """The current patch: the newest one started at `now` per the constants, even while it has
+    no statistics (requests for it then borrow from the patch before it, and say so); a patch
+    with statistics newer than that (a clock behind the data) has started too."""
+    order = constants.patch_positions()
+    started = constants.current_patch(now).name
+    newest = max(with_statistics, key=lambda name: order.get(name, -1), default=started)
+    return max(started, newest, key=lambda name: order.get(name, -1))
 
 
 def _matches(counts: dict[PatchBracket, Counts]) -> int:

@@ -50,6 +50,9 @@ class ModelRuntime:
     # The first part of every Redis key (DEPLOYMENT).
     deployment: str = DEFAULT_DEPLOYMENT
     report_health: HealthReporter = lambda name, ok: None
+    # The constants as they are now (a ConstantsWatcher's `current`), for the recomputer: a
+    # dotaconstants update reaches the next run without a restart.
+    reload_constants: Callable[[], DotaConstants] | None = None
     snapshot: ModelSnapshot | None = None
     store: SnapshotStore = field(init=False)
     recomputer: Recomputer | None = field(init=False, default=None)
@@ -67,7 +70,9 @@ class ModelRuntime:
         self.redis, self.source = redis, source
         self.store = SnapshotStore(redis, self.deployment)
         self.recomputer = (
-            Recomputer(source, self.store, self.constants) if source is not None else None
+            Recomputer(source, self.store, self.constants, reload_constants=self.reload_constants)
+            if source is not None
+            else None
         )
 
     @property

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -12,7 +14,7 @@ from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
 from services.common.dota import Side, SkillBracket
-from services.common.dota_constants import DotaConstants, load_constants
+from services.common.dota_constants import ConstantsWatcher, DotaConstants, load_constants
 from services.common.dota_proto import (
     bracket_from_proto,
     bracket_to_proto,
@@ -108,9 +110,32 @@ def _interval(bounds: tuple[float, float]) -> common_pb2.Interval:
 class ModelServicer(pb_grpc.ModelServiceServicer):
     """counterpick.model.v1.ModelService."""
 
-    def __init__(self, runtime: ModelRuntime, constants: DotaConstants) -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        constants: DotaConstants | ConstantsWatcher,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._runtime = runtime
-        self._constants = constants
+        # A watcher follows dotaconstants updates (a new patch or hero) without a restart.
+        self._constants_source = constants
+        self._clock = clock
+
+    @property
+    def _constants(self) -> DotaConstants:
+        source = self._constants_source
+        return source.current() if isinstance(source, ConstantsWatcher) else source
+
+    def _current_patch(self, snapshot: ModelSnapshot | None) -> str:
+        """What an empty patch means: the newest patch started by now per the constants (a
+        snapshot computed before it started, or before the constants knew it, still names the
+        patch before), or the snapshot's when its data is newer than the constants' clock."""
+        constants = self._constants
+        started = constants.current_patch(self._clock()).name
+        if snapshot is None:
+            return started
+        order = constants.patch_positions()
+        return max(started, snapshot.current_patch, key=lambda name: order.get(name, -1))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -163,8 +188,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         bracket = _bracket(bracket_value)
         self._known_patch(patch)
         snapshot = self._runtime.require()
-        context = snapshot.context(patch, bracket)
-        return snapshot, context, context.patch or patch or snapshot.current_patch
+        context = snapshot.context(patch or self._current_patch(snapshot), bracket)
+        return snapshot, context, context.patch
 
     @staticmethod
     def _own_account(account_id: int) -> None:
@@ -213,13 +238,12 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self._known_patch(patch)
         snapshot = self._runtime.snapshot
         statistics = None
-        name = patch
-        if snapshot is not None:
-            name = patch or snapshot.current_patch
-            if name in snapshot.patches:
-                statistics = snapshot.context(name, bracket).statistics
-        if not name:
-            name = self._constants.patches[-1].name
+        name = patch or self._current_patch(snapshot)
+        if snapshot is not None and snapshot.patches:
+            # As every other RPC: a patch without statistics is answered from the nearest one
+            # with statistics, which `patch` (the patch actually used) names.
+            resolved = snapshot.context(name, bracket)
+            statistics, name = resolved.statistics, resolved.patch
         response = pb.ListHeroesResponse(
             patch=self._patch_proto(name), bracket=bracket_to_proto(bracket)
         )
@@ -459,14 +483,17 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self, request: pb.GetModelInfoRequest, context: Any
     ) -> pb.GetModelInfoResponse:
         snapshot = self._runtime.require()
-        current = snapshot.patches[snapshot.current_patch]
-        model = current.model
+        current = self._current_patch(snapshot)
+        # The model and statistics that answer for the current patch: its own, or while it
+        # has none yet the previous patch's.
+        resolved = snapshot.context(current, SkillBracket.ALL)
+        model = resolved.model
         response = pb.GetModelInfoResponse(
             model_version=model.version,
             trained_at=_timestamp(model.trained_at),
             matches_used=model.matches_used,
-            current_patch=self._patch_proto(snapshot.current_patch),
-            snapshot=self._snapshot_proto(snapshot, snapshot.current_patch, SkillBracket.ALL),
+            current_patch=self._patch_proto(current),
+            snapshot=self._snapshot_proto(snapshot, resolved.patch, SkillBracket.ALL),
         )
         order = self._constants.patch_positions()
         for name in sorted(snapshot.patches, key=lambda name: order.get(name, -1)):
@@ -539,8 +566,10 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
     counted against its caller's quota (RATE_LIMIT_*)."""
     stores = Stores(settings)
     constants = load_constants()
+    watcher = ConstantsWatcher(initial=constants)
     runtime = ModelRuntime(
         constants=constants,
+        reload_constants=watcher.current,
         recompute_interval_seconds=settings.model_recompute_interval_seconds,
         full_recompute_seconds=settings.model_full_recompute_seconds,
         poll_seconds=settings.model_snapshot_poll_seconds,
@@ -559,7 +588,7 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
         settings=settings,
         services=[
             registration(
-                ModelServicer(runtime, constants),
+                ModelServicer(runtime, watcher),
                 pb_grpc.add_ModelServiceServicer_to_server,
                 SERVICE_NAME,
             )

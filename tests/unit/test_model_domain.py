@@ -187,9 +187,16 @@ def test_snapshot_resolution_falls_back_and_says_so(context: DraftContext) -> No
     assert resolved.statistics.bracket is SkillBracket.ALL
     assert any("shrunk toward 7.40" in note for note in resolved.notes)
     assert any("herald_guardian bracket has 50 matches" in note for note in resolved.notes)
-    with pytest.raises(InvalidArgument) as raised:
-        snapshot.context("7.30", SkillBracket.ALL)
-    assert raised.value.reason == "ERROR_REASON_UNKNOWN_PATCH"
+    # A known patch without statistics is answered from the nearest one with statistics: the
+    # newest before it, else (older than all the data) the oldest after it, and says which.
+    older = snapshot.context("7.30", SkillBracket.ALL)
+    assert older.patch == "7.41"
+    assert "no statistics for patch 7.30; used 7.41, the oldest patch with statistics" in (
+        older.notes
+    )
+    newer = snapshot.context("7.42", SkillBracket.ALL)
+    assert newer.patch == "7.41"
+    assert "no statistics for patch 7.42 yet; used 7.41" in newer.notes
 
 
 def test_page_tokens_continue_only_their_own_query() -> None:
