@@ -346,10 +346,10 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             except DependencyUnavailable:
                 notes.append("personal scores unavailable (warehouse down); not personalised")
         position = _position(request)
-        if ctx.positions is None:
-            if position is not None:
-                notes.append("no position data in this snapshot; position not used")
-        elif ctx.positions.games == 0:
+        # Said only when a position is asked: the assignment alone needs no excuse.
+        if position is not None and ctx.positions is None:
+            notes.append("no position data in this snapshot; position not used")
+        elif position is not None and ctx.positions is not None and ctx.positions.games == 0:
             notes.append(
                 f"no parsed matches with positions in patch {ctx.patch or patch}; "
                 "positions from dotaconstants roles"
