@@ -26,6 +26,7 @@ from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.warehouse.reader import WarehouseReader
 from services.model.pas import fit_pas_prior_weight
+from services.model.positions import IntArray, hero_positions, position_counts, role_prior
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
     BracketStatistics,
@@ -174,6 +175,8 @@ class Recomputer:
     counts: dict[PatchBracket, Counts] = field(default_factory=dict)
     watermark: datetime | None = None
     snapshot: ModelSnapshot | None = None
+    # Hero x position counts per patch, read on full runs (incremental runs keep them).
+    position_counts: dict[str, IntArray] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -263,6 +266,11 @@ class Recomputer:
             progress("statistics", 0.4)
             previous = None if full else self.snapshot
             snapshot = await asyncio.to_thread(self._build, counts, progress, previous, changed)
+            positions = self.position_counts
+            if full:
+                rows = await asyncio.to_thread(self.source.hero_position_counts)
+                positions = position_counts(rows, self.hero_slots)
+            snapshot = self._with_positions(snapshot, positions)
             if previous is None:
                 groups = await asyncio.to_thread(self.source.player_hero_groups)
                 snapshot = replace(
@@ -275,6 +283,7 @@ class Recomputer:
             progress("publishing", 0.9)
             await self.publisher.publish(snapshot)
             self.counts, self.watermark, self.snapshot = counts, watermark, snapshot
+            self.position_counts = positions
             coverage = {
                 name: {b.value: s.matches for b, s in entry.statistics.items()}
                 for name, entry in snapshot.patches.items()
@@ -345,6 +354,21 @@ class Recomputer:
             playable=playable,
             pas_prior_weight=PAS_PRIOR_WEIGHT,
         )
+
+    def _with_positions(
+        self, snapshot: ModelSnapshot, counts: dict[str, IntArray]
+    ) -> ModelSnapshot:
+        """Every patch with its hero x position frequencies: its own counts shrunk toward the
+        dotaconstants roles prior, the prior alone where the patch has no parsed matches. A
+        patch taken over from the previous snapshot keeps its own."""
+        prior = role_prior(self.constants)
+        patches = {
+            name: entry
+            if entry.positions is not None
+            else replace(entry, positions=hero_positions(prior, counts.get(name)))
+            for name, entry in snapshot.patches.items()
+        }
+        return replace(snapshot, patches=patches)
 
     def _model(
         self, name: str, statistics: dict[SkillBracket, BracketStatistics], kept: PatchModel | None

@@ -43,6 +43,7 @@ from services.model.drafts import (
     predict,
     suggest,
 )
+from services.model.positions import Assignment, open_positions
 from services.model.runtime import ModelRuntime
 from services.model.snapshot import ModelSnapshot
 from services.model.statistics import (
@@ -368,9 +369,24 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 personal = await self._runtime.personal_map(request.account_id, patch)
             except DependencyUnavailable:
                 notes.append("personal scores unavailable (warehouse down); not personalised")
-        if request.HasField("position") and request.position:
-            notes.append("no position data in the stored matches; position not used")
-        result = suggest(ctx, draft, side, limit=limit, candidates=candidates, personal=personal)
+        position = _position(request)
+        # Said only when a position is asked: the assignment alone needs no excuse.
+        if position is not None and ctx.positions is None:
+            notes.append("no position data in this snapshot; position not used")
+        elif position is not None and ctx.positions is not None and ctx.positions.games == 0:
+            notes.append(
+                f"no parsed matches with positions in patch {ctx.patch or patch}; "
+                "positions from dotaconstants roles"
+            )
+        result = suggest(
+            ctx,
+            draft,
+            side,
+            limit=limit,
+            candidates=candidates,
+            personal=personal,
+            position=position,
+        )
         return pb.SuggestPicksResponse(
             suggestions=[self._suggestion(item) for item in result.suggestions],
             base_win_probability=result.base_win_probability,
@@ -379,6 +395,12 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
             fallback_note="; ".join(notes),
             model_version=ctx.model.version,
             personalized=result.personalized,
+            assignment=[_assignment(entry) for entry in result.assignment],
+            open_positions=(
+                [_POSITION_PROTO[p] for p in open_positions(result.assignment)]
+                if ctx.positions is not None
+                else []
+            ),
         )
 
     async def SuggestBans(
@@ -521,6 +543,32 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                     if value != common_pb2.SKILL_BRACKET_UNSPECIFIED:
                         entry.coverage.add(patch=patch, bracket=value, matches=matches)
         return response
+
+
+_POSITION_PROTO: dict[int, common_pb2.Position.ValueType] = {
+    1: common_pb2.POSITION_CARRY,
+    2: common_pb2.POSITION_MID,
+    3: common_pb2.POSITION_OFFLANE,
+    4: common_pb2.POSITION_SOFT_SUPPORT,
+    5: common_pb2.POSITION_HARD_SUPPORT,
+}
+
+
+def _position(request: pb.SuggestPicksRequest) -> int | None:
+    """The requested position 1..5; unset and POSITION_UNSPECIFIED are None."""
+    if not request.HasField("position") or request.position == common_pb2.POSITION_UNSPECIFIED:
+        return None
+    if request.position not in _POSITION_PROTO:
+        raise InvalidArgument(
+            f"position {request.position} is not a known position", field="position"
+        )
+    return int(request.position)
+
+
+def _assignment(entry: Assignment) -> pb.PositionAssignment:
+    return pb.PositionAssignment(
+        hero_id=entry.hero_id, position=_POSITION_PROTO[entry.position], frequency=entry.frequency
+    )
 
 
 def _image_path(name: str, *, icon: bool = False) -> str:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from services.common.dota import SkillBracket
 from services.common.errors import CounterpickError
 from services.model.drafts import DraftContext
+from services.model.positions import HeroPositions
 from services.model.statistics import BracketStatistics
 from services.model.winmodel.served import DraftModel
 
@@ -58,6 +59,8 @@ class PatchModel:
     model: DraftModel
     # Set when the patch had too few matches and was shrunk toward an older one.
     shrunk_toward: str | None = None
+    # Where the patch's heroes play (None in snapshots written before positions were kept).
+    positions: HeroPositions | None = None
 
 
 def _patch_key(name: str) -> tuple[int, ...]:
@@ -132,4 +135,11 @@ class ModelSnapshot:
             have = statistics.matches if statistics else 0
             notes.append(f"{bracket.value} bracket has {have} matches in {name}; used all brackets")
             statistics = entry.statistics[SkillBracket.ALL]
-        return DraftContext(statistics, entry.model, self.playable, tuple(notes), patch=name)
+        return DraftContext(
+            statistics,
+            entry.model,
+            self.playable,
+            tuple(notes),
+            patch=name,
+            positions=entry.positions,
+        )

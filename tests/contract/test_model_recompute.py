@@ -164,6 +164,9 @@ class ArrivingMatches:
     def match_drafts(self, patch: str | None = None) -> pa.Table:
         return self._reader.match_drafts(patch)
 
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        return self._reader.hero_position_counts(patch)
+
     def player_hero_records(self, account_id: int) -> pa.Table:
         return self._reader.player_hero_records(account_id)
 
@@ -402,6 +405,10 @@ class CountingReader:
     def match_drafts(self, patch: str | None = None) -> pa.Table:
         self.calls.append(f"match_drafts {patch}")
         return self._reader.match_drafts(patch)
+
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        self.calls.append("hero_position_counts")
+        return self._reader.hero_position_counts(patch)
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         self.calls.append("player_hero_records")
