@@ -273,7 +273,7 @@ def suggest(
     fit: tuple[FloatArray, npt.NDArray[np.int64]] | None = None
     if position is not None and positions is not None:
         fit = positions.fit(position), positions.position_games(position)
-        score = score + fit[0]
+        score = score + fit[0] - positions.off_position_penalty(position)
     indices = np.flatnonzero(legal)
     count = min(limit, indices.size)
     if count == 0:

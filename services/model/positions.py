@@ -15,11 +15,11 @@ The fit term. For a requested position p, a candidate's POSITION_FIT term, in wi
     FIT_POINTS * ln(frequency[h, p] / max_q frequency[h, q])
 zero for the hero's main position and negative elsewhere: a hero that plays p half as often as its
 main position loses 1.4 points, one that plays it a tenth as often 4.6 points. A hero that
-essentially never plays p (frequency below NEVER_FREQUENCY) also takes OFF_POSITION_POINTS, more
-than any gain in win probability can make up, so it ranks below every hero that does play p. (The
-proto describes the term as the hero's win rate in the position minus its base win rate; matches
-say too little about per-position win rates, and a hero absent from a position would score 0 by
-that measure, as if it fit, so the term is built from frequencies instead.)
+essentially never plays p (frequency below NEVER_FREQUENCY) also loses OFF_POSITION_POINTS from
+its ranking score (not from the term it is explained by), more than any gain in win probability
+can make up, so it ranks below every hero that does play p. Per-position win rates are not used:
+matches say too little about them, and a hero absent from a position would score 0 by that
+measure, as if it fit.
 """
 
 from __future__ import annotations
@@ -98,7 +98,15 @@ class HeroPositions:
         module docstring)."""
         frequency = self.frequency[:, position - 1]
         fit: FloatArray = FIT_POINTS * np.log(frequency / self.frequency.max(axis=1))
-        return fit - OFF_POSITION_POINTS * (frequency < NEVER_FREQUENCY)
+        return fit
+
+    def off_position_penalty(self, position: int) -> FloatArray:
+        """(H,) what the ranking takes off heroes almost never played in `position`, so they
+        rank below every hero that is. Kept out of the POSITION_FIT term: an explanation that
+        says "-100 points" would be a ranking device dressed up as a win-rate effect."""
+        frequency = self.frequency[:, position - 1]
+        penalty: FloatArray = np.where(frequency < NEVER_FREQUENCY, OFF_POSITION_POINTS, 0.0)
+        return penalty
 
     def position_games(self, position: int) -> IntArray:
         """(H,) games of every hero in `position`."""

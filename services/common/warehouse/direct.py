@@ -148,6 +148,7 @@ class ReadKind(StrEnum):
     PLAYER_HERO_RECORDS = "player_hero_records"
     PLAYER_HERO_GROUPS = "player_hero_groups"
     LATEST_LOADED_AT = "latest_loaded_at"
+    HERO_POSITION_COUNTS = "hero_position_counts"
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,8 @@ def _read_sql(read: WarehouseRead) -> tuple[str, dict[str, Any]]:
     if read.kind is ReadKind.MATCH_DRAFTS:
         where, parameters = _filters(read.patch, None, None)
         return _MATCH_DRAFTS_SQL.format(where=where), parameters
+    if read.kind is ReadKind.HERO_POSITION_COUNTS:
+        return _POSITION_COUNTS_SQL, {"patch": read.patch}
     if read.kind is ReadKind.HERO_COUNTS:
         sql = _HERO_COUNTS_SQL
     elif read.kind is ReadKind.PAIR_COUNTS:

@@ -128,16 +128,8 @@ class EtlReader:
         return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None, None))
 
     def hero_position_counts(self, patch: str | None = None) -> pa.Table:
-        """No rows: ReadWarehouse has no query for position counts yet, so a model that reads
-        through the etl learns positions from the dotaconstants roles prior alone."""
-        return pa.table(
-            {
-                "patch": pa.array([], pa.string()),
-                "hero_id": pa.array([], pa.uint16()),
-                "position": pa.array([], pa.uint8()),
-                "games": pa.array([], pa.uint64()),
-            }
-        )
+        """See ClickHouseReader.hero_position_counts."""
+        return self._read(_request(pb.WAREHOUSE_QUERY_HERO_POSITION_COUNTS, patch, None, None))
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         """See ClickHouseReader.player_hero_records."""

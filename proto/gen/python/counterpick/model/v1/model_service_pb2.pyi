@@ -70,8 +70,12 @@ class _TermKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TermKind.Val
     TERM_KIND_PERSONAL: _TermKind.ValueType  # 4
     """The player's Personal Advantage Score on the hero (PersonalScore.pas)."""
     TERM_KIND_POSITION_FIT: _TermKind.ValueType  # 5
-    """How well the hero suits the requested position: the hero's shrunk win rate when played in
-    that position minus its base win rate.
+    """How well the hero suits the requested position, from how often it is played there in the
+    patch (shrunk toward a dotaconstants roles prior): 0.02 * ln(frequency in the position /
+    frequency in its most played position), in win-rate points, so 0 at its main position and
+    negative elsewhere. Win rates by position are not used: a hero that never plays a position
+    has no such win rate, and would not sink. Heroes almost never played there (under 4 %) also
+    rank below every hero that is (Suggestion.score), beyond what this term says.
     """
 
 class TermKind(_TermKind, metaclass=_TermKindEnumTypeWrapper):
@@ -88,8 +92,12 @@ TERM_KIND_SYNERGY: TermKind.ValueType  # 3
 TERM_KIND_PERSONAL: TermKind.ValueType  # 4
 """The player's Personal Advantage Score on the hero (PersonalScore.pas)."""
 TERM_KIND_POSITION_FIT: TermKind.ValueType  # 5
-"""How well the hero suits the requested position: the hero's shrunk win rate when played in
-that position minus its base win rate.
+"""How well the hero suits the requested position, from how often it is played there in the
+patch (shrunk toward a dotaconstants roles prior): 0.02 * ln(frequency in the position /
+frequency in its most played position), in win-rate points, so 0 at its main position and
+negative elsewhere. Win rates by position are not used: a hero that never plays a position
+has no such win rate, and would not sink. Heroes almost never played there (under 4 %) also
+rank below every hero that is (Suggestion.score), beyond what this term says.
 """
 Global___TermKind: _TypeAlias = TermKind  # noqa: Y015
 
@@ -826,8 +834,9 @@ class Suggestion(_message.Message):
     """
     score: _builtins.float
     """Ranking key, in win-rate points: win_probability_delta plus the PERSONAL and POSITION_FIT
-    term values, minus a penalty for small samples. Higher is better. Compare only within one
-    response.
+    term values, minus a penalty for small samples (and, with a position, minus 1.0 for a hero
+    almost never played there, which no gain makes up). Higher is better. Compare only within
+    one response.
     """
     games: _builtins.int
     """Matches of the hero in the patch and bracket used."""
