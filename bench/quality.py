@@ -346,11 +346,13 @@ def run(data_set: DataSet, say: Callable[[str], None]) -> Verdict:
     chosen = _score(blend, test, blend_seconds)
     rows.append(chosen)
     per_bracket: list[BracketRow] = []
+    own_floor = 0.0
     if brackets is not None:
         per_bracket, own = bracket_rows(
             blend, train, test, brackets[: len(train)], brackets[len(train) :]
         )
         rows.append(Row(OWN_BRACKET_ROW, evaluate(own, test.radiant_win), 0.0))
+        own_floor = ece_noise_floor(own)
 
     accuracy_noise = 1.96 * math.sqrt(0.25 / len(test)) * 100
     ece_floor = ece_noise_floor(blend.predict(test.radiant, test.dire))
@@ -367,7 +369,8 @@ def run(data_set: DataSet, say: Callable[[str], None]) -> Verdict:
     if per_bracket:
         say(
             "    per bracket, PredictWin with the match's bracket (statistics of the training "
-            "part; 'own bracket' above = shrunk, ALL for unranked matches), log-loss:"
+            "part; 'own bracket' above = shrunk, ALL for unranked matches; its perfectly "
+            f"calibrated ECE ~ {own_floor:.4f}), log-loss:"
         )
         say(_bracket_table(per_bracket))
     assert blend.blend_weights is not None
