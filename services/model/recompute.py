@@ -34,6 +34,7 @@ from services.model.statistics import (
     FloatArray,
     compute_statistics,
     logit,
+    shrink_brackets,
 )
 from services.model.warehouse_counts import PatchBracket, read_counts
 from services.model.winmodel.data import Drafts
@@ -338,7 +339,9 @@ class Recomputer:
             if kept is not None and not touched and kept.shrunk_toward == shrunk_toward:
                 patches[name] = kept
             else:
-                statistics = {b: compute_statistics(name, b, c) for b, c in own.items()}
+                statistics = shrink_brackets(
+                    {b: compute_statistics(name, b, c) for b, c in own.items()}
+                )
                 patches[name] = PatchModel(
                     name, statistics, self._model(name, statistics, kept), shrunk_toward
                 )

@@ -37,6 +37,7 @@ from services.model.statistics import (
     Relation,
     base_rates,
     pair_table,
+    shrink_brackets,
 )
 from services.model.winmodel.metrics import Quality
 from services.model.winmodel.served import DraftModel
@@ -375,10 +376,12 @@ class SnapshotStore:
             positions = decode_positions(present.pop()) if with_positions else None
             patches[name] = PatchModel(
                 patch=name,
-                statistics={
-                    b: decode_statistics(name, b, blob)
-                    for b, blob in zip(brackets, present[1:], strict=True)
-                },
+                statistics=shrink_brackets(
+                    {
+                        b: decode_statistics(name, b, blob)
+                        for b, blob in zip(brackets, present[1:], strict=True)
+                    }
+                ),
                 model=decode_model(present[0]),
                 shrunk_toward=info["shrunk_toward"],
                 positions=positions,

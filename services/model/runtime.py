@@ -135,7 +135,9 @@ class ModelRuntime:
             log.debug("snapshot refresh failed: %s", error)
             return False
         self._mark("redis", True)
-        if loaded is None:
+        # Two refreshes overlap (a change notice and a recompute's own): the one that loaded an
+        # older version must not replace the newer one the other swapped in meanwhile.
+        if loaded is None or (self.snapshot and self.snapshot.version >= loaded.version):
             return False
         self.snapshot = loaded
         log.info("serving snapshot %d (current patch %s)", loaded.version, loaded.current_patch)

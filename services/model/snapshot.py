@@ -17,11 +17,8 @@ from services.common.dota import SkillBracket
 from services.common.errors import CounterpickError
 from services.model.drafts import DraftContext
 from services.model.positions import HeroPositions
-from services.model.statistics import BracketStatistics
+from services.model.statistics import BracketStatistics, bracket_model, shrinkage_note
 from services.model.winmodel.served import DraftModel
-
-# Below this many matches a bracket's own statistics are too noisy to serve; ALL is used instead.
-MIN_BRACKET_MATCHES = 2_000
 
 
 class ModelNotReady(CounterpickError):
@@ -128,16 +125,20 @@ class ModelSnapshot:
                 f"patch {name} has {entry.statistics[SkillBracket.ALL].matches} matches; "
                 f"shrunk toward {entry.shrunk_toward}"
             )
+        # A bracket's statistics are shrunk toward ALL (statistics.shrink_toward_all) as far as
+        # its counts warrant, so they are served at any size; the model moves with its heroes.
+        overall = entry.statistics[SkillBracket.ALL]
         statistics = entry.statistics.get(bracket)
-        if statistics is None or (
-            bracket is not SkillBracket.ALL and statistics.matches < MIN_BRACKET_MATCHES
-        ):
-            have = statistics.matches if statistics else 0
-            notes.append(f"{bracket.value} bracket has {have} matches in {name}; used all brackets")
-            statistics = entry.statistics[SkillBracket.ALL]
+        model = entry.model
+        if statistics is None:
+            notes.append(f"{bracket.value} bracket has 0 matches in {name}; used all brackets")
+            statistics = overall
+        elif bracket is not SkillBracket.ALL:
+            notes.append(shrinkage_note(statistics))
+            model = bracket_model(entry.model, overall, statistics)
         return DraftContext(
             statistics,
-            entry.model,
+            model,
             self.playable,
             tuple(notes),
             patch=name,
