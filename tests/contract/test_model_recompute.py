@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -440,7 +440,17 @@ async def test_incremental_runs_cost_what_the_new_matches_touch(
         return replace(additive_model(patch, statistics), version=f"fitted-{patch}-{len(fits)}")
 
     store = SnapshotStore(redis)
-    recomputer = Recomputer(reader, store, load_constants(), fit_model=fit, min_patch_matches=0)
+    # A clock before 7.42 started (2026-11-18): the current patch is then the newest started one
+    # with data, 7.41, as the last step checks.
+    before_742 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    recomputer = Recomputer(
+        reader,
+        store,
+        load_constants(),
+        fit_model=fit,
+        min_patch_matches=0,
+        clock=lambda: before_742,
+    )
     try:
         first = await recomputer.run(full=True)
         assert sorted(fits) == ["7.39", "7.40"]
