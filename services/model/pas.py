@@ -3,7 +3,8 @@
 For one account and hero, over every stored match of the player on it, each weighted toward
 recent play (a player's current form is what a draft needs, not their record of years ago):
 
-    w_i = 0.5 ** (age_i / half_life)   age: days before the player's newest match (any hero)
+    w_i = 0.5 ** (age_i / half_life)   age: days before the player's newest match (any hero);
+                                       an undated match is as old as the oldest dated one
     E   = sum w_i * p_i / sum w_i      p_i: the hero's base win rate in match i's patch and bracket
     n   = sum w_i, W = sum w_i * win_i (effective games and wins)
     pas = (W + k * E) / (n + k) - E    shrunk toward 0 while n is small
@@ -67,11 +68,14 @@ class HeroScore:
 
 
 def recency_weights(start_times: Sequence[int | None], half_life_days: float) -> np.ndarray:
-    """Weights halving every half-life before the newest match; undated matches weigh 1."""
+    """Weights halving every half-life before the newest match. An undated match (the
+    trackdota pro set) weighs as the player's oldest dated one: its age is unknown, so it never
+    counts as more recent than a dated game; with no dated match at all, every match weighs 1."""
     known = [t for t in start_times if t is not None]
     newest = max(known) if known else 0
+    oldest = min(known) if known else 0
     ages = np.asarray(
-        [(newest - t) / SECONDS_PER_DAY if t is not None else 0.0 for t in start_times]
+        [(newest - (oldest if t is None else t)) / SECONDS_PER_DAY for t in start_times]
     )
     weights: np.ndarray = np.power(0.5, ages / half_life_days)
     return weights

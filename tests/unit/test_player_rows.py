@@ -39,8 +39,10 @@ def test_trackdota_players_group_by_match_and_keep_sides(tmp_path: Path) -> None
     assert [r.kind for r in records] == [RecordKind.TRACKDOTA_PLAYERS] * 2
     assert [r.line for r in records] == [2, 12]
     first, second = (transform(r, CONSTANTS) for r in records)
-    assert first.radiant_win and not second.radiant_win
-    assert first.patch is None and first.start_time is None  # the set is undated
+    assert first.radiant_win
+    assert not second.radiant_win
+    assert first.patch is None
+    assert first.start_time is None
     assert [p.account_id for p in first.players] == list(range(100, 110))
     assert first.heroes(Side.RADIANT) == tuple(RADIANT)
     assert [p.player_slot for p in first.players] == [0, 1, 2, 3, 4, 128, 129, 130, 131, 132]
@@ -84,10 +86,12 @@ def test_pro_players_have_no_side_and_get_a_neutral_label(tmp_path: Path) -> Non
     assert detect_format(path) is DumpFormat.PRO_PLAYERS_CSV
     even, odd = (transform(r, CONSTANTS) for r in read_dump(path))
     # Winners are Radiant for an even id, Dire for an odd one: no invented Radiant advantage.
-    assert even.radiant_win and not odd.radiant_win
+    assert even.radiant_win
+    assert not odd.radiant_win
     assert even.heroes(Side.RADIANT) == tuple(RADIANT)
     assert odd.heroes(Side.DIRE) == tuple(RADIANT)
-    assert even.patch == "7.28" and even.start_time == 1610000000
+    assert even.patch == "7.28"
+    assert even.start_time == 1610000000
     assert not even.picks_bans
 
 
@@ -115,8 +119,10 @@ def test_a_players_history_needs_its_account_in_the_file_name(tmp_path: Path) ->
     assert [r.kind for r in records] == [RecordKind.PLAYER_MATCH] * 3
     lost = transform(records[0], CONSTANTS)
     (player,) = lost.players
-    assert lost.radiant_win and player.side is Side.DIRE  # the player lost
-    assert player.account_id == 4242 and player.kills == 3
+    assert lost.radiant_win
+    assert player.side is Side.DIRE
+    assert player.account_id == 4242
+    assert player.kills == 3
     assert lost.patch == "7.06"
     assert player_rows.skip_reason(lost, CONSTANTS) is None  # one player is not "incomplete"
     assert player_rows.skip_reason(transform(records[1], CONSTANTS), CONSTANTS) is (
