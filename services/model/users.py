@@ -20,6 +20,9 @@ from services.common.errors import DependencyUnavailable
 log = logging.getLogger(__name__)
 
 Metadata = tuple[tuple[str, str], ...]
+# What UserService answers for a caller id that is not one of its users (a token minted for an
+# id that is not a user UUID, or a deleted user).
+_NOT_A_USER = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
 MetadataProvider = Callable[[], Awaitable[Metadata]]
 
 
@@ -74,9 +77,9 @@ class UserPreferences:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.NOT_FOUND:
-                return HeroPreferences()
-            log.info("preferences of %s unavailable (%s)", user_id, error.code())
+            if error.code() in _NOT_A_USER:
+                return HeroPreferences()  # not a user of UserService: no preferences to apply
+            log.warning("preferences of %s unavailable (%s)", user_id, error.code())
             return None
         preferences = response.preferences
         return HeroPreferences(
