@@ -204,6 +204,19 @@ class Warehouse(ClickHouseReader):
             )
         return {int(row[0]) for row in result.result_rows}
 
+    def match_ids_with_accounts(self, match_ids: Iterable[int]) -> set[int]:
+        """Which of `match_ids` are stored with at least one player's account id."""
+        ids = list(set(match_ids))
+        if not ids:
+            return set()
+        with self._lock:
+            result = self._client.query(
+                "SELECT DISTINCT match_id FROM match_players FINAL "
+                "WHERE match_id IN {ids:Array(UInt64)} AND account_id IS NOT NULL",
+                parameters={"ids": ids},
+            )
+        return {int(row[0]) for row in result.result_rows}
+
     def match_count(self) -> int:
         """Stored matches, each counted once."""
         with self._lock:

@@ -25,7 +25,7 @@ from services.common.dota_constants import DotaConstants
 from services.common.errors import DependencyUnavailable
 from services.common.warehouse.reader import WarehouseReader
 from services.model.drafts import PersonalScore
-from services.model.pas import HeroScore, PlayerMatch, hero_scores
+from services.model.pas import UNKNOWN_PATCH_RATE, HeroScore, PlayerMatch, hero_scores
 from services.model.recompute import Recomputer
 from services.model.repo import SnapshotStore
 from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
@@ -261,26 +261,25 @@ def _score_from_json(row: dict[str, object]) -> HeroScore:
 
 def _player_matches(snapshot: ModelSnapshot, table: object, patch: str | None) -> list[PlayerMatch]:
     """The player's rows with each match's expected win rate: the hero's base rate in the
-    match's patch and bracket (ALL when the bracket has no statistics)."""
+    match's patch and bracket (ALL when the bracket has no statistics), or UNKNOWN_PATCH_RATE
+    when the snapshot has no statistics for the match's patch (see pas.py). Every stored match
+    of the player counts, so a score's games are the player's matches on the hero."""
     rows = table.to_pylist() if hasattr(table, "to_pylist") else []
     matches = []
     for row in rows:
         if patch and row["patch"] != patch:
             continue
-        entry = snapshot.patches.get(row["patch"])
-        if entry is None:
-            continue
-        bracket = SkillBracket.parse(row["skill_bracket"]) or SkillBracket.UNKNOWN
-        statistics = entry.statistics.get(bracket) or entry.statistics[SkillBracket.ALL]
         hero = int(row["hero_id"])
-        if not 0 <= hero < statistics.hero_slots:
-            continue
+        expected = UNKNOWN_PATCH_RATE
+        entry = snapshot.patches.get(row["patch"])
+        if entry is not None:
+            bracket = SkillBracket.parse(row["skill_bracket"]) or SkillBracket.UNKNOWN
+            statistics = entry.statistics.get(bracket) or entry.statistics[SkillBracket.ALL]
+            if 0 <= hero < statistics.hero_slots:
+                expected = float(np.clip(statistics.base_rate[hero], 0.01, 0.99))
         matches.append(
             PlayerMatch(
-                hero_id=hero,
-                won=bool(row["win"]),
-                start_time=row["start_time"],
-                expected=float(np.clip(statistics.base_rate[hero], 0.01, 0.99)),
+                hero_id=hero, won=bool(row["win"]), start_time=row["start_time"], expected=expected
             )
         )
     return matches

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
+from services.common.channels import open_channel
 from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import ConstantsWatcher, DotaConstants, load_constants
 from services.common.dota_proto import (
@@ -25,7 +26,7 @@ from services.common.errors import DependencyUnavailable, InvalidArgument, Permi
 from services.common.paging import fingerprint, slice_page
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
-from services.common.service_tokens import ServiceTokens
+from services.common.service_tokens import ServiceTokens, TokenSource
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySource, require_caller, verifier_from_settings
@@ -53,6 +54,7 @@ from services.model.statistics import (
     pair_partners,
     pair_record,
 )
+from services.model.users import HeroPreferences, UserPreferences
 from services.model.winmodel.metrics import Quality
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self,
         runtime: ModelRuntime,
         constants: DotaConstants | ConstantsWatcher,
+        users: UserPreferences | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._runtime = runtime
+        self._users = users
         # A watcher follows dotaconstants updates (a new patch or hero) without a restart.
         self._constants_source = constants
         self._clock = clock
@@ -209,9 +213,19 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 metadata={"patch": patch},
             )
 
-    def _suggestion(self, item: Suggestion) -> pb.Suggestion:
+    async def _hero_preferences(self, account_id: int) -> HeroPreferences | None:
+        """The pool and exclusions of the player asking for their own account; empty for a
+        service or admin asking for someone (the draft service sends the captain's pool as
+        candidates itself); None when UserService cannot answer."""
+        caller = require_caller()
+        if self._users is None or caller.account_id != account_id:
+            return HeroPreferences()
+        return await self._users.heroes(caller.user_id)
+
+    def _suggestion(self, item: Suggestion, pool: frozenset[int] = frozenset()) -> pb.Suggestion:
         return pb.Suggestion(
             hero_id=item.hero_id,
+            in_hero_pool=item.hero_id in pool,
             win_probability=item.win_probability,
             win_probability_delta=item.win_probability_delta,
             score=item.score,
@@ -361,14 +375,22 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         _, ctx, patch = self._context(request.patch, request.bracket)
         notes = list(ctx.notes)
         personal = None
+        heroes: HeroPreferences | None = HeroPreferences()
         if request.HasField("account_id"):
             if request.account_id == 0:
                 raise InvalidArgument("account_id must be >= 1", field="account_id")
             self._own_account(request.account_id)
+            asking = asyncio.create_task(self._hero_preferences(request.account_id))
             try:
                 personal = await self._runtime.personal_map(request.account_id, patch)
             except DependencyUnavailable:
                 notes.append("personal scores unavailable (warehouse down); not personalised")
+            except BaseException:
+                asking.cancel()
+                raise
+            heroes = await asking
+            if heroes is None:
+                notes.append("hero pool and excluded heroes unavailable (user service down)")
         position = _position(request)
         # Said only when a position is asked: the assignment alone needs no excuse.
         if position is not None and ctx.positions is None:
@@ -378,17 +400,29 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 f"no parsed matches with positions in patch {ctx.patch or patch}; "
                 "positions from dotaconstants roles"
             )
+        excluded = heroes.excluded if heroes is not None else frozenset()
+        allowed = candidates
+        if excluded:
+            slots = ctx.statistics.hero_slots
+            wanted = set(candidates) or {hero for hero in self._constants.heroes if hero < slots}
+            # None left: still ask for the requested candidates, all filtered out below.
+            allowed = sorted(wanted - excluded) or candidates
         result = suggest(
             ctx,
             draft,
             side,
             limit=limit,
-            candidates=candidates,
+            candidates=allowed,
             personal=personal,
             position=position,
         )
+        pool = heroes.pool if heroes is not None else frozenset()
         return pb.SuggestPicksResponse(
-            suggestions=[self._suggestion(item) for item in result.suggestions],
+            suggestions=[
+                self._suggestion(item, pool)
+                for item in result.suggestions
+                if item.hero_id not in excluded
+            ],
             base_win_probability=result.base_win_probability,
             patch=self._patch_proto(patch),
             bracket=bracket_to_proto(ctx.statistics.bracket),
@@ -608,10 +642,15 @@ def open_source(settings: ModelSettings) -> WarehouseReader | None:
     )
 
 
-def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:
+def build_server(
+    settings: ModelSettings,
+    key_source: KeySource | None = None,
+    user_tokens: TokenSource | None = None,
+) -> GrpcServer:
     """The model server: Redis opens, the snapshot loads, then the schedule starts. Tokens are
     verified against the auth service's JWKS (or `key_source`, for tests), and every call is
-    counted against its caller's quota (RATE_LIMIT_*)."""
+    counted against its caller's quota (RATE_LIMIT_*). UserService is called with the model's
+    own service token (or `user_tokens`, for tests)."""
     stores = Stores(settings)
     constants = load_constants()
     watcher = ConstantsWatcher(initial=constants)
@@ -625,6 +664,12 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
         deployment=settings.deployment,
     )
 
+    users = UserPreferences(
+        lambda: open_channel(settings.user_addr),
+        (user_tokens or ServiceTokens.from_settings(settings)).metadata,
+        timeout_seconds=settings.model_user_timeout_seconds,
+    )
+
     async def start() -> None:
         assert stores.redis is not None
         source = await asyncio.to_thread(open_source, settings)
@@ -636,13 +681,13 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
         settings=settings,
         services=[
             registration(
-                ModelServicer(runtime, watcher),
+                ModelServicer(runtime, watcher, users),
                 pb_grpc.add_ModelServiceServicer_to_server,
                 SERVICE_NAME,
             )
         ],
-        on_start=[stores.open, start],
-        on_stop=[runtime.stop, stores.close],
+        on_start=[stores.open, users.open, start],
+        on_stop=[runtime.stop, stores.close, users.close],
         verifier=verifier_from_settings(settings, key_source),
         rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "model"),
     )

@@ -1225,11 +1225,14 @@ class PersonalScore(_message.Message):
     """A player's Personal Advantage Score (PAS) on one hero: how much more often the player wins on
     the hero than an average player would in the same matches.
 
-    Definitions, over the player's stored matches on the hero:
-      E   = expected_win_rate = mean, over those matches, of the hero's base win rate in the
-            match's patch and bracket
-      pas = (wins + k * E) / (games + k) - E                      (win-rate points)
-    with k fitted per patch by empirical Bayes over all players, as for Matchup.
+    Definitions, over the player's stored matches on the hero, match i weighted by recency
+    w_i = 0.5 ^ (days before the player's newest stored match / 180):
+      E   = expected_win_rate = weighted mean of p_i, the hero's base win rate in match i's patch
+            and bracket; 0.5 for a match in a patch the model has no statistics for
+      pas = (W + k * E) / (n + k) - E                              (win-rate points)
+    where n = sum of w_i and W = the sum of w_i over the matches won (recent form counts more),
+    and k is one prior weight per model snapshot, fitted by empirical Bayes over every
+    (player, hero) of the patches with statistics (a single patch has too few players).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1245,11 +1248,11 @@ class PersonalScore(_message.Message):
     hero_id: _builtins.int
     """Valve hero id."""
     games: _builtins.int
-    """The player's matches on the hero."""
+    """The player's stored matches on the hero (raw count, not recency-weighted)."""
     wins: _builtins.int
-    """Of those, matches the player won."""
+    """Of those, matches the player won (raw count)."""
     win_rate: _builtins.float
-    """wins / games, unshrunk."""
+    """wins / games, unshrunk and unweighted."""
     expected_win_rate: _builtins.float
     """E, the win rate an average player would have had in the same matches."""
     pas: _builtins.float
@@ -1258,7 +1261,10 @@ class PersonalScore(_message.Message):
     """
     @_builtins.property
     def pas_interval(self) -> _common_pb2.Interval:
-        """Equal-tailed credible interval of pas; confidence_level 0.95."""
+        """Equal-tailed credible interval of pas; confidence_level 0.95. From the recency-weighted
+        posterior Beta(W + k*E, n - W + k*(1 - E)) minus E: old games are weak evidence, so a hero
+        last played years ago has a wide interval whatever its games. E is treated as known.
+        """
 
     @_builtins.property
     def last_played_at(self) -> _timestamp_pb2.Timestamp:
