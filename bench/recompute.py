@@ -160,6 +160,10 @@ class TimedWarehouse:
         """Warehouse.match_drafts."""
         return self.warehouse.match_drafts(patch)
 
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        """Warehouse.hero_position_counts."""
+        return self.warehouse.hero_position_counts(patch)
+
     def player_hero_records(self, account_id: int) -> pa.Table:
         """Warehouse.player_hero_records."""
         return self.warehouse.player_hero_records(account_id)

@@ -4,9 +4,15 @@ The I/O edge of `counterpick import`; the transforms themselves are in transform
 recognised by content (gzip magic, CSV header columns, JSON shape), never by file name:
 - gzip or plain CSV of drafts: OpenDota public matches (the 2024-08 and 2026-07 sets and any
   CSV with their columns), trackdota pro matches, UCI 2016;
+- gzip or plain CSV of player rows (ten rows a match, grouped by match id; see player_rows.py):
+  trackdota pro players 2018-2019 (merged with the trackdota `matches.csv[.gz]` beside the file,
+  when there is one) and OpenDota pro players 2020-2021 (no side);
 - JSON: a Steam `{"result": ...}` response (GetMatchDetails or GetMatchHistoryBySequenceNum), a
   bare Steam or OpenDota match object, an array of matches or of publicMatches rows, or JSON
-  Lines of any of those.
+  Lines of any of those; or one player's OpenDota match history (GET
+  /api/players/{account_id}/matches: an array of rows with player_slot and hero_id but no
+  players). That response does not name the player, so its file must be named as the api-samples
+  are, `players_<account_id>_matches...`; otherwise it is refused.
 
 CSV and JSON Lines are streamed a row / line at a time. A JSON document has to be parsed whole
 (the standard library has no streaming parser): API responses are small, and a large dump is
@@ -21,6 +27,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from services.common.dota_constants import DotaConstants
-from services.etl import transform
+from services.etl import player_rows, transform
 from services.etl.matches import CleanMatch, MatchSource
 
 
@@ -44,6 +51,8 @@ class DumpFormat(StrEnum):
     PUBLIC_MATCHES_CSV = "public_matches_csv"
     TRACKDOTA_CSV = "trackdota_csv"
     UCI_CSV = "uci_csv"
+    TRACKDOTA_PLAYERS_CSV = "trackdota_players_csv"
+    PRO_PLAYERS_CSV = "pro_players_csv"
     JSON = "json"  # one document: a Steam response, a match, or an array
     JSON_LINES = "json_lines"  # one such document per line
 
@@ -56,6 +65,16 @@ class RecordKind(StrEnum):
     UCI = "uci"
     STEAM_MATCH = "steam_match"
     OPENDOTA_MATCH = "opendota_match"
+    TRACKDOTA_PLAYERS = "trackdota_players"  # raw: {"rows": [...], "match": row or None}
+    PRO_PLAYERS = "pro_players"  # raw: {"rows": [...]}
+    PLAYER_MATCH = "player_match"  # one row of a player's history, with its account_id
+
+
+# Records that list only some of a match's players, or add account ids to a match that may be
+# stored without them (see importer.py).
+PLAYER_LEVEL_KINDS = frozenset(
+    {RecordKind.TRACKDOTA_PLAYERS, RecordKind.PRO_PLAYERS, RecordKind.PLAYER_MATCH}
+)
 
 
 # Not frozen, like the rows in matches.py: one is built per record, and a frozen dataclass's
@@ -80,6 +99,14 @@ _CSV_FORMATS = (
     # Most specific first: trackdota rows also have every public-match column.
     (DumpFormat.TRACKDOTA_CSV, frozenset({"match_id", "league_id", "picks_bans", "radiant_team"})),
     (DumpFormat.UCI_CSV, frozenset({"row_id", "team1_win", "team1_heroes", "team2_heroes"})),
+    (
+        DumpFormat.TRACKDOTA_PLAYERS_CSV,
+        frozenset({"match_id", "account_id", "hero_id", "is_radiant", "win"}),
+    ),
+    (
+        DumpFormat.PRO_PLAYERS_CSV,
+        frozenset({"match_id", "start_time", "account_id", "hero_id", "win"}),
+    ),
     (
         DumpFormat.PUBLIC_MATCHES_CSV,
         frozenset({"match_id", "radiant_win", "radiant_team", "dire_team"}),
@@ -135,7 +162,9 @@ def read_dump(path: Path, *, default_patch: str | None = None) -> Iterator[DumpR
     """
     with _open_text(path) as handle:
         start = _sniff(path, handle)
-        if start.format is DumpFormat.JSON_LINES:
+        if start.format in _PLAYER_CSV_KINDS:
+            yield from _player_csv_records(path, handle, start)
+        elif start.format is DumpFormat.JSON_LINES:
             yield from _json_lines(path, handle, start, default_patch)
         elif start.format is DumpFormat.JSON:
             yield from _json_document(path, handle, start, default_patch)
@@ -159,7 +188,20 @@ def transform_record(record: DumpRecord, constants: DotaConstants) -> CleanMatch
         return transform.from_uci_row(raw, default_patch=patch, source=source, constants=constants)
     if kind is RecordKind.OPENDOTA_MATCH:
         return transform.from_opendota_match(raw, constants, source=source, default_patch=patch)
+    if kind in PLAYER_LEVEL_KINDS:
+        return _player_level_match(record, constants)
     return transform.from_steam_match(raw, source, constants, default_patch=patch)
+
+
+def _player_level_match(record: DumpRecord, constants: DotaConstants) -> CleanMatch:
+    raw, source = record.raw, MatchSource.IMPORT
+    if record.kind is RecordKind.TRACKDOTA_PLAYERS:
+        return player_rows.from_trackdota_players(
+            raw["rows"], raw["match"], constants, source=source
+        )
+    if record.kind is RecordKind.PRO_PLAYERS:
+        return player_rows.from_pro_players(raw["rows"], constants, source=source)
+    return player_rows.from_player_match(raw, constants, source=source)
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -281,7 +323,9 @@ def _json_lines(
         while True:
             for kind, obj in _match_objects(path, value, f"line {line_number}: "):
                 index += 1
-                yield DumpRecord(index, kind, obj, default_patch, line_number)
+                yield DumpRecord(
+                    index, kind, _with_account(path, kind, obj), default_patch, line_number
+                )
             for line in lines:
                 line_number += 1
                 if line.strip():
@@ -315,7 +359,7 @@ def _json_document(
                 f"{error.msg} (column {error.colno})"
             ) from None
     for index, (kind, obj) in enumerate(_match_objects(path, value, ""), start=1):
-        yield DumpRecord(index, kind, obj, default_patch, None)
+        yield DumpRecord(index, kind, _with_account(path, kind, obj), default_patch, None)
 
 
 def _match_objects(
@@ -368,4 +412,88 @@ def _kind_of(obj: Mapping[str, Any]) -> RecordKind | None:
         return RecordKind.STEAM_MATCH
     if "radiant_team" in obj and "dire_team" in obj:
         return RecordKind.PUBLIC_MATCH
-    return None
+    history = players is None and {"player_slot", "hero_id", "radiant_win"} <= obj.keys()
+    return RecordKind.PLAYER_MATCH if history else None
+
+
+def _with_account(path: Path, kind: RecordKind, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A history row with its player's account id (other records as they are)."""
+    if kind is not RecordKind.PLAYER_MATCH:
+        return obj
+    return {**obj, "account_id": _history_account(path)}
+
+
+def _history_account(path: Path) -> int:
+    """The account a player's match history belongs to, from the file name (the response
+    itself does not say)."""
+    found = _HISTORY_NAME.match(path.name)
+    if found is None:
+        raise DumpFormatError(
+            f"{path}: a player's match history (rows with player_slot, no players) names no "
+            "account; name the file players_<account_id>_matches....json as OpenDota's "
+            "/api/players/<account_id>/matches response"
+        )
+    return int(found.group(1))
+
+
+_HISTORY_NAME = re.compile(r"players_(\d{1,10})_matches")
+_PLAYER_CSV_KINDS = {
+    DumpFormat.TRACKDOTA_PLAYERS_CSV: RecordKind.TRACKDOTA_PLAYERS,
+    DumpFormat.PRO_PLAYERS_CSV: RecordKind.PRO_PLAYERS,
+}
+
+
+def _player_csv_records(path: Path, handle: IO[str], start: _Start) -> Iterator[DumpRecord]:
+    """One record per match: its consecutive rows (the files are grouped by match id; a match
+    whose rows are split is reported by the transform as having too few rows)."""
+    kind = _PLAYER_CSV_KINDS[start.format]
+    matches = _trackdota_matches_beside(path) if kind is RecordKind.TRACKDOTA_PLAYERS else {}
+    rows: list[dict[str, str]] = []
+    first_line = 0
+    index = 0
+
+    def record() -> DumpRecord:
+        raw: dict[str, Any] = {"rows": rows, "match_id": rows[0].get("match_id")}
+        if kind is RecordKind.TRACKDOTA_PLAYERS:
+            raw["match"] = matches.get(rows[0].get("match_id", ""))
+        return DumpRecord(index, kind, raw, None, first_line)
+
+    header = start.header
+    reader = csv.reader(handle)
+    offset = start.line_number
+    try:
+        for values in reader:
+            if len(values) != len(header):
+                if not values:
+                    continue
+                raise DumpFormatError(
+                    f"{path}: line {offset + reader.line_num}: {len(values)} fields where the "
+                    f"header has {len(header)}"
+                )
+            row = dict(zip(header, values, strict=True))
+            if rows and row["match_id"] != rows[0]["match_id"]:
+                index += 1
+                yield record()
+                rows = []
+            if not rows:
+                first_line = offset + reader.line_num
+            rows.append(row)
+        if rows:
+            index += 1
+            yield record()
+    except csv.Error as error:
+        raise DumpFormatError(f"{path}: line {offset + reader.line_num}: {error}") from None
+    except _READ_ERRORS as error:
+        raise DumpFormatError(
+            f"{path}: damaged after line {offset + reader.line_num}: {error}"
+        ) from None
+
+
+def _trackdota_matches_beside(path: Path) -> dict[str, Mapping[str, Any]]:
+    """The trackdota match rows of `matches.csv.gz` (or `.csv`) in the same folder, by match
+    id; empty when there is none or it is not a trackdota matches file."""
+    for name in ("matches.csv.gz", "matches.csv"):
+        beside = path.with_name(name)
+        if beside.is_file() and detect_format(beside) is DumpFormat.TRACKDOTA_CSV:
+            return {str(r.raw["match_id"]): r.raw for r in read_dump(beside)}
+    return {}

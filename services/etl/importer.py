@@ -3,6 +3,10 @@
 Runs in the process that holds the warehouse (no Kafka): the etl service (its ImportDumps RPC,
 so imports work while the mesh runs), or `counterpick import` itself when no mesh holds it.
 Importing the same file twice loads nothing twice: ids already stored count as duplicates.
+Player-level files (dumps.PLAYER_LEVEL_KINDS) differ in one way: a ten-player match from them is
+stored again when its stored copy has no account ids (the trackdota matches file, imported
+first, has none), so that its players gain their accounts; a one-player match (a player's
+history) never replaces a stored match, which would lose the other nine.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.dota import PLAYERS_PER_MATCH
 from services.common.dota_constants import DotaConstants
-from services.etl import transform
-from services.etl.dumps import DumpRecord, read_dump, transform_record
+from services.etl import player_rows, transform
+from services.etl.dumps import PLAYER_LEVEL_KINDS, DumpRecord, read_dump, transform_record
 from services.etl.matches import CleanMatch, InsignificantMatch, UnusableMatch
 from services.etl.repo import Warehouse
 
@@ -65,18 +70,20 @@ def import_batches(
     """Load one dump file into `summary`, yielding after every batch stored (for progress: the
     summary holds the counts so far). Raises DumpFormatError when the file is unreadable."""
     batch: dict[int, CleanMatch] = {}
+    enrich = False
     for record in read_dump(path):
         summary.read += 1
+        enrich = record.kind in PLAYER_LEVEL_KINDS
         match = _transform(record, constants, summary)
         if match is not None:
             if match.match_id in batch:
                 summary.duplicates += 1
             batch[match.match_id] = match
         if len(batch) >= BATCH_SIZE:
-            _load(batch, warehouse, summary)
+            _load(batch, warehouse, summary, enrich=enrich)
             batch = {}
             yield
-    _load(batch, warehouse, summary)
+    _load(batch, warehouse, summary, enrich=enrich)
     yield
 
 
@@ -98,17 +105,27 @@ def _transform(
     except InsignificantMatch as insignificant:
         summary.skipped[insignificant.reason.value] += 1
         return None
-    reason = transform.skip_reason(match, constants)
+    if record.kind in PLAYER_LEVEL_KINDS:
+        reason = player_rows.skip_reason(match, constants)
+    else:
+        reason = transform.skip_reason(match, constants)
     if reason is not None:
         summary.skipped[reason.value] += 1
         return None
     return match
 
 
-def _load(batch: dict[int, CleanMatch], warehouse: Warehouse, summary: ImportSummary) -> None:
+def _load(
+    batch: dict[int, CleanMatch], warehouse: Warehouse, summary: ImportSummary, *, enrich: bool
+) -> None:
     if not batch:
         return
     existing = warehouse.existing_match_ids(batch)
+    if enrich and existing:
+        # Full matches replace stored copies without accounts (same slots, so the players'
+        # rows are replaced too); a partial one never replaces a stored match.
+        full = [i for i in existing if len(batch[i].players) == PLAYERS_PER_MATCH]
+        existing -= set(full) - warehouse.match_ids_with_accounts(full)
     fresh = [match for match_id, match in batch.items() if match_id not in existing]
     summary.duplicates += len(existing)
     warehouse.insert_matches(fresh)

@@ -70,7 +70,7 @@ class MatchLoader:
                 RejectReason.NOT_FOUND_UPSTREAM if outcome.not_found else RejectReason.FETCH_FAILED
             )
             raise FetchFailed(reason, outcome.error or "fetch failed", retryable=outcome.retryable)
-        return transform.from_opendota_match(outcome.data)
+        return transform.from_opendota_match(outcome.data, self.constants)
 
     def skip_reason(self, match: CleanMatch) -> SkipReason | None:
         """Why a valid match is not loaded (OpenDota's "significant" rule), or None to keep it."""

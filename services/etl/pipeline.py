@@ -257,6 +257,11 @@ class MatchPipeline:
         self._fetch_jobs = 0
         self._finished: list[_FetchJob] = []
 
+    def use_constants(self, constants: DotaConstants) -> None:
+        """Label and check the next matches with `constants` (a dotaconstants update)."""
+        self._constants = constants
+        self.loader.constants = constants
+
     @property
     def fetch_backlog(self) -> int:
         """References waiting for a fetch or for their fetched match to be stored."""
@@ -598,8 +603,8 @@ class MatchPipeline:
                     RejectReason.MALFORMED_MESSAGE, "raw_match.json is not an object"
                 )
             if ref.raw_match.format == events_pb2.RAW_MATCH_FORMAT_OPENDOTA_MATCH_JSON:
-                return transform.from_opendota_match(raw)
-            return transform.from_steam_match(raw, source)
+                return transform.from_opendota_match(raw, self._constants)
+            return transform.from_steam_match(raw, source, self._constants)
         summary = ref.summary
         if ref.HasField("summary") and summary.radiant_hero_ids and summary.HasField("radiant_win"):
             has = summary.HasField

@@ -11,12 +11,14 @@ has no async client); async callers run them in a thread.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from services.common.dota import Side, SkillBracket
+from services.common.dota_constants import DotaConstants
 from services.common.warehouse.direct import ClickHouseReader
 from services.common.warehouse.schema import (
     MATCH_SCHEMA,
@@ -27,6 +29,20 @@ from services.common.warehouse.schema import (
 from services.etl.matches import CleanMatch
 
 log = logging.getLogger(__name__)
+
+
+# The patch a match's start time falls in: the last of the constants' patches (names, release
+# unix seconds, both in release order) released at or before it.
+_PATCH_INDEX = (
+    "arrayCount(t -> t <= toInt64(toUnixTimestamp(assumeNotNull(start_time))), "
+    "{starts:Array(Int64)})"
+)
+_PATCH_AT_START = f"arrayElement({{names:Array(String)}}, {_PATCH_INDEX})"
+# A row labelled with a known patch older than the one its start time falls in.
+_MISLABELLED = (
+    "start_time IS NOT NULL AND indexOf({names:Array(String)}, patch) BETWEEN 1 AND "
+    f"{_PATCH_INDEX} - 1"
+)
 
 
 def _statements(sql: str) -> list[str]:
@@ -135,6 +151,41 @@ class Warehouse(ClickHouseReader):
                 self._client.insert_arrow("picks_bans", pick_ban_table)
             self._client.insert_arrow("matches", match_table)
 
+    def relabel_patches(self, constants: DotaConstants) -> int:
+        """Move every stored match (and its player rows) whose start time falls in a patch
+        newer than the one it is labelled with to that patch; returns the matches moved.
+
+        A match stored before the constants knew its patch was labelled with the patch before;
+        run after the constants gain a patch (and at start, for an update made while the etl was
+        down), so that the next full recount counts it under its own patch. Only moves to a
+        newer patch: labels given without a start time, or by an import's default, stay. A
+        count finds the work first, so a run with nothing to move costs one read and rewrites
+        no part. The mutation is synchronous (`mutations_sync`): when this returns, reads see
+        the new labels; loaded_at is untouched, so incremental counts do not see a relabelled
+        match as new (the recompute recounts in full on a constants change).
+        """
+        names = [patch.name for patch in constants.patches]
+        # Ceiling: patch_at counts a whole second as in a patch released during it.
+        starts = [math.ceil(patch.released_at.timestamp()) for patch in constants.patches]
+        parameters = {"names": names, "starts": starts}
+        with self._lock:
+            moved = int(
+                self._client.command(
+                    f"SELECT count() FROM matches FINAL WHERE {_MISLABELLED}",  # noqa: S608
+                    parameters=parameters,
+                )
+            )
+            if moved == 0:
+                return 0
+            for table in ("matches", "match_players"):
+                self._client.command(
+                    f"ALTER TABLE {table} UPDATE patch = {_PATCH_AT_START} WHERE {_MISLABELLED}",
+                    parameters=parameters,
+                    settings={"mutations_sync": 2},
+                )
+        log.info("relabelled %d matches with the patch of their start time", moved)
+        return moved
+
     def insert_arrow(self, table_name: str, rows: pa.Table) -> None:
         """Write an Arrow table whose columns are those of `table_name` (for tooling and tests
         that generate rows in bulk, such as the synthetic benchmark's draft-only matches)."""
@@ -149,6 +200,19 @@ class Warehouse(ClickHouseReader):
         with self._lock:
             result = self._client.query(
                 "SELECT DISTINCT match_id FROM matches WHERE match_id IN {ids:Array(UInt64)}",
+                parameters={"ids": ids},
+            )
+        return {int(row[0]) for row in result.result_rows}
+
+    def match_ids_with_accounts(self, match_ids: Iterable[int]) -> set[int]:
+        """Which of `match_ids` are stored with at least one player's account id."""
+        ids = list(set(match_ids))
+        if not ids:
+            return set()
+        with self._lock:
+            result = self._client.query(
+                "SELECT DISTINCT match_id FROM match_players FINAL "
+                "WHERE match_id IN {ids:Array(UInt64)} AND account_id IS NOT NULL",
                 parameters={"ids": ids},
             )
         return {int(row[0]) for row in result.result_rows}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.common.dota_constants import DotaConstants, load_constants
+from services.common.dota_constants import ConstantsWatcher, DotaConstants, load_constants
 from services.common.stores import Stores
 from services.etl.config import EtlSettings
 from services.etl.dead_letter_topic import DeadLetterTopic
@@ -35,7 +35,8 @@ class EtlRuntime:
         self.warehouse: Warehouse | None = None
         # ImportDumps runs one import at a time.
         self.import_lock = asyncio.Lock()
-        self._constants: DotaConstants | None = None
+        self._watcher: ConstantsWatcher | None = None
+        self._constants_task: asyncio.Task[None] | None = None
         self.pipeline: MatchPipeline | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -44,10 +45,35 @@ class EtlRuntime:
         self.failure: BaseException | None = None
 
     def constants(self) -> DotaConstants:
-        """The game constants (loaded once, shared by the consumer and imports)."""
-        if self._constants is None:
-            self._constants = load_constants()
-        return self._constants
+        """The game constants as the files hold them now (shared by the consumer and imports;
+        a dotaconstants update is picked up within RELOAD_CHECK_SECONDS, without a restart)."""
+        if self._watcher is None:
+            self._watcher = ConstantsWatcher(initial=load_constants())
+        return self._watcher.current()
+
+    async def _follow_constants(self, constants: DotaConstants) -> None:
+        """Relabel the stored matches at start (for an update made while the etl was down) and
+        whenever the constants gain a patch; hand new constants to the consumer. A batch
+        labelled with the old constants may be stored while a relabel runs, so a change is
+        relabelled twice, one check apart (the second pass is usually one count)."""
+        assert self._watcher is not None
+        assert self.warehouse is not None
+        passes = 1
+        while True:
+            if passes:
+                try:
+                    await asyncio.to_thread(self.warehouse.relabel_patches, constants)
+                    passes -= 1
+                except Exception as error:  # retried at the next check; ingest goes on
+                    log.warning("relabelling matches after a patch update failed: %s", error)
+            await asyncio.sleep(self._watcher.check_seconds)
+            current = self.constants()
+            if current is not constants:
+                if self.pipeline is not None:
+                    self.pipeline.use_constants(current)
+                if current.patches != constants.patches:
+                    passes = 2
+                constants = current
 
     @property
     def loader(self) -> MatchLoader | None:
@@ -80,6 +106,9 @@ class EtlRuntime:
         await self.pipeline.start()
         self._task = asyncio.create_task(self.pipeline.run(self._stop), name="etl-consumer")
         self._task.add_done_callback(self._record_failure)
+        self._constants_task = asyncio.create_task(
+            self._follow_constants(self.constants()), name="etl-constants"
+        )
 
     def _record_failure(self, task: asyncio.Task[None]) -> None:
         """An unexpected consumer failure ends the process (non-zero, see `__main__`) so its
@@ -93,6 +122,9 @@ class EtlRuntime:
     async def stop(self) -> None:
         """Finish the batch in progress, leave the group, close the fetcher."""
         self._stop.set()
+        if self._constants_task is not None:
+            self._constants_task.cancel()
+            await asyncio.wait({self._constants_task})
         if self._task is not None:
             done, _ = await asyncio.wait(
                 {self._task}, timeout=self._settings.shutdown_grace_seconds

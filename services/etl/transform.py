@@ -27,8 +27,9 @@ Decisions the formats leave open:
   Draft-only rows must have exactly 5 + 5 heroes.
 - Values that do not fit the warehouse columns (e.g. gold_per_min > 65535, a negative count)
   are INVALID_VALUE here rather than a failed batch insert later.
-- `position` stays None: no source here states a position (OpenDota's lane_role is the lane the
-  parser saw, not the role), and guessing one would look like data.
+- `position`: no source states one. For OpenDota parsed matches it is derived per team from the
+  parser's lane_role and is_roaming and the players' farm (`services/etl/lanes.py` documents the
+  rule); every other source, and a team not all of whose players were parsed, keeps None.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 from services.common.dota import PLAYERS_PER_MATCH, TEAM_SIZE, Side
 from services.common.dota_constants import DotaConstants, load_constants
+from services.etl.lanes import Laner, team_positions
 from services.etl.matches import (
     CleanMatch,
     InsignificantMatch,
@@ -198,7 +200,36 @@ def _players_from_api(raw: Mapping[str, Any], constants: DotaConstants) -> tuple
             f"players: radiant has {radiant} and dire {len(players) - radiant} heroes, "
             f"at most {TEAM_SIZE} each"
         )
+    if any(player.lane_role for player in players):  # parsed: OpenDota's replay parser ran
+        _assign_positions(players, raw_players)
     return tuple(players)
+
+
+def _assign_positions(players: list[PlayerRow], raw_players: list[Any]) -> None:
+    """Set `position` of each team's players from their laning (see services/etl/lanes.py)."""
+    raw_by_slot = {
+        raw["player_slot"]: raw
+        for raw in raw_players
+        if isinstance(raw, Mapping) and type(raw.get("player_slot")) is int
+    }
+    for side in (Side.RADIANT, Side.DIRE):
+        team = [player for player in players if player.side is side]
+        laners = []
+        for player in team:
+            raw = raw_by_slot.get(player.player_slot, {})
+            last_hits = raw.get("last_hits")
+            laners.append(
+                Laner(
+                    lane_role=player.lane_role,
+                    is_roaming=raw.get("is_roaming") is True,
+                    last_hits=last_hits if type(last_hits) is int else None,
+                    gold_per_min=player.gold_per_min,
+                )
+            )
+        positions = team_positions(laners)
+        if positions is not None:
+            for player, position in zip(team, positions, strict=True):
+                player.position = position
 
 
 def _player(raw_player: Mapping[str, Any], hero_id: int, side: Side, slot: int) -> PlayerRow:

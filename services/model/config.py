@@ -20,6 +20,10 @@ class ModelSettings(ServiceSettings, RedisSettings, TokenSettings, ServiceCreden
 
     port: Port = DEFAULT_GRPC_PORTS["model"]
     etl_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['etl']}"
+    # UserService, for the hero pool and excluded heroes of SuggestPicks' account_id.
+    user_addr: PeerAddress = f"127.0.0.1:{DEFAULT_GRPC_PORTS['user']}"
+    # Time limit of each UserService call; past it suggestions go out without the pool.
+    model_user_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
     # A ClickHouse the model reads directly (a server in production). Unset: the warehouse is
     # read through the etl service, which owns the embedded engine's directory.
     model_warehouse_dsn: str | None = Field(default=None, pattern=r"^(chdb|https?|clickhouse)://")

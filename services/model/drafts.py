@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from services.common.dota import TEAM_SIZE, Side
 from services.common.errors import InvalidArgument
+from services.model.positions import Assignment, HeroPositions, assign
 from services.model.statistics import BracketStatistics, FloatArray
 from services.model.winmodel.served import DraftModel
 
@@ -171,6 +172,8 @@ class SuggestionResult:
     base_win_probability: float
     suggestions: list[Suggestion]
     personalized: bool = False
+    # The side's picks assigned to positions (empty when the snapshot has no positions).
+    assignment: tuple[Assignment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,8 @@ class DraftContext:
     notes: tuple[str, ...] = field(default=())
     # The patch whose statistics these are (an older one when the asked patch has none yet).
     patch: str = ""
+    # Where the patch's heroes play; None in snapshots published before positions were kept.
+    positions: HeroPositions | None = None
 
 
 def clamp_limit(limit: int) -> int:
@@ -223,18 +228,23 @@ def suggest(
     limit: int,
     candidates: Iterable[int] = (),
     personal: Mapping[int, PersonalScore] | None = None,
+    position: int | None = None,
 ) -> SuggestionResult:
     """Rank every legal hero by how much `side` picking it raises `side`'s win probability.
 
-    For bans, call with the enemy as `side`: the heroes that would help the enemy most.
+    For bans, call with the enemy as `side`: the heroes that would help the enemy most. With a
+    `position` (1..5) and positions in the context, each hero's POSITION_FIT term (see
+    services/model/positions.py) enters its score, so heroes that do not play it sink.
     """
     model, stats = context.model, context.statistics
     hero_slots = stats.hero_slots
+    positions = context.positions
+    assignment = tuple(assign(positions, draft.picks(side))) if positions is not None else ()
     if len(draft.picks(side)) >= TEAM_SIZE:
         base = _side_probability(
             model, np.asarray([model.radiant_logit(draft.radiant, draft.dire)]), side
         )[0]
-        return SuggestionResult(float(base), [])
+        return SuggestionResult(float(base), [], assignment=assignment)
     legal = context.playable.copy()
     taken = np.asarray(sorted(draft.taken()), dtype=np.intp)
     legal[taken] = False
@@ -260,15 +270,19 @@ def suggest(
             if 0 <= hero < hero_slots:
                 personal_value[hero] = personal_score.pas
     score = delta + personal_value - SMALL_SAMPLE_PENALTY * (upper - lower) / 2.0
+    fit: tuple[FloatArray, npt.NDArray[np.int64]] | None = None
+    if position is not None and positions is not None:
+        fit = positions.fit(position), positions.position_games(position)
+        score = score + fit[0] - positions.off_position_penalty(position)
     indices = np.flatnonzero(legal)
     count = min(limit, indices.size)
     if count == 0:
-        return SuggestionResult(base_probability, [])
+        return SuggestionResult(base_probability, [], assignment=assignment)
     top = indices[np.argpartition(-score[indices], count - 1)[:count]]
     top = top[np.lexsort((top, -score[top]))]
     allies, enemies = draft.picks(side), draft.picks(side.other)
     heroes = top.tolist()
-    explanations = _terms(stats, heroes, allies, enemies, personal)
+    explanations = _terms(stats, heroes, allies, enemies, personal, fit=fit)
     rows = zip(
         heroes,
         probability[top].tolist(),
@@ -293,7 +307,7 @@ def suggest(
         for hero, p, gain, rank, low_p, high_p, games, terms in rows
     ]
     personalized = bool(personal) and any(s.hero_id in (personal or {}) for s in suggestions)
-    return SuggestionResult(base_probability, suggestions, personalized)
+    return SuggestionResult(base_probability, suggestions, personalized, assignment)
 
 
 def _terms(
@@ -302,10 +316,15 @@ def _terms(
     allies: Sequence[int],
     enemies: Sequence[int],
     personal: Mapping[int, PersonalScore] | None,
+    *,
+    fit: tuple[FloatArray, npt.NDArray[np.int64]] | None = None,
 ) -> list[tuple[Term, ...]]:
     """The explanation of each hero, gathered for all of them at once: per-element numpy
-    access would cost more than the whole ranking."""
+    access would cost more than the whole ranking. `fit`: the POSITION_FIT value and games of
+    every hero id, when a position was asked for."""
     index = np.asarray(heroes, dtype=np.intp)
+    fit_values = fit[0][index].tolist() if fit is not None else None
+    fit_games = fit[1][index].tolist() if fit is not None else None
     strengths = (stats.base_rate[index] - 0.5).tolist()
     hero_games = stats.hero_games[index].tolist()
     enemy_list, ally_list = list(enemies), list(allies)
@@ -331,6 +350,8 @@ def _terms(
         ]
         if personal and hero in personal:
             terms.append(Term(TermKind.PERSONAL, personal[hero].pas, personal[hero].games))
+        if fit_values is not None and fit_games is not None:
+            terms.append(Term(TermKind.POSITION_FIT, fit_values[row], fit_games[row]))
         result.append(tuple(terms))
     return result
 

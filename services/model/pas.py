@@ -1,13 +1,30 @@
 """Personal Advantage Score: how much better a player does on a hero than the average player would.
 
-For one account and hero, over the player's matches on it, each weighted toward recent play:
+For one account and hero, over every stored match of the player on it, each weighted toward
+recent play (a player's current form is what a draft needs, not their record of years ago):
 
-    E   = sum w_i * p_i / sum w_i   (p_i: the hero's base win rate in match i's patch and bracket)
-    n   = sum w_i, W = sum w_i * win_i    (effective games and wins)
-    pas = (W + k * E) / (n + k) - E       (shrunk toward 0 for few games)
+    w_i = 0.5 ** (age_i / half_life)   age: days before the player's newest match (any hero);
+                                       an undated match is as old as the oldest dated one
+    E   = sum w_i * p_i / sum w_i      p_i: the hero's base win rate in match i's patch and bracket
+    n   = sum w_i, W = sum w_i * win_i (effective games and wins)
+    pas = (W + k * E) / (n + k) - E    shrunk toward 0 while n is small
 
-w_i = 0.5 ** (age_i / half_life): a match a half-life older than the player's newest counts half.
-k is fitted by empirical Bayes (beta-binomial likelihood) over every (player, hero) of the data.
+The interval is the equal-tailed 95 % interval of Beta(W + k*E, n - W + k*(1 - E)) minus E: the
+posterior of the player's current win rate on the hero, where an old game is weaker evidence
+than a recent one, so a hero not played for years has a wide interval however many games it
+once had. It treats E as known (the base rates come from far more matches than the player's).
+`games` and `wins` stay the raw counts; `last_played_at` says how recent they are.
+
+k is one number per snapshot, fitted by empirical Bayes (beta-binomial likelihood) over every
+(player, hero) of every patch whose statistics the snapshot has (services/model/recompute.py),
+on raw counts. One k per patch is not fitted: a patch has few players with several games on a
+hero (the stored player-level data are pro and single-player sets), and the spread of player
+skill around the hero's rate is not a property of a patch.
+
+p_i for a match in a patch the snapshot has no statistics for (the 2012-2018 history of a
+player, or the undated trackdota pro matches) is UNKNOWN_PATCH_RATE = 0.5: the hero's balance in
+that patch is unknown, and another patch's rate would claim knowledge we do not have. Such a
+match still counts, so `games` is every stored match of the player on the hero.
 """
 
 from __future__ import annotations
@@ -21,6 +38,8 @@ from scipy import special
 from services.model.statistics import CONFIDENCE_LEVEL, fit_prior_weight
 
 HALF_LIFE_DAYS = 180.0
+# The expected win rate of a match in a patch without statistics (see above).
+UNKNOWN_PATCH_RATE = 0.5
 SECONDS_PER_DAY = 86_400
 
 
@@ -49,11 +68,14 @@ class HeroScore:
 
 
 def recency_weights(start_times: Sequence[int | None], half_life_days: float) -> np.ndarray:
-    """Weights halving every half-life before the newest match; undated matches weigh 1."""
+    """Weights halving every half-life before the newest match. An undated match (the
+    trackdota pro set) weighs as the player's oldest dated one: its age is unknown, so it never
+    counts as more recent than a dated game; with no dated match at all, every match weighs 1."""
     known = [t for t in start_times if t is not None]
     newest = max(known) if known else 0
+    oldest = min(known) if known else 0
     ages = np.asarray(
-        [(newest - t) / SECONDS_PER_DAY if t is not None else 0.0 for t in start_times]
+        [(newest - (oldest if t is None else t)) / SECONDS_PER_DAY for t in start_times]
     )
     weights: np.ndarray = np.power(0.5, ages / half_life_days)
     return weights

@@ -26,6 +26,7 @@ from services.common.dota import SkillBracket
 from services.common.dota_constants import DotaConstants
 from services.common.warehouse.reader import WarehouseReader
 from services.model.pas import fit_pas_prior_weight
+from services.model.positions import IntArray, hero_positions, position_counts, role_prior
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
     BracketStatistics,
@@ -33,6 +34,7 @@ from services.model.statistics import (
     FloatArray,
     compute_statistics,
     logit,
+    shrink_brackets,
 )
 from services.model.warehouse_counts import PatchBracket, read_counts
 from services.model.winmodel.data import Drafts
@@ -166,9 +168,16 @@ class Recomputer:
     constants: DotaConstants
     fit_model: ModelFitter = fitted_model
     min_patch_matches: int = MIN_PATCH_MATCHES
+    # The constants as they are now (a ConstantsWatcher's `current`): a run that sees them
+    # changed (a new patch or hero) recounts in full, under the new patch labels and hero slots.
+    reload_constants: Callable[[], DotaConstants] | None = None
+    # Unix seconds now: the current patch is the newest one started by then.
+    clock: Callable[[], float] = time.time
     counts: dict[PatchBracket, Counts] = field(default_factory=dict)
     watermark: datetime | None = None
     snapshot: ModelSnapshot | None = None
+    # Hero x position counts per patch, read on full runs (incremental runs keep them).
+    position_counts: dict[str, IntArray] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -194,6 +203,10 @@ class Recomputer:
         and publishes nothing and says "unchanged".
         """
         async with self._lock:
+            if self.reload_constants is not None:
+                constants = self.reload_constants()
+                if constants is not self.constants:
+                    self.constants, full = constants, True
             full = full or not self.counts or self.watermark is None or self.snapshot is None
             progress = progress or _quiet
             progress("counting in the warehouse", 0.05)
@@ -254,6 +267,11 @@ class Recomputer:
             progress("statistics", 0.4)
             previous = None if full else self.snapshot
             snapshot = await asyncio.to_thread(self._build, counts, progress, previous, changed)
+            positions = self.position_counts
+            if full:
+                rows = await asyncio.to_thread(self.source.hero_position_counts)
+                positions = position_counts(rows, self.hero_slots)
+            snapshot = self._with_positions(snapshot, positions)
             if previous is None:
                 groups = await asyncio.to_thread(self.source.player_hero_groups)
                 snapshot = replace(
@@ -266,11 +284,12 @@ class Recomputer:
             progress("publishing", 0.9)
             await self.publisher.publish(snapshot)
             self.counts, self.watermark, self.snapshot = counts, watermark, snapshot
+            self.position_counts = positions
             coverage = {
                 name: {b.value: s.matches for b, s in entry.statistics.items()}
                 for name, entry in snapshot.patches.items()
             }
-            current = snapshot.patches[snapshot.current_patch].model.quality
+            current = snapshot.context(snapshot.current_patch, SkillBracket.ALL).model.quality
             run = replace(
                 run,
                 finished_at=time.time(),
@@ -320,7 +339,9 @@ class Recomputer:
             if kept is not None and not touched and kept.shrunk_toward == shrunk_toward:
                 patches[name] = kept
             else:
-                statistics = {b: compute_statistics(name, b, c) for b, c in own.items()}
+                statistics = shrink_brackets(
+                    {b: compute_statistics(name, b, c) for b, c in own.items()}
+                )
                 patches[name] = PatchModel(
                     name, statistics, self._model(name, statistics, kept), shrunk_toward
                 )
@@ -332,10 +353,25 @@ class Recomputer:
             version=0,
             computed_at=time.time(),
             patches=patches,
-            current_patch=names[-1],
+            current_patch=current_patch(self.constants, names, self.clock()),
             playable=playable,
             pas_prior_weight=PAS_PRIOR_WEIGHT,
         )
+
+    def _with_positions(
+        self, snapshot: ModelSnapshot, counts: dict[str, IntArray]
+    ) -> ModelSnapshot:
+        """Every patch with its hero x position frequencies: its own counts shrunk toward the
+        dotaconstants roles prior, the prior alone where the patch has no parsed matches. A
+        patch taken over from the previous snapshot keeps its own."""
+        prior = role_prior(self.constants)
+        patches = {
+            name: entry
+            if entry.positions is not None
+            else replace(entry, positions=hero_positions(prior, counts.get(name)))
+            for name, entry in snapshot.patches.items()
+        }
+        return replace(snapshot, patches=patches)
 
     def _model(
         self, name: str, statistics: dict[SkillBracket, BracketStatistics], kept: PatchModel | None
@@ -349,6 +385,16 @@ class Recomputer:
         if kept.model.version.startswith(ADDITIVE_PREFIX):
             return additive_model(name, overall)
         return kept.model
+
+
+def current_patch(constants: DotaConstants, with_statistics: list[str], now: float) -> str:
+    """The current patch: the newest one started at `now` per the constants, even while it has
+    no statistics (requests for it then borrow from the patch before it, and say so); a patch
+    with statistics newer than that (a clock behind the data) has started too."""
+    order = constants.patch_positions()
+    started = constants.current_patch(now).name
+    newest = max(with_statistics, key=lambda name: order.get(name, -1), default=started)
+    return max(started, newest, key=lambda name: order.get(name, -1))
 
 
 def _matches(counts: dict[PatchBracket, Counts]) -> int:

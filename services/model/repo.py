@@ -6,6 +6,7 @@ Layout (version v):
     counterpick:snapshot:v{v}:manifest           -> JSON: patches, brackets, runs, weights
     counterpick:snapshot:v{v}:stats:{patch}:{b}  -> npz: counts and prior weights of one bracket
     counterpick:snapshot:v{v}:model:{patch}      -> npz: the patch's decomposed win model
+    counterpick:snapshot:v{v}:positions:{patch}  -> npz: hero x position counts and their prior
     counters:v{v}:patch_{patch}:skill_{b}:hero_{id} -> JSON: one hero's matchups and synergies,
                                                      for consumers that read Redis directly
     counterpick:snapshot:v{v}:keys               -> set of every key above, for expiring them
@@ -29,12 +30,14 @@ import redis.asyncio as aioredis
 
 from services.common.config import DEFAULT_DEPLOYMENT
 from services.common.dota import SkillBracket
+from services.model.positions import HeroPositions
 from services.model.snapshot import ModelSnapshot, PatchModel, RunRecord
 from services.model.statistics import (
     BracketStatistics,
     Relation,
     base_rates,
     pair_table,
+    shrink_brackets,
 )
 from services.model.winmodel.metrics import Quality
 from services.model.winmodel.served import DraftModel
@@ -132,6 +135,25 @@ def decode_statistics(patch: str, bracket: SkillBracket, data: bytes) -> Bracket
         synergies=pair_table(
             Relation.WITH, arrays["with_games"], arrays["with_wins"], rates, k_with
         ),
+    )
+
+
+def encode_positions(positions: HeroPositions) -> bytes:
+    """The counts, the prior and its weight; the frequencies are derived again on load."""
+    return _npz(
+        counts=positions.counts,
+        prior=positions.prior,
+        prior_weight=np.asarray([positions.prior_weight]),
+    )
+
+
+def decode_positions(data: bytes) -> HeroPositions:
+    """Inverse of encode_positions."""
+    arrays = _load_npz(data)
+    return HeroPositions(
+        counts=arrays["counts"],
+        prior=arrays["prior"],
+        prior_weight=float(arrays["prior_weight"][0]),
     )
 
 
@@ -266,12 +288,17 @@ class SnapshotStore:
             manifest["patches"][name] = {
                 "brackets": {b.value: s.matches for b, s in entry.statistics.items()},
                 "shrunk_toward": entry.shrunk_toward,
+                "positions": entry.positions is not None,
             }
             written: list[str] = []
             pipe = self._redis.pipeline(transaction=False)
             model_key = self._key(version, "model", name)
             pipe.set(model_key, encode_model(entry.model), ex=PENDING_TTL_SECONDS)
             written.append(model_key)
+            if entry.positions is not None:
+                positions_key = self._key(version, "positions", name)
+                pipe.set(positions_key, encode_positions(entry.positions), ex=PENDING_TTL_SECONDS)
+                written.append(positions_key)
             for bracket, statistics in entry.statistics.items():
                 stats_key = self._key(version, "stats", name, bracket.value)
                 pipe.set(stats_key, encode_statistics(statistics), ex=PENDING_TTL_SECONDS)
@@ -336,21 +363,28 @@ class SnapshotStore:
         patches: dict[str, PatchModel] = {}
         for name, info in manifest["patches"].items():
             brackets = [SkillBracket(b) for b in info["brackets"]]
+            # Manifests written before positions were kept have no "positions" entry.
+            with_positions = bool(info.get("positions"))
             blobs = await self._redis.mget(
                 [self._key(version, "model", name)]
                 + [self._key(version, "stats", name, b.value) for b in brackets]
+                + ([self._key(version, "positions", name)] if with_positions else [])
             )
             present = [blob for blob in blobs if isinstance(blob, bytes)]
             if len(present) != len(blobs):
                 return None  # expired under us: the caller retries with the new current
+            positions = decode_positions(present.pop()) if with_positions else None
             patches[name] = PatchModel(
                 patch=name,
-                statistics={
-                    b: decode_statistics(name, b, blob)
-                    for b, blob in zip(brackets, present[1:], strict=True)
-                },
+                statistics=shrink_brackets(
+                    {
+                        b: decode_statistics(name, b, blob)
+                        for b, blob in zip(brackets, present[1:], strict=True)
+                    }
+                ),
                 model=decode_model(present[0]),
                 shrunk_toward=info["shrunk_toward"],
+                positions=positions,
             )
         return ModelSnapshot(
             version=version,

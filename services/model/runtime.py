@@ -25,7 +25,7 @@ from services.common.dota_constants import DotaConstants
 from services.common.errors import DependencyUnavailable
 from services.common.warehouse.reader import WarehouseReader
 from services.model.drafts import PersonalScore
-from services.model.pas import HeroScore, PlayerMatch, hero_scores
+from services.model.pas import UNKNOWN_PATCH_RATE, HeroScore, PlayerMatch, hero_scores
 from services.model.recompute import Recomputer
 from services.model.repo import SnapshotStore
 from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
@@ -50,6 +50,9 @@ class ModelRuntime:
     # The first part of every Redis key (DEPLOYMENT).
     deployment: str = DEFAULT_DEPLOYMENT
     report_health: HealthReporter = lambda name, ok: None
+    # The constants as they are now (a ConstantsWatcher's `current`), for the recomputer: a
+    # dotaconstants update reaches the next run without a restart.
+    reload_constants: Callable[[], DotaConstants] | None = None
     snapshot: ModelSnapshot | None = None
     store: SnapshotStore = field(init=False)
     recomputer: Recomputer | None = field(init=False, default=None)
@@ -67,7 +70,9 @@ class ModelRuntime:
         self.redis, self.source = redis, source
         self.store = SnapshotStore(redis, self.deployment)
         self.recomputer = (
-            Recomputer(source, self.store, self.constants) if source is not None else None
+            Recomputer(source, self.store, self.constants, reload_constants=self.reload_constants)
+            if source is not None
+            else None
         )
 
     @property
@@ -130,7 +135,9 @@ class ModelRuntime:
             log.debug("snapshot refresh failed: %s", error)
             return False
         self._mark("redis", True)
-        if loaded is None:
+        # Two refreshes overlap (a change notice and a recompute's own): the one that loaded an
+        # older version must not replace the newer one the other swapped in meanwhile.
+        if loaded is None or (self.snapshot and self.snapshot.version >= loaded.version):
             return False
         self.snapshot = loaded
         log.info("serving snapshot %d (current patch %s)", loaded.version, loaded.current_patch)
@@ -254,26 +261,25 @@ def _score_from_json(row: dict[str, object]) -> HeroScore:
 
 def _player_matches(snapshot: ModelSnapshot, table: object, patch: str | None) -> list[PlayerMatch]:
     """The player's rows with each match's expected win rate: the hero's base rate in the
-    match's patch and bracket (ALL when the bracket has no statistics)."""
+    match's patch and bracket (ALL when the bracket has no statistics), or UNKNOWN_PATCH_RATE
+    when the snapshot has no statistics for the match's patch (see pas.py). Every stored match
+    of the player counts, so a score's games are the player's matches on the hero."""
     rows = table.to_pylist() if hasattr(table, "to_pylist") else []
     matches = []
     for row in rows:
         if patch and row["patch"] != patch:
             continue
-        entry = snapshot.patches.get(row["patch"])
-        if entry is None:
-            continue
-        bracket = SkillBracket.parse(row["skill_bracket"]) or SkillBracket.UNKNOWN
-        statistics = entry.statistics.get(bracket) or entry.statistics[SkillBracket.ALL]
         hero = int(row["hero_id"])
-        if not 0 <= hero < statistics.hero_slots:
-            continue
+        expected = UNKNOWN_PATCH_RATE
+        entry = snapshot.patches.get(row["patch"])
+        if entry is not None:
+            bracket = SkillBracket.parse(row["skill_bracket"]) or SkillBracket.UNKNOWN
+            statistics = entry.statistics.get(bracket) or entry.statistics[SkillBracket.ALL]
+            if 0 <= hero < statistics.hero_slots:
+                expected = float(np.clip(statistics.base_rate[hero], 0.01, 0.99))
         matches.append(
             PlayerMatch(
-                hero_id=hero,
-                won=bool(row["win"]),
-                start_time=row["start_time"],
-                expected=float(np.clip(statistics.base_rate[hero], 0.01, 0.99)),
+                hero_id=hero, won=bool(row["win"]), start_time=row["start_time"], expected=expected
             )
         )
     return matches

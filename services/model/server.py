@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -11,8 +13,9 @@ from redis.exceptions import RedisError
 from counterpick.common.v1 import common_pb2
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
+from services.common.channels import open_channel
 from services.common.dota import Side, SkillBracket
-from services.common.dota_constants import DotaConstants, load_constants
+from services.common.dota_constants import ConstantsWatcher, DotaConstants, load_constants
 from services.common.dota_proto import (
     bracket_from_proto,
     bracket_to_proto,
@@ -23,7 +26,7 @@ from services.common.errors import DependencyUnavailable, InvalidArgument, Permi
 from services.common.paging import fingerprint, slice_page
 from services.common.rate_limit import rate_limiter_from_settings
 from services.common.server import GrpcServer, registration
-from services.common.service_tokens import ServiceTokens
+from services.common.service_tokens import ServiceTokens, TokenSource
 from services.common.stores import Stores
 from services.common.timestamps import to_timestamp as _timestamp
 from services.common.tokens import KeySource, require_caller, verifier_from_settings
@@ -41,6 +44,7 @@ from services.model.drafts import (
     predict,
     suggest,
 )
+from services.model.positions import Assignment, open_positions
 from services.model.runtime import ModelRuntime
 from services.model.snapshot import ModelSnapshot
 from services.model.statistics import (
@@ -50,6 +54,7 @@ from services.model.statistics import (
     pair_partners,
     pair_record,
 )
+from services.model.users import HeroPreferences, UserPreferences
 from services.model.winmodel.metrics import Quality
 
 log = logging.getLogger(__name__)
@@ -108,9 +113,34 @@ def _interval(bounds: tuple[float, float]) -> common_pb2.Interval:
 class ModelServicer(pb_grpc.ModelServiceServicer):
     """counterpick.model.v1.ModelService."""
 
-    def __init__(self, runtime: ModelRuntime, constants: DotaConstants) -> None:
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        constants: DotaConstants | ConstantsWatcher,
+        users: UserPreferences | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._runtime = runtime
-        self._constants = constants
+        self._users = users
+        # A watcher follows dotaconstants updates (a new patch or hero) without a restart.
+        self._constants_source = constants
+        self._clock = clock
+
+    @property
+    def _constants(self) -> DotaConstants:
+        source = self._constants_source
+        return source.current() if isinstance(source, ConstantsWatcher) else source
+
+    def _current_patch(self, snapshot: ModelSnapshot | None) -> str:
+        """What an empty patch means: the newest patch started by now per the constants (a
+        snapshot computed before it started, or before the constants knew it, still names the
+        patch before), or the snapshot's when its data is newer than the constants' clock."""
+        constants = self._constants
+        started = constants.current_patch(self._clock()).name
+        if snapshot is None:
+            return started
+        order = constants.patch_positions()
+        return max(started, snapshot.current_patch, key=lambda name: order.get(name, -1))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -163,8 +193,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         bracket = _bracket(bracket_value)
         self._known_patch(patch)
         snapshot = self._runtime.require()
-        context = snapshot.context(patch, bracket)
-        return snapshot, context, context.patch or patch or snapshot.current_patch
+        context = snapshot.context(patch or self._current_patch(snapshot), bracket)
+        return snapshot, context, context.patch
 
     @staticmethod
     def _own_account(account_id: int) -> None:
@@ -183,9 +213,19 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                 metadata={"patch": patch},
             )
 
-    def _suggestion(self, item: Suggestion) -> pb.Suggestion:
+    async def _hero_preferences(self, account_id: int) -> HeroPreferences | None:
+        """The pool and exclusions of the player asking for their own account; empty for a
+        service or admin asking for someone (the draft service sends the captain's pool as
+        candidates itself); None when UserService cannot answer."""
+        caller = require_caller()
+        if self._users is None or caller.account_id != account_id:
+            return HeroPreferences()
+        return await self._users.heroes(caller.user_id)
+
+    def _suggestion(self, item: Suggestion, pool: frozenset[int] = frozenset()) -> pb.Suggestion:
         return pb.Suggestion(
             hero_id=item.hero_id,
+            in_hero_pool=item.hero_id in pool,
             win_probability=item.win_probability,
             win_probability_delta=item.win_probability_delta,
             score=item.score,
@@ -213,13 +253,12 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self._known_patch(patch)
         snapshot = self._runtime.snapshot
         statistics = None
-        name = patch
-        if snapshot is not None:
-            name = patch or snapshot.current_patch
-            if name in snapshot.patches:
-                statistics = snapshot.context(name, bracket).statistics
-        if not name:
-            name = self._constants.patches[-1].name
+        name = patch or self._current_patch(snapshot)
+        if snapshot is not None and snapshot.patches:
+            # As every other RPC: a patch without statistics is answered from the nearest one
+            # with statistics, which `patch` (the patch actually used) names.
+            resolved = snapshot.context(name, bracket)
+            statistics, name = resolved.statistics, resolved.patch
         response = pb.ListHeroesResponse(
             patch=self._patch_proto(name), bracket=bracket_to_proto(bracket)
         )
@@ -336,25 +375,66 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         _, ctx, patch = self._context(request.patch, request.bracket)
         notes = list(ctx.notes)
         personal = None
+        heroes: HeroPreferences | None = HeroPreferences()
         if request.HasField("account_id"):
             if request.account_id == 0:
                 raise InvalidArgument("account_id must be >= 1", field="account_id")
             self._own_account(request.account_id)
+            asking = asyncio.create_task(self._hero_preferences(request.account_id))
             try:
                 personal = await self._runtime.personal_map(request.account_id, patch)
             except DependencyUnavailable:
                 notes.append("personal scores unavailable (warehouse down); not personalised")
-        if request.HasField("position") and request.position:
-            notes.append("no position data in the stored matches; position not used")
-        result = suggest(ctx, draft, side, limit=limit, candidates=candidates, personal=personal)
+            except BaseException:
+                asking.cancel()
+                raise
+            heroes = await asking
+            if heroes is None:
+                notes.append("hero pool and excluded heroes unavailable (user service down)")
+        position = _position(request)
+        # Said only when a position is asked: the assignment alone needs no excuse.
+        if position is not None and ctx.positions is None:
+            notes.append("no position data in this snapshot; position not used")
+        elif position is not None and ctx.positions is not None and ctx.positions.games == 0:
+            notes.append(
+                f"no parsed matches with positions in patch {ctx.patch or patch}; "
+                "positions from dotaconstants roles"
+            )
+        excluded = heroes.excluded if heroes is not None else frozenset()
+        allowed = candidates
+        if excluded:
+            slots = ctx.statistics.hero_slots
+            wanted = set(candidates) or {hero for hero in self._constants.heroes if hero < slots}
+            # None left: still ask for the requested candidates, all filtered out below.
+            allowed = sorted(wanted - excluded) or candidates
+        result = suggest(
+            ctx,
+            draft,
+            side,
+            limit=limit,
+            candidates=allowed,
+            personal=personal,
+            position=position,
+        )
+        pool = heroes.pool if heroes is not None else frozenset()
         return pb.SuggestPicksResponse(
-            suggestions=[self._suggestion(item) for item in result.suggestions],
+            suggestions=[
+                self._suggestion(item, pool)
+                for item in result.suggestions
+                if item.hero_id not in excluded
+            ],
             base_win_probability=result.base_win_probability,
             patch=self._patch_proto(patch),
             bracket=bracket_to_proto(ctx.statistics.bracket),
             fallback_note="; ".join(notes),
             model_version=ctx.model.version,
             personalized=result.personalized,
+            assignment=[_assignment(entry) for entry in result.assignment],
+            open_positions=(
+                [_POSITION_PROTO[p] for p in open_positions(result.assignment)]
+                if ctx.positions is not None
+                else []
+            ),
         )
 
     async def SuggestBans(
@@ -459,14 +539,17 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         self, request: pb.GetModelInfoRequest, context: Any
     ) -> pb.GetModelInfoResponse:
         snapshot = self._runtime.require()
-        current = snapshot.patches[snapshot.current_patch]
-        model = current.model
+        current = self._current_patch(snapshot)
+        # The model and statistics that answer for the current patch: its own, or while it
+        # has none yet the previous patch's.
+        resolved = snapshot.context(current, SkillBracket.ALL)
+        model = resolved.model
         response = pb.GetModelInfoResponse(
             model_version=model.version,
             trained_at=_timestamp(model.trained_at),
             matches_used=model.matches_used,
-            current_patch=self._patch_proto(snapshot.current_patch),
-            snapshot=self._snapshot_proto(snapshot, snapshot.current_patch, SkillBracket.ALL),
+            current_patch=self._patch_proto(current),
+            snapshot=self._snapshot_proto(snapshot, resolved.patch, SkillBracket.ALL),
         )
         order = self._constants.patch_positions()
         for name in sorted(snapshot.patches, key=lambda name: order.get(name, -1)):
@@ -494,6 +577,32 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
                     if value != common_pb2.SKILL_BRACKET_UNSPECIFIED:
                         entry.coverage.add(patch=patch, bracket=value, matches=matches)
         return response
+
+
+_POSITION_PROTO: dict[int, common_pb2.Position.ValueType] = {
+    1: common_pb2.POSITION_CARRY,
+    2: common_pb2.POSITION_MID,
+    3: common_pb2.POSITION_OFFLANE,
+    4: common_pb2.POSITION_SOFT_SUPPORT,
+    5: common_pb2.POSITION_HARD_SUPPORT,
+}
+
+
+def _position(request: pb.SuggestPicksRequest) -> int | None:
+    """The requested position 1..5; unset and POSITION_UNSPECIFIED are None."""
+    if not request.HasField("position") or request.position == common_pb2.POSITION_UNSPECIFIED:
+        return None
+    if request.position not in _POSITION_PROTO:
+        raise InvalidArgument(
+            f"position {request.position} is not a known position", field="position"
+        )
+    return int(request.position)
+
+
+def _assignment(entry: Assignment) -> pb.PositionAssignment:
+    return pb.PositionAssignment(
+        hero_id=entry.hero_id, position=_POSITION_PROTO[entry.position], frequency=entry.frequency
+    )
 
 
 def _image_path(name: str, *, icon: bool = False) -> str:
@@ -533,19 +642,32 @@ def open_source(settings: ModelSettings) -> WarehouseReader | None:
     )
 
 
-def build_server(settings: ModelSettings, key_source: KeySource | None = None) -> GrpcServer:
+def build_server(
+    settings: ModelSettings,
+    key_source: KeySource | None = None,
+    user_tokens: TokenSource | None = None,
+) -> GrpcServer:
     """The model server: Redis opens, the snapshot loads, then the schedule starts. Tokens are
     verified against the auth service's JWKS (or `key_source`, for tests), and every call is
-    counted against its caller's quota (RATE_LIMIT_*)."""
+    counted against its caller's quota (RATE_LIMIT_*). UserService is called with the model's
+    own service token (or `user_tokens`, for tests)."""
     stores = Stores(settings)
     constants = load_constants()
+    watcher = ConstantsWatcher(initial=constants)
     runtime = ModelRuntime(
         constants=constants,
+        reload_constants=watcher.current,
         recompute_interval_seconds=settings.model_recompute_interval_seconds,
         full_recompute_seconds=settings.model_full_recompute_seconds,
         poll_seconds=settings.model_snapshot_poll_seconds,
         pas_cache_seconds=settings.model_pas_cache_seconds,
         deployment=settings.deployment,
+    )
+
+    users = UserPreferences(
+        lambda: open_channel(settings.user_addr),
+        (user_tokens or ServiceTokens.from_settings(settings)).metadata,
+        timeout_seconds=settings.model_user_timeout_seconds,
     )
 
     async def start() -> None:
@@ -559,13 +681,13 @@ def build_server(settings: ModelSettings, key_source: KeySource | None = None) -
         settings=settings,
         services=[
             registration(
-                ModelServicer(runtime, constants),
+                ModelServicer(runtime, watcher, users),
                 pb_grpc.add_ModelServiceServicer_to_server,
                 SERVICE_NAME,
             )
         ],
-        on_start=[stores.open, start],
-        on_stop=[runtime.stop, stores.close],
+        on_start=[stores.open, users.open, start],
+        on_stop=[runtime.stop, stores.close, users.close],
         verifier=verifier_from_settings(settings, key_source),
         rate_limiter=rate_limiter_from_settings(settings, settings.redis_url, "model"),
     )

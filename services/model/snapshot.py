@@ -7,19 +7,18 @@ Pure domain code; services/model/repo.py moves snapshots through Redis.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from services.common.dota import SkillBracket
-from services.common.errors import CounterpickError, InvalidArgument
+from services.common.errors import CounterpickError
 from services.model.drafts import DraftContext
-from services.model.statistics import BracketStatistics
+from services.model.positions import HeroPositions
+from services.model.statistics import BracketStatistics, bracket_model, shrinkage_note
 from services.model.winmodel.served import DraftModel
-
-# Below this many matches a bracket's own statistics are too noisy to serve; ALL is used instead.
-MIN_BRACKET_MATCHES = 2_000
 
 
 class ModelNotReady(CounterpickError):
@@ -57,6 +56,8 @@ class PatchModel:
     model: DraftModel
     # Set when the patch had too few matches and was shrunk toward an older one.
     shrunk_toward: str | None = None
+    # Where the patch's heroes play (None in snapshots written before positions were kept).
+    positions: HeroPositions | None = None
 
 
 def _patch_key(name: str) -> tuple[int, ...]:
@@ -66,6 +67,17 @@ def _patch_key(name: str) -> tuple[int, ...]:
         return (-1,)
     major, minor, letter = match.groups()
     return (int(major), int(minor), ord(letter) if letter else 0)
+
+
+def _nearest(name: str, available: Iterable[str]) -> str | None:
+    """The patch with statistics that answers for `name`: the newest one before it, else the
+    oldest one after it (None when there are none)."""
+    key = _patch_key(name)
+    names = sorted(available, key=_patch_key)
+    earlier = [known for known in names if _patch_key(known) < key]
+    if earlier:
+        return earlier[-1]
+    return names[0] if names else None
 
 
 @dataclass(frozen=True)
@@ -93,31 +105,42 @@ class ModelSnapshot:
         entry = self.patches.get(name)
         notes: list[str] = []
         if entry is None:
-            # A patch newer than the data (a new patch's first days, or a fresh install whose
-            # seed is the previous patch): the closest older patch with statistics answers, and
-            # says so. An older patch than any data has nothing to fall back to.
-            earlier = [known for known in self.patches if _patch_key(known) < _patch_key(name)]
-            if not earlier:
-                known = ", ".join(sorted(self.patches)) or "none yet"
-                raise InvalidArgument(
-                    f"no statistics for patch {name!r} (patches with statistics: {known})",
-                    field=field_name,
-                    reason="ERROR_REASON_UNKNOWN_PATCH",
-                    metadata={"patch": name},
+            # A known patch without statistics is answered, never refused: from the newest
+            # patch with statistics before it (a new patch's first days, or a fresh install
+            # seeded with the previous patch), else, for a patch older than all the data, from
+            # the oldest patch with statistics. The note names the patch used. Whether the
+            # patch exists at all is the caller's check (against the game constants).
+            used = _nearest(name, self.patches)
+            if used is None:
+                raise ModelNotReady(f"no statistics for any patch yet (asked for {name!r})")
+            if _patch_key(used) < _patch_key(name):
+                notes.append(f"no statistics for patch {name} yet; used {used}")
+            else:
+                notes.append(
+                    f"no statistics for patch {name}; used {used}, the oldest patch with statistics"
                 )
-            used = max(earlier, key=_patch_key)
-            notes.append(f"no statistics for patch {name} yet; used {used}")
             name, entry = used, self.patches[used]
         if entry.shrunk_toward:
             notes.append(
                 f"patch {name} has {entry.statistics[SkillBracket.ALL].matches} matches; "
                 f"shrunk toward {entry.shrunk_toward}"
             )
+        # A bracket's statistics are shrunk toward ALL (statistics.shrink_toward_all) as far as
+        # its counts warrant, so they are served at any size; the model moves with its heroes.
+        overall = entry.statistics[SkillBracket.ALL]
         statistics = entry.statistics.get(bracket)
-        if statistics is None or (
-            bracket is not SkillBracket.ALL and statistics.matches < MIN_BRACKET_MATCHES
-        ):
-            have = statistics.matches if statistics else 0
-            notes.append(f"{bracket.value} bracket has {have} matches in {name}; used all brackets")
-            statistics = entry.statistics[SkillBracket.ALL]
-        return DraftContext(statistics, entry.model, self.playable, tuple(notes), patch=name)
+        model = entry.model
+        if statistics is None:
+            notes.append(f"{bracket.value} bracket has 0 matches in {name}; used all brackets")
+            statistics = overall
+        elif bracket is not SkillBracket.ALL:
+            notes.append(shrinkage_note(statistics))
+            model = bracket_model(entry.model, overall, statistics)
+        return DraftContext(
+            statistics,
+            model,
+            self.playable,
+            tuple(notes),
+            patch=name,
+            positions=entry.positions,
+        )

@@ -10,12 +10,19 @@ proto/counterpick/model/v1/model_service.proto:
 
 k is fitted per patch, bracket and relation by maximising the beta-binomial marginal likelihood of
 every pair's (wins, games) with prior mean E: the data decide how much a small sample is trusted.
+
+A skill bracket's statistics are shrunk toward ALL of the same patch (`shrink_toward_all`): each
+bracket hero rate toward the ALL rate, each bracket pair toward its bracket expectation plus the
+ALL pair's score, with a strength per bracket and statistic family fitted by the method of moments
+(between-bracket variance beyond sampling noise). Where the brackets do not differ the bracket
+statistics are ALL's; where they do, the bracket's own counts pull as far as the data justify.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import numpy as np
@@ -23,6 +30,7 @@ import numpy.typing as npt
 from scipy import optimize, special
 
 from services.common.dota import TEAM_SIZE, SkillBracket
+from services.model.winmodel.served import DraftModel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -70,9 +78,15 @@ class BracketStatistics:
     matches: int
     hero_games: IntArray  # (H,)
     hero_wins: IntArray
-    base_rate: FloatArray  # wins / games; 0.5 where a hero has no games
+    base_rate: FloatArray  # wins / games; 0.5 where a hero has no games (shrunk in a bracket)
     matchups: PairTable
     synergies: PairTable
+    # Set on a bracket's statistics once shrunk toward ALL (None for ALL and unshrunk ones).
+    shrinkage: BracketShrinkage | None = None
+    # Bracket-adjusted win models, one per served model: derived once, then reused per request.
+    _models: dict[int, tuple[DraftModel, DraftModel]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def hero_slots(self) -> int:
@@ -373,3 +387,251 @@ def pair_partners(
     if order is PairOrder.HERO_ID_ASC:
         return sorted(others)
     return sorted(others, key=lambda other: (-score[other], other))
+
+
+# Strength (pseudo-games) that stands for "all the way to ALL": the bracket's own counts weigh
+# nothing next to it. Finite, so every derived figure (shrinkage k / (games + k)) stays a number.
+FULL_POOLING = 1e12
+# Bracket cells (heroes or pairs) with fewer games are left out of the strength fit: their
+# deviations are all noise and only widen the estimate's spread.
+MIN_FIT_GAMES = 5
+# The between-bracket variance is taken as zero unless the deviations' chi-square exceeds its
+# no-difference mean by this many standard deviations: a pre-test that keeps pure noise from
+# being served as a bracket effect (the estimate leans to ALL, never to noise).
+SIGNIFICANCE_SDS = 2.0
+
+
+@dataclass(frozen=True)
+class BracketShrinkage:
+    """How far a bracket's statistics were pulled toward ALL of the same patch, per statistic
+    family: the prior strength k in pseudo-games of the cells that differ from ALL, and the share
+    of cells that do (0 with k = FULL_POOLING: the bracket is ALL's)."""
+
+    hero: float
+    versus: float
+    with_: float
+    hero_share: float = 0.0
+    versus_share: float = 0.0
+    with_share: float = 0.0
+
+    @property
+    def pooled(self) -> bool:
+        """True when every family sits all the way at ALL (the brackets showed no difference)."""
+        return max(self.hero_share, self.versus_share, self.with_share) == 0.0
+
+
+@dataclass(frozen=True)
+class BracketPrior:
+    """One family's fitted prior of bracket differences and each cell's resulting strength."""
+
+    strength: float  # k of the differing cells (FULL_POOLING when none differ)
+    share: float  # prior probability that a cell differs from ALL at all
+    cell_strength: FloatArray  # per cell k_i: shrunk = (wins + k_i centre) / (games + k_i)
+
+
+def fit_bracket_prior(
+    wins: FloatArray,
+    games: FloatArray,
+    centre: FloatArray,
+    total_games: FloatArray,
+    centre_weight: FloatArray,
+    *,
+    typical: FloatArray | None = None,
+    fit: BoolArray | None = None,
+) -> BracketPrior:
+    """Empirical Bayes prior of one bracket's deviations from ALL, cell by cell (heroes or pairs).
+
+    Each cell's deviation d = wins / games - centre has, when the bracket does not differ, the
+    sampling variance s^2 = v (1 - l f)^2 / n + v l^2 (1 - f)^2 / (N - n), with v = c (1 - c)
+    for c = `typical` (default the centre), f = n / N (the bracket's share of ALL's games: the
+    centre contains the cell itself) and l = `centre_weight` (1 for a raw ALL rate). A real
+    difference of variance tau^2 adds (1 - l f)^2 tau^2.
+
+    First a moment test: unless the deviations' chi-square sum(d^2 / s^2) exceeds its
+    no-difference mean by SIGNIFICANCE_SDS standard deviations, nothing differs (k = FULL_POOLING).
+    Otherwise a spike-and-slab prior is fitted by maximum marginal likelihood: a share pi of the
+    cells differs with variance tau^2, the rest not at all. Each cell then shrinks by its
+    posterior odds of differing: r_i n / (n + k) of the way to its own rate, k = v / tau^2. One
+    normal prior for all cells would let a few large differences (a hero that stomps Heralds)
+    widen it for every other hero; the spike keeps the others at ALL. `fit` selects the cells
+    the prior is fitted on (e.g. one triangle of a symmetric pair matrix).
+    """
+    size = games.shape
+    full = np.full(size, FULL_POOLING)
+    none = BracketPrior(FULL_POOLING, 0.0, full)
+    total = np.maximum(total_games, games)
+    usable = (games > 0) & (total > 0)
+    t = centre if typical is None else typical
+    v = t * (1.0 - t)
+    f = np.divide(games, total, out=np.zeros(size), where=usable)
+    attenuation = (1.0 - centre_weight * f) ** 2
+    noise = v * (
+        np.divide(attenuation, games, out=np.zeros(size), where=usable)
+        + np.divide(centre_weight**2 * (1.0 - f), total, out=np.zeros(size), where=usable)
+    )
+    deviation = np.divide(wins, games, out=np.array(centre, copy=True), where=usable) - centre
+    chosen = usable & (games >= MIN_FIT_GAMES) & (noise > 0)
+    if fit is not None:
+        chosen &= fit
+    if not chosen.any():
+        return none
+    d2, s2, a = deviation[chosen] ** 2, noise[chosen], attenuation[chosen]
+    cells = int(d2.size)
+    if float(np.sum(d2 / s2)) <= cells + SIGNIFICANCE_SDS * math.sqrt(2.0 * cells):
+        return none
+
+    def negative_log_likelihood(parameters: FloatArray) -> float:
+        share = special.expit(parameters[0])
+        slab = s2 + a * np.exp(2.0 * parameters[1])
+        log_slab = np.log(share) - 0.5 * (np.log(slab) + d2 / slab)
+        log_spike = np.log1p(-share) - 0.5 * (np.log(s2) + d2 / s2)
+        return -float(np.sum(np.logaddexp(log_slab, log_spike)))
+
+    moment = float(np.sum((d2 - s2) / s2) / np.sum(a / s2))
+    start = np.asarray([0.0, 0.5 * math.log(max(moment, 1e-6))])
+    result = optimize.minimize(negative_log_likelihood, start, method="Nelder-Mead")
+    share = float(special.expit(result.x[0]))
+    tau_sq = float(np.exp(2.0 * result.x[1]))
+    k = float(np.average(v[chosen], weights=1.0 / s2) / tau_sq)
+    # Each cell's posterior probability of differing, from its own deviation.
+    safe_noise = np.where(noise > 0, noise, 1.0)
+    slab = safe_noise + attenuation * tau_sq
+    log_slab = math.log(share) - 0.5 * (np.log(slab) + deviation**2 / slab)
+    log_spike = math.log1p(-share) - 0.5 * (np.log(safe_noise) + deviation**2 / safe_noise)
+    odds = np.where(usable & (noise > 0), special.expit(log_slab - log_spike), 0.0)
+    # n / (n + k_i) = r n / (n + k)  <=>  k_i = (n + k) / r - n.
+    cell = np.divide(games + k, odds, out=np.full(size, np.inf), where=odds > 0) - games
+    return BracketPrior(k, share, np.minimum(cell, FULL_POOLING))
+
+
+def _shrunk_pairs(
+    relation: Relation,
+    own: PairTable,
+    overall: PairTable,
+    base_rate: FloatArray,
+) -> tuple[PairTable, BracketPrior]:
+    """A bracket's pair table shrunk toward its expectation plus ALL's score of the pair."""
+    p_a, p_b = base_rate[:, None], base_rate[None, :]
+    raw_expected = p_a - p_b + 0.5 if relation is Relation.VERSUS else p_a + p_b - 0.5
+    expected = np.clip(raw_expected, *EXPECTED_BOUNDS)
+    centre = np.clip(expected + overall.score, *EXPECTED_BOUNDS)
+    games = own.games.astype(np.float64)
+    wins = own.wins.astype(np.float64)
+    total = overall.games.astype(np.float64)
+    # The prior is fitted against ALL's raw pair rate (weight 1): against its shrunk one, the
+    # real pair effects ALL's prior pulls in would pass for bracket differences.
+    raw_deviation = (
+        np.divide(overall.wins, total, out=np.array(overall.expected, copy=True), where=total > 0)
+        - overall.expected
+    )
+    raw_centre = np.clip(expected + raw_deviation, *EXPECTED_BOUNDS)
+    upper = np.triu(np.ones(games.shape, dtype=bool), k=1)
+    prior = fit_bracket_prior(
+        wins, games, raw_centre, total, np.ones(games.shape), typical=centre, fit=upper
+    )
+    k = prior.cell_strength
+    shrunk = (wins + k * centre) / (games + k)
+    # The interval: the bracket's games plus the prior's, whose strength is at most what ALL
+    # knows of the pair beyond the bracket (its other games and its own prior).
+    prior_games = 1.0 / (1.0 / k + 1.0 / (np.maximum(total - games, 0.0) + overall.prior_weight))
+    concentration = games + prior_games
+    alpha, beta = concentration * shrunk, concentration * (1.0 - shrunk)
+    tail = (1.0 - CONFIDENCE_LEVEL) / 2.0
+    table = PairTable(
+        relation=relation,
+        games=own.games,
+        wins=own.wins,
+        expected=expected,
+        shrunk=shrunk,
+        score=shrunk - expected,
+        log_odds=logit(shrunk) - logit(expected),
+        lower=special.betaincinv(alpha, beta, tail) - expected,
+        upper=special.betaincinv(alpha, beta, 1.0 - tail) - expected,
+        prior_weight=prior.strength,
+    )
+    return table, prior
+
+
+def shrink_toward_all(own: BracketStatistics, overall: BracketStatistics) -> BracketStatistics:
+    """A bracket's statistics shrunk toward ALL of the same patch (empirical Bayes).
+
+    Hero rates: (wins + k_i * p_ALL) / (games + k_i). Pairs: toward the bracket's expectation
+    plus ALL's score of the pair. Each family's prior is fitted on this bracket's cells by
+    `fit_bracket_prior`; raw games and wins are kept as they were counted.
+    """
+    games = own.hero_games.astype(np.float64)
+    wins = own.hero_wins.astype(np.float64)
+    total = overall.hero_games.astype(np.float64)
+    hero = fit_bracket_prior(wins, games, overall.base_rate, total, np.ones_like(total))
+    k = hero.cell_strength
+    rates: FloatArray = (wins + k * overall.base_rate) / (games + k)
+    matchups, versus = _shrunk_pairs(Relation.VERSUS, own.matchups, overall.matchups, rates)
+    synergies, with_ = _shrunk_pairs(Relation.WITH, own.synergies, overall.synergies, rates)
+    return replace(
+        own,
+        base_rate=rates,
+        matchups=matchups,
+        synergies=synergies,
+        shrinkage=BracketShrinkage(
+            hero.strength, versus.strength, with_.strength, hero.share, versus.share, with_.share
+        ),
+        _models={},
+    )
+
+
+def shrink_brackets(
+    statistics: Mapping[SkillBracket, BracketStatistics],
+) -> dict[SkillBracket, BracketStatistics]:
+    """Every bracket of one patch shrunk toward its ALL (which is kept as it is)."""
+    overall = statistics.get(SkillBracket.ALL)
+    if overall is None:
+        return dict(statistics)
+    return {
+        bracket: stats if bracket is SkillBracket.ALL else shrink_toward_all(stats, overall)
+        for bracket, stats in statistics.items()
+    }
+
+
+def shrinkage_note(statistics: BracketStatistics) -> str:
+    """What a user is told about a bracket's statistics, e.g. "herald_guardian: 812 matches,
+    shrunk toward all brackets"."""
+    shrinkage = statistics.shrinkage
+    head = f"{statistics.bracket.value}: {statistics.matches} matches"
+    if shrinkage is None:
+        return head
+    if shrinkage.pooled:
+        return f"{head}, no difference from all brackets found; all brackets' statistics used"
+    return f"{head}, shrunk toward all brackets"
+
+
+def bracket_model(
+    model: DraftModel, overall: BracketStatistics, own: BracketStatistics, *, pairs: bool = False
+) -> DraftModel:
+    """The served model moved to a bracket: each hero's weight plus the logit difference of its
+    shrunk bracket rate from its ALL rate. With `pairs` the pairs' log-odds differences are added
+    too; served without them (bench.quality measures both). Cached per (statistics, model)."""
+    if own.bracket is SkillBracket.ALL or own.shrinkage is None:
+        return model
+    cached = None if pairs else own._models.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    offset = logit(np.clip(own.base_rate, *EXPECTED_BOUNDS)) - logit(
+        np.clip(overall.base_rate, *EXPECTED_BOUNDS)
+    )
+    offset[0] = 0.0
+    slots = min(offset.size, model.hero_slots)
+    weight = model.hero_weight.copy()
+    weight[:slots] += offset[:slots]
+    moved = replace(model, hero_weight=weight)
+    if pairs:
+        synergy = model.synergy.copy()
+        matchup = model.matchup.copy()
+        same = own.synergies.log_odds - overall.synergies.log_odds
+        cross = own.matchups.log_odds - overall.matchups.log_odds
+        np.fill_diagonal(same, 0.0)
+        synergy[:slots, :slots] += same[:slots, :slots]
+        matchup[:slots, :slots] += ((cross - cross.T) / 2.0)[:slots, :slots]
+        synergy[0, :] = synergy[:, 0] = matchup[0, :] = matchup[:, 0] = 0.0
+        return replace(moved, synergy=synergy, matchup=matchup)
+    own._models[id(model)] = (model, moved)
+    return moved

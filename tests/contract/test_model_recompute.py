@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +163,9 @@ class ArrivingMatches:
 
     def match_drafts(self, patch: str | None = None) -> pa.Table:
         return self._reader.match_drafts(patch)
+
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        return self._reader.hero_position_counts(patch)
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         return self._reader.player_hero_records(account_id)
@@ -403,6 +406,10 @@ class CountingReader:
         self.calls.append(f"match_drafts {patch}")
         return self._reader.match_drafts(patch)
 
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        self.calls.append("hero_position_counts")
+        return self._reader.hero_position_counts(patch)
+
     def player_hero_records(self, account_id: int) -> pa.Table:
         self.calls.append("player_hero_records")
         return self._reader.player_hero_records(account_id)
@@ -433,7 +440,17 @@ async def test_incremental_runs_cost_what_the_new_matches_touch(
         return replace(additive_model(patch, statistics), version=f"fitted-{patch}-{len(fits)}")
 
     store = SnapshotStore(redis)
-    recomputer = Recomputer(reader, store, load_constants(), fit_model=fit, min_patch_matches=0)
+    # A clock before 7.42 started (2026-11-18): the current patch is then the newest started one
+    # with data, 7.41, as the last step checks.
+    before_742 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    recomputer = Recomputer(
+        reader,
+        store,
+        load_constants(),
+        fit_model=fit,
+        min_patch_matches=0,
+        clock=lambda: before_742,
+    )
     try:
         first = await recomputer.run(full=True)
         assert sorted(fits) == ["7.39", "7.40"]

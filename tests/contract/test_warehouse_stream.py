@@ -23,6 +23,7 @@ from services.etl.config import EtlSettings
 from services.etl.repo import Warehouse
 from services.etl.server import SERVICE_NAME, EtlServicer
 from tests.contract.test_model_service import draft_table
+from tests.contract.test_position_suggestions import planted_matches
 from tests.rpc import failure
 from tests.warehouse_drafts import insert_draft_table
 
@@ -149,3 +150,22 @@ async def test_bad_requests_and_a_failing_warehouse_are_statuses(etl: Etl) -> No
     finally:
         etl.warehouse.command("RENAME TABLE matches_away TO matches")
     assert broken == (grpc.StatusCode.UNAVAILABLE, {"dependency": "clickhouse"})
+
+
+async def test_position_counts_read_through_the_etl_equal_a_direct_read(etl: Etl) -> None:
+    """The model under `counterpick up` reads the warehouse through the etl: it must get the
+    same hero x position counts as a model reading the warehouse itself, not the roles prior
+    alone."""
+    etl.warehouse.insert_matches(planted_matches(50, seed=3))
+    direct = etl.warehouse.hero_position_counts()
+    assert direct.num_rows > 0
+    reader = EtlReader(f"127.0.0.1:{etl.port}")
+    try:
+        through_etl = await asyncio.to_thread(reader.hero_position_counts)
+        one_patch = await asyncio.to_thread(reader.hero_position_counts, "7.41")
+        other_patch = await asyncio.to_thread(reader.hero_position_counts, "7.40")
+    finally:
+        await asyncio.to_thread(reader.close)
+    assert through_etl.equals(direct)
+    assert one_patch.equals(etl.warehouse.hero_position_counts("7.41"))
+    assert other_patch.num_rows == 0

@@ -230,7 +230,6 @@ def test_every_match_sample_reads(
         ("dota2api-steam/get_match_history_result.json", "GetMatchHistory page"),
         ("odota-core/history_api.json", "GetMatchHistory page"),
         ("odota-web/proMatches.json", "record 1 is not a match"),
-        ("odota-web/players_101695162_matches_significant-0.json", "record 1 is not a match"),
         ("odota-web/heroStats.json", "record 1 is not a match"),
         ("odota-core/1781962623_gcdata.json", "record 1 is not a match"),
         ("odota-core/7490235544_parsed.json", "record 1 is not a match"),
@@ -352,7 +351,7 @@ def test_a_row_with_the_wrong_number_of_fields(tmp_path: Path) -> None:
 
 def test_foreign_files(tmp_path: Path) -> None:
     players = tmp_path / "players.csv"
-    players.write_text("match_id,account_id,hero_id,is_radiant,win\n1,2,3,1,1\n")
+    players.write_text("match_id,account_id,hero_id,side,won\n1,2,3,1,1\n")
     message = _error(players)
     assert "match no known data set" in message
     assert "public_matches_csv needs dire_team, match_id, radiant_team, radiant_win" in message

@@ -22,8 +22,13 @@ from services.model.drafts import (
 )
 from services.model.pas import PlayerMatch, hero_scores
 from services.model.recompute import additive_model
-from services.model.snapshot import MIN_BRACKET_MATCHES, ModelSnapshot, PatchModel
-from services.model.statistics import Counts, compute_statistics, fit_prior_weight
+from services.model.snapshot import ModelSnapshot, PatchModel
+from services.model.statistics import (
+    Counts,
+    compute_statistics,
+    fit_prior_weight,
+    shrink_toward_all,
+)
 from services.model.winmodel.served import DraftModel
 
 HEROES = list(range(1, 31))
@@ -166,8 +171,12 @@ def test_personal_score_shrinks_toward_zero_and_weights_recent_play() -> None:
 
 
 def test_snapshot_resolution_falls_back_and_says_so(context: DraftContext) -> None:
-    small = compute_statistics("7.41", SkillBracket.HERALD_GUARDIAN, random_counts(50, seed=2))
-    assert small.matches < MIN_BRACKET_MATCHES
+    # A 50-match bracket is served shrunk toward ALL, not replaced by ALL (the hard switch at
+    # 2,000 matches is gone): here its heroes show no difference, so it is ALL's statistics.
+    small = shrink_toward_all(
+        compute_statistics("7.41", SkillBracket.HERALD_GUARDIAN, random_counts(50, seed=2)),
+        context.statistics,
+    )
     snapshot = ModelSnapshot(
         version=3,
         computed_at=time.time(),
@@ -184,12 +193,23 @@ def test_snapshot_resolution_falls_back_and_says_so(context: DraftContext) -> No
         pas_prior_weight=20,
     )
     resolved = snapshot.context("", SkillBracket.HERALD_GUARDIAN)
-    assert resolved.statistics.bracket is SkillBracket.ALL
+    assert resolved.statistics.bracket is SkillBracket.HERALD_GUARDIAN
+    np.testing.assert_allclose(resolved.statistics.base_rate, context.statistics.base_rate)
     assert any("shrunk toward 7.40" in note for note in resolved.notes)
-    assert any("herald_guardian bracket has 50 matches" in note for note in resolved.notes)
-    with pytest.raises(InvalidArgument) as raised:
-        snapshot.context("7.30", SkillBracket.ALL)
-    assert raised.value.reason == "ERROR_REASON_UNKNOWN_PATCH"
+    assert any("herald_guardian: 50 matches" in note for note in resolved.notes)
+    missing = snapshot.context("", SkillBracket.DIVINE_IMMORTAL)
+    assert missing.statistics.bracket is SkillBracket.ALL
+    assert any("divine_immortal bracket has 0 matches" in note for note in missing.notes)
+    # A known patch without statistics is answered from the nearest one with statistics: the
+    # newest before it, else (older than all the data) the oldest after it, and says which.
+    older = snapshot.context("7.30", SkillBracket.ALL)
+    assert older.patch == "7.41"
+    assert "no statistics for patch 7.30; used 7.41, the oldest patch with statistics" in (
+        older.notes
+    )
+    newer = snapshot.context("7.42", SkillBracket.ALL)
+    assert newer.patch == "7.41"
+    assert "no statistics for patch 7.42 yet; used 7.41" in newer.notes
 
 
 def test_page_tokens_continue_only_their_own_query() -> None:

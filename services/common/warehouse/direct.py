@@ -107,6 +107,17 @@ WHERE {where}
 ORDER BY start_time NULLS FIRST, match_id
 """
 
+# Player-games per (patch, hero, position) of players with a known position (OpenDota parsed
+# matches; see services/etl/lanes.py): at most 5 rows per hero and patch leave the warehouse.
+_POSITION_COUNTS_SQL = """
+SELECT patch, hero_id, assumeNotNull(position) AS position, count() AS games
+FROM match_players FINAL
+WHERE position IS NOT NULL AND patch != '' AND ({patch:Nullable(String)} IS NULL
+      OR patch = {patch:Nullable(String)})
+GROUP BY patch, hero_id, position
+ORDER BY patch, hero_id, position
+"""
+
 _PLAYER_RECORDS_SQL = """
 SELECT p.match_id AS match_id, toUnixTimestamp(m.start_time) AS start_time, m.patch AS patch,
        m.skill_bracket AS skill_bracket, p.hero_id AS hero_id, p.win AS win
@@ -137,6 +148,7 @@ class ReadKind(StrEnum):
     PLAYER_HERO_RECORDS = "player_hero_records"
     PLAYER_HERO_GROUPS = "player_hero_groups"
     LATEST_LOADED_AT = "latest_loaded_at"
+    HERO_POSITION_COUNTS = "hero_position_counts"
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,14 @@ class ClickHouseReader:
         """One row per complete 5v5 match: match_id, start_time, patch, skill_bracket,
         radiant_win, radiant_heroes, dire_heroes; oldest first (for time-ordered model fits)."""
         return self._query_arrow(_MATCH_DRAFTS_SQL, patch, None, None)
+
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        """Player-games per (patch, hero_id, position 1..5) of the players whose position is
+        known, of one patch or of all."""
+        with self._lock:
+            return self._client.query_arrow(
+                _POSITION_COUNTS_SQL, parameters={"patch": patch}, settings=_ARROW_SETTINGS
+            )
 
     def player_hero_records(self, account_id: int) -> pa.Table:
         """The matches of one account: match_id, start_time, patch, skill_bracket, hero_id, win."""
@@ -271,6 +291,8 @@ def _read_sql(read: WarehouseRead) -> tuple[str, dict[str, Any]]:
     if read.kind is ReadKind.MATCH_DRAFTS:
         where, parameters = _filters(read.patch, None, None)
         return _MATCH_DRAFTS_SQL.format(where=where), parameters
+    if read.kind is ReadKind.HERO_POSITION_COUNTS:
+        return _POSITION_COUNTS_SQL, {"patch": read.patch}
     if read.kind is ReadKind.HERO_COUNTS:
         sql = _HERO_COUNTS_SQL
     elif read.kind is ReadKind.PAIR_COUNTS:

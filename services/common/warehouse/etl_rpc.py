@@ -127,6 +127,10 @@ class EtlReader:
         """See ClickHouseReader.match_drafts."""
         return self._read(_request(pb.WAREHOUSE_QUERY_MATCH_DRAFTS, patch, None, None))
 
+    def hero_position_counts(self, patch: str | None = None) -> pa.Table:
+        """See ClickHouseReader.hero_position_counts."""
+        return self._read(_request(pb.WAREHOUSE_QUERY_HERO_POSITION_COUNTS, patch, None, None))
+
     def player_hero_records(self, account_id: int) -> pa.Table:
         """See ClickHouseReader.player_hero_records."""
         request = pb.ReadWarehouseRequest(

@@ -41,6 +41,10 @@ class _WarehouseQueryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Wareho
     """One row, one column `loaded_at`: when the newest stored match was loaded (null if none)."""
     WAREHOUSE_QUERY_PLAYER_HERO_GROUPS: _WarehouseQuery.ValueType  # 6
     """Games and wins per (account_id, hero_id, patch, skill_bracket) of known accounts."""
+    WAREHOUSE_QUERY_HERO_POSITION_COUNTS: _WarehouseQuery.ValueType  # 7
+    """Player-games per (patch, hero_id, position 1..5) of players whose position is known
+    (OpenDota parsed matches); `patch` narrows it to one patch.
+    """
 
 class WarehouseQuery(_WarehouseQuery, metaclass=_WarehouseQueryEnumTypeWrapper):
     """The read queries the warehouse answers (see services/etl/warehouse.py for their columns)."""
@@ -59,6 +63,10 @@ WAREHOUSE_QUERY_LATEST_LOADED_AT: WarehouseQuery.ValueType  # 5
 """One row, one column `loaded_at`: when the newest stored match was loaded (null if none)."""
 WAREHOUSE_QUERY_PLAYER_HERO_GROUPS: WarehouseQuery.ValueType  # 6
 """Games and wins per (account_id, hero_id, patch, skill_bracket) of known accounts."""
+WAREHOUSE_QUERY_HERO_POSITION_COUNTS: WarehouseQuery.ValueType  # 7
+"""Player-games per (patch, hero_id, position 1..5) of players whose position is known
+(OpenDota parsed matches); `patch` narrows it to one patch.
+"""
 Global___WarehouseQuery: _TypeAlias = WarehouseQuery  # noqa: Y015
 
 class _SkipReason:

@@ -70,8 +70,12 @@ class _TermKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TermKind.Val
     TERM_KIND_PERSONAL: _TermKind.ValueType  # 4
     """The player's Personal Advantage Score on the hero (PersonalScore.pas)."""
     TERM_KIND_POSITION_FIT: _TermKind.ValueType  # 5
-    """How well the hero suits the requested position: the hero's shrunk win rate when played in
-    that position minus its base win rate.
+    """How well the hero suits the requested position, from how often it is played there in the
+    patch (shrunk toward a dotaconstants roles prior): 0.02 * ln(frequency in the position /
+    frequency in its most played position), in win-rate points, so 0 at its main position and
+    negative elsewhere. Win rates by position are not used: a hero that never plays a position
+    has no such win rate, and would not sink. Heroes almost never played there (under 4 %) also
+    rank below every hero that is (Suggestion.score), beyond what this term says.
     """
 
 class TermKind(_TermKind, metaclass=_TermKindEnumTypeWrapper):
@@ -88,8 +92,12 @@ TERM_KIND_SYNERGY: TermKind.ValueType  # 3
 TERM_KIND_PERSONAL: TermKind.ValueType  # 4
 """The player's Personal Advantage Score on the hero (PersonalScore.pas)."""
 TERM_KIND_POSITION_FIT: TermKind.ValueType  # 5
-"""How well the hero suits the requested position: the hero's shrunk win rate when played in
-that position minus its base win rate.
+"""How well the hero suits the requested position, from how often it is played there in the
+patch (shrunk toward a dotaconstants roles prior): 0.02 * ln(frequency in the position /
+frequency in its most played position), in win-rate points, so 0 at its main position and
+negative elsewhere. Win rates by position are not used: a hero that never plays a position
+has no such win rate, and would not sink. Heroes almost never played there (under 4 %) also
+rank below every hero that is (Suggestion.score), beyond what this term says.
 """
 Global___TermKind: _TypeAlias = TermKind  # noqa: Y015
 
@@ -703,6 +711,8 @@ class SuggestPicksResponse(_message.Message):
     FALLBACK_NOTE_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     PERSONALIZED_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    OPEN_POSITIONS_FIELD_NUMBER: _builtins.int
     base_win_probability: _builtins.float
     """Win probability of `side` for the current draft, before the suggested pick."""
     bracket: _common_pb2.SkillBracket.ValueType
@@ -726,6 +736,20 @@ class SuggestPicksResponse(_message.Message):
     def patch(self) -> _common_pb2.Patch:
         """The patch actually used."""
 
+    @_builtins.property
+    def assignment(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionAssignment]:
+        """The most likely assignment of `side`'s current picks to positions 1-5 (from how often each
+        hero plays each position in the patch, with dotaconstants roles as the prior where matches
+        carry no positions), one entry per pick, in pick order.
+        """
+
+    @_builtins.property
+    def open_positions(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Position.ValueType]:
+        """Positions that assignment leaves to fill, in position order (all five before the first
+        pick, none once the side has five). Ask again with `position` set to one of them to rank
+        heroes by how well they play it.
+        """
+
     def __init__(
         self,
         *,
@@ -736,14 +760,46 @@ class SuggestPicksResponse(_message.Message):
         fallback_note: _builtins.str = ...,
         model_version: _builtins.str = ...,
         personalized: _builtins.bool = ...,
+        assignment: _abc.Iterable[Global___PositionAssignment] | None = ...,
+        open_positions: _abc.Iterable[_common_pb2.Position.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["patch", b"patch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_win_probability", b"base_win_probability", "bracket", b"bracket", "fallback_note", b"fallback_note", "model_version", b"model_version", "patch", b"patch", "personalized", b"personalized", "suggestions", b"suggestions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "base_win_probability", b"base_win_probability", "bracket", b"bracket", "fallback_note", b"fallback_note", "model_version", b"model_version", "open_positions", b"open_positions", "patch", b"patch", "personalized", b"personalized", "suggestions", b"suggestions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SuggestPicksResponse: _TypeAlias = SuggestPicksResponse  # noqa: Y015
+
+@_typing.final
+class PositionAssignment(_message.Message):
+    """Where one picked hero most likely plays."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HERO_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    FREQUENCY_FIELD_NUMBER: _builtins.int
+    hero_id: _builtins.int
+    """Valve hero id of the pick."""
+    position: _common_pb2.Position.ValueType
+    """The position assigned to it in the team's most likely assignment."""
+    frequency: _builtins.float
+    """How often the hero plays that position in the patch (0..1, shrunk toward the roles prior)."""
+    def __init__(
+        self,
+        *,
+        hero_id: _builtins.int = ...,
+        position: _common_pb2.Position.ValueType = ...,
+        frequency: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "hero_id", b"hero_id", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionAssignment: _TypeAlias = PositionAssignment  # noqa: Y015
 
 @_typing.final
 class Suggestion(_message.Message):
@@ -765,6 +821,7 @@ class Suggestion(_message.Message):
     TERMS_FIELD_NUMBER: _builtins.int
     WIN_PROBABILITY_INTERVAL_FIELD_NUMBER: _builtins.int
     GAMES_FIELD_NUMBER: _builtins.int
+    IN_HERO_POOL_FIELD_NUMBER: _builtins.int
     hero_id: _builtins.int
     """Valve hero id of the suggested hero."""
     win_probability: _builtins.float
@@ -777,11 +834,17 @@ class Suggestion(_message.Message):
     """
     score: _builtins.float
     """Ranking key, in win-rate points: win_probability_delta plus the PERSONAL and POSITION_FIT
-    term values, minus a penalty for small samples. Higher is better. Compare only within one
-    response.
+    term values, minus a penalty for small samples (and, with a position, minus 1.0 for a hero
+    almost never played there, which no gain makes up). Higher is better. Compare only within
+    one response.
     """
     games: _builtins.int
     """Matches of the hero in the patch and bracket used."""
+    in_hero_pool: _builtins.bool
+    """True when the hero is in the requesting player's hero pool (UserService preferences of
+    account_id); always false without account_id. Heroes the player excluded in their
+    preferences are never suggested to them.
+    """
     @_builtins.property
     def terms(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuggestionTerm]:
         """Why the hero scores as it does: the hero's strength, its matchups against each enemy pick,
@@ -803,10 +866,11 @@ class Suggestion(_message.Message):
         terms: _abc.Iterable[Global___SuggestionTerm] | None = ...,
         win_probability_interval: _common_pb2.Interval | None = ...,
         games: _builtins.int = ...,
+        in_hero_pool: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["win_probability_interval", b"win_probability_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["games", b"games", "hero_id", b"hero_id", "score", b"score", "terms", b"terms", "win_probability", b"win_probability", "win_probability_delta", b"win_probability_delta", "win_probability_interval", b"win_probability_interval"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["games", b"games", "hero_id", b"hero_id", "in_hero_pool", b"in_hero_pool", "score", b"score", "terms", b"terms", "win_probability", b"win_probability", "win_probability_delta", b"win_probability_delta", "win_probability_interval", b"win_probability_interval"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1161,11 +1225,14 @@ class PersonalScore(_message.Message):
     """A player's Personal Advantage Score (PAS) on one hero: how much more often the player wins on
     the hero than an average player would in the same matches.
 
-    Definitions, over the player's stored matches on the hero:
-      E   = expected_win_rate = mean, over those matches, of the hero's base win rate in the
-            match's patch and bracket
-      pas = (wins + k * E) / (games + k) - E                      (win-rate points)
-    with k fitted per patch by empirical Bayes over all players, as for Matchup.
+    Definitions, over the player's stored matches on the hero, match i weighted by recency
+    w_i = 0.5 ^ (days before the player's newest stored match / 180):
+      E   = expected_win_rate = weighted mean of p_i, the hero's base win rate in match i's patch
+            and bracket; 0.5 for a match in a patch the model has no statistics for
+      pas = (W + k * E) / (n + k) - E                              (win-rate points)
+    where n = sum of w_i and W = the sum of w_i over the matches won (recent form counts more),
+    and k is one prior weight per model snapshot, fitted by empirical Bayes over every
+    (player, hero) of the patches with statistics (a single patch has too few players).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1181,11 +1248,11 @@ class PersonalScore(_message.Message):
     hero_id: _builtins.int
     """Valve hero id."""
     games: _builtins.int
-    """The player's matches on the hero."""
+    """The player's stored matches on the hero (raw count, not recency-weighted)."""
     wins: _builtins.int
-    """Of those, matches the player won."""
+    """Of those, matches the player won (raw count)."""
     win_rate: _builtins.float
-    """wins / games, unshrunk."""
+    """wins / games, unshrunk and unweighted."""
     expected_win_rate: _builtins.float
     """E, the win rate an average player would have had in the same matches."""
     pas: _builtins.float
@@ -1194,7 +1261,10 @@ class PersonalScore(_message.Message):
     """
     @_builtins.property
     def pas_interval(self) -> _common_pb2.Interval:
-        """Equal-tailed credible interval of pas; confidence_level 0.95."""
+        """Equal-tailed credible interval of pas; confidence_level 0.95. From the recency-weighted
+        posterior Beta(W + k*E, n - W + k*(1 - E)) minus E: old games are weak evidence, so a hero
+        last played years ago has a wide interval whatever its games. E is treated as known.
+        """
 
     @_builtins.property
     def last_played_at(self) -> _timestamp_pb2.Timestamp:
