@@ -20,11 +20,14 @@ from gateway.graphql.types import (
     Me,
     ModelInfo,
     PersonalScore,
+    Position,
+    PositionAssignment,
     Side,
     SkillBracket,
     Suggestion,
     Suggestions,
     Synergy,
+    hero_in,
 )
 
 Info = strawberry.Info[Context, None]
@@ -133,6 +136,7 @@ async def resolve_suggest_picks(
     bracket: SkillBracket | None = None,
     limit: int | None = None,
     account_id: int | None = None,
+    position: Position | None = None,
 ) -> Suggestions:
     response = await info.context.clients.suggest_picks(
         model_pb.SuggestPicksRequest(
@@ -142,6 +146,7 @@ async def resolve_suggest_picks(
             bracket=_bracket(bracket),
             limit=limit or 0,
             account_id=account_id,
+            position=c.Position.ValueType(position.value) if position is not None else None,
         ),
         info.context.token,
     )
@@ -154,6 +159,15 @@ async def resolve_suggest_picks(
         win_probability=response.base_win_probability,
         model_version=response.model_version,
         fallback_note=response.fallback_note or None,
+        assignment=[
+            PositionAssignment(
+                hero=hero_in(heroes, entry.hero_id),
+                position=Position(entry.position),
+                frequency=entry.frequency,
+            )
+            for entry in response.assignment
+        ],
+        open_positions=[Position(value) for value in response.open_positions],
     )
 
 

@@ -393,6 +393,10 @@ class Suggestion:
         description="The model's explanation, strongest first."
     )
     hero: Hero
+    in_hero_pool: bool = strawberry.field(
+        default=False,
+        description="The hero is in the player's hero pool (suggestPicks with accountId).",
+    )
 
     @classmethod
     def from_pb(cls, suggestion: model_pb.Suggestion, heroes: Mapping[int, Hero]) -> Suggestion:
@@ -404,7 +408,19 @@ class Suggestion:
             win_probability_delta=suggestion.win_probability_delta,
             games=suggestion.games,
             reasons=suggestion_reasons(suggestion, heroes),
+            in_hero_pool=suggestion.in_hero_pool,
         )
+
+
+@strawberry.type(
+    description="Where one picked hero most likely plays (model.v1.PositionAssignment)."
+)
+class PositionAssignment:
+    hero: Hero
+    position: Position
+    frequency: float = strawberry.field(
+        description="How often the hero plays that position in the patch, 0..1."
+    )
 
 
 @strawberry.type(description="Pick and ban suggestions for one side.")
@@ -417,6 +433,14 @@ class Suggestions:
     )
     model_version: str
     fallback_note: str | None
+    assignment: list[PositionAssignment] = strawberry.field(
+        default_factory=list,
+        description="suggestPicks: where the side's picks most likely play (one per pick).",
+    )
+    open_positions: list[Position] = strawberry.field(
+        default_factory=list,
+        description="suggestPicks: positions the side still lacks; ask again with `position`.",
+    )
 
     @classmethod
     def from_update(

@@ -135,6 +135,34 @@ async def test_suggest_picks_gives_reasons_in_words(edge: Edge) -> None:
         assert reason["kind"] in {"hero_strength", "matchup", "synergy"}
 
 
+async def test_suggest_picks_by_position_and_the_positions_a_team_lacks(edge: Edge) -> None:
+    """With a position the ranking and the reasons speak of it; without one the answer says
+    where the side's picks play and which positions are still open."""
+    answer = await edge.post(
+        """query($draft: DraftStateInput!) {
+          open: suggestPicks(draft: $draft, side: RADIANT, limit: 3) {
+            assignment { hero { id } position frequency }
+            openPositions
+            picks { inHeroPool }
+          }
+          carry: suggestPicks(draft: $draft, side: RADIANT, limit: 3, position: CARRY) {
+            picks { reasons { kind text } }
+          }
+        }""",
+        draft={"actions": [{"kind": "PICK", "side": "RADIANT", "heroId": PUDGE}]},
+    )
+    assert "errors" not in answer, answer
+    opened = answer["data"]["open"]
+    assert [a["hero"]["id"] for a in opened["assignment"]] == [PUDGE]
+    assigned = opened["assignment"][0]["position"]
+    assert 0 < opened["assignment"][0]["frequency"] <= 1
+    assert len(opened["openPositions"]) == 4
+    assert assigned not in opened["openPositions"]
+    assert all(p["inHeroPool"] is False for p in opened["picks"])  # no account asked
+    carry = answer["data"]["carry"]["picks"]
+    assert all(any(r["kind"] == "position_fit" for r in p["reasons"]) for p in carry)
+
+
 # -- a draft through mutations, watched by a subscription --------------------------------------
 
 CREATE = """mutation { createDraft(mode: ALL_PICK_RANKED, firstPickSide: RADIANT,
