@@ -26,16 +26,17 @@ is a prefix of a larger one (whole blocks).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from services.common.dota import SkillBracket
+from services.common.dota import Side, SkillBracket
 from services.common.dota_constants import load_constants
 from services.common.warehouse.schema import MATCH_SCHEMA
+from services.etl.matches import CleanMatch, MatchSource, PlayerRow
 from services.model.statistics import Counts, FloatArray, IntArray
 
 BoolArray = npt.NDArray[np.bool_]
@@ -380,3 +381,38 @@ def _list_column(heroes: IntArray) -> pa.ListArray:
     n, width = heroes.shape
     offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, pa.array(heroes.ravel().astype(np.uint16)))
+
+
+def position_matches(
+    count: int, seed: int, planted: Mapping[int, int], patch: str, start_time: int
+) -> list[CleanMatch]:
+    """Random 5v5 matches of `patch` whose players carry positions: the `planted` heroes (hero ->
+    position) always in theirs, the others in a random order of what is left."""
+    rng = np.random.default_rng(seed)
+    heroes = np.asarray(sorted(load_constants().heroes))
+    matches = []
+    for index in range(count):
+        picked = [int(h) for h in rng.choice(heroes, 10, replace=False)]
+        players = []
+        for side, team, first_slot in (
+            (Side.RADIANT, picked[:5], 0),
+            (Side.DIRE, picked[5:], 128),
+        ):
+            free = [p for p in range(1, 6) if p not in {planted.get(h) for h in team}]
+            rng.shuffle(free)
+            rest = iter(free)
+            for offset, hero in enumerate(team):
+                position = planted.get(hero) or next(rest)
+                players.append(PlayerRow(hero, side, first_slot + offset, position=position))
+        matches.append(
+            CleanMatch(
+                match_id=index + 1,
+                radiant_win=bool(rng.random() < 0.5),
+                source=MatchSource.IMPORT,
+                players=tuple(players),
+                start_time=start_time,
+                patch=patch,
+                avg_rank_tier=55,
+            )
+        )
+    return matches

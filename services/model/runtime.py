@@ -31,6 +31,8 @@ from services.model.repo import SnapshotStore
 from services.model.snapshot import ModelNotReady, ModelSnapshot, RunRecord
 
 log = logging.getLogger(__name__)
+# Bump when the PAS definition changes (services/model/pas.py).
+PAS_FORMAT = "pas2"
 
 HealthReporter = Callable[[str, bool], None]
 RETRY_SECONDS = 30.0
@@ -215,7 +217,11 @@ class ModelRuntime:
     async def personal_scores(self, account_id: int, patch: str | None) -> list[HeroScore]:
         """The player's PAS per hero, cached in Redis for a while."""
         snapshot = self.require()
-        cache_key = f"{self.deployment}:pas:v{snapshot.version}:{account_id}:{patch or '*'}"
+        # PAS_FORMAT names how scores are computed: a deploy that changes it must not serve
+        # scores cached by the previous code under the same snapshot.
+        cache_key = (
+            f"{self.deployment}:pas:{PAS_FORMAT}:v{snapshot.version}:{account_id}:{patch or '*'}"
+        )
         with contextlib.suppress(aioredis.RedisError, OSError):
             cached = await self._client.get(cache_key)
             if cached is not None:

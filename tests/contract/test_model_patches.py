@@ -6,9 +6,6 @@ before their patch was known move to it."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +20,7 @@ from counterpick.common.v1 import common_pb2 as c
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
 from services.common.config import ServiceSettings
-from services.common.dota_constants import FILES, ConstantsWatcher, constants_dir
+from services.common.dota_constants import ConstantsWatcher
 from services.common.server import GrpcServer, registration
 from services.etl import transform
 from services.etl.matches import MatchSource
@@ -33,6 +30,7 @@ from services.model.runtime import ModelRuntime
 from services.model.server import SERVICE_NAME, ModelServicer
 from services.model.statistics import BracketStatistics
 from services.model.winmodel.served import DraftModel
+from tests.constants_copy import add_patch, copy_constants
 from tests.rpc import failure
 
 DAY = 86_400
@@ -43,16 +41,6 @@ DATA_PATCH = "7.41"
 def additive(patch: str, statistics: BracketStatistics, drafts: object) -> DraftModel:
     """No fit: the statistics' own model, so a recompute takes a moment."""
     return additive_model(patch, statistics)
-
-
-def add_patch(directory: Path, name: str, released: datetime) -> None:
-    """A dotaconstants update adding patch `name` (its modification time moves forward)."""
-    path = directory / "patch.json"
-    patches = json.loads(path.read_text())
-    patches.append({"name": name, "date": released.isoformat(), "id": patches[-1]["id"] + 1})
-    before = path.stat().st_mtime
-    path.write_text(json.dumps(patches))
-    os.utime(path, (before + 5, before + 5))
 
 
 def store_matches(
@@ -91,10 +79,7 @@ class Model:
 
 @pytest.fixture
 async def model(redis_url: str, tmp_path: Path) -> AsyncIterator[Model]:
-    directory = tmp_path / "constants"
-    directory.mkdir()
-    for name in FILES:
-        shutil.copy(constants_dir() / name, directory / name)
+    directory = copy_constants(tmp_path / "constants")
     watcher = ConstantsWatcher(directory, check_seconds=0)
     constants = watcher.current()
     released = constants.patch_named(DATA_PATCH)

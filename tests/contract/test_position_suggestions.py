@@ -18,15 +18,15 @@ import redis.asyncio as aioredis
 from counterpick.common.v1 import common_pb2 as c
 from counterpick.model.v1 import model_service_pb2 as pb
 from counterpick.model.v1 import model_service_pb2_grpc as pb_grpc
-from services.common.dota import Side
 from services.common.dota_constants import load_constants
-from services.etl.matches import CleanMatch, MatchSource, PlayerRow
+from services.etl.matches import CleanMatch
 from services.etl.repo import Warehouse
 from services.model.config import ModelSettings
 from services.model.positions import position_counts
 from services.model.repo import CURRENT_KEY
 from services.model.server import build_server
 from tests.auth_keys import SigningKeys
+from tests.synthetic import position_matches
 
 PATCH = "7.41"
 START = 1_780_000_000
@@ -37,36 +37,8 @@ PLANTED = {CARRY: 1, HARD_SUPPORT: 5, MID: 2}
 
 
 def planted_matches(count: int, seed: int) -> list[CleanMatch]:
-    """Random 5v5 matches whose players carry positions: the planted heroes always in theirs,
-    the others in a random order of what is left."""
-    rng = np.random.default_rng(seed)
-    heroes = np.asarray(sorted(load_constants().heroes))
-    matches = []
-    for index in range(count):
-        picked = [int(h) for h in rng.choice(heroes, 10, replace=False)]
-        players = []
-        for side, team, first_slot in (
-            (Side.RADIANT, picked[:5], 0),
-            (Side.DIRE, picked[5:], 128),
-        ):
-            free = [p for p in range(1, 6) if p not in {PLANTED.get(h) for h in team}]
-            rng.shuffle(free)
-            rest = iter(free)
-            for offset, hero in enumerate(team):
-                position = PLANTED.get(hero) or next(rest)
-                players.append(PlayerRow(hero, side, first_slot + offset, position=position))
-        matches.append(
-            CleanMatch(
-                match_id=index + 1,
-                radiant_win=bool(rng.random() < 0.5),
-                source=MatchSource.IMPORT,
-                players=tuple(players),
-                start_time=START,
-                patch=PATCH,
-                avg_rank_tier=55,
-            )
-        )
-    return matches
+    """Random 5v5 matches whose players carry positions, PLANTED heroes always in theirs."""
+    return position_matches(count, seed, PLANTED, PATCH, START)
 
 
 @dataclass

@@ -23,8 +23,8 @@ from services.etl.config import EtlSettings
 from services.etl.repo import Warehouse
 from services.etl.server import SERVICE_NAME, EtlServicer
 from tests.contract.test_model_service import draft_table
-from tests.contract.test_position_suggestions import planted_matches
 from tests.rpc import failure
+from tests.synthetic import position_matches
 from tests.warehouse_drafts import insert_draft_table
 
 DRAFTS = 60_000  # a few MB of drafts: several chunks
@@ -156,7 +156,7 @@ async def test_position_counts_read_through_the_etl_equal_a_direct_read(etl: Etl
     """The model under `counterpick up` reads the warehouse through the etl: it must get the
     same hero x position counts as a model reading the warehouse itself, not the roles prior
     alone."""
-    etl.warehouse.insert_matches(planted_matches(50, seed=3))
+    etl.warehouse.insert_matches(position_matches(50, 3, {5: 1, 1: 5}, "7.41", 1_780_000_000))
     direct = etl.warehouse.hero_position_counts()
     assert direct.num_rows > 0
     reader = EtlReader(f"127.0.0.1:{etl.port}")

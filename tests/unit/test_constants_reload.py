@@ -9,28 +9,11 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.common.dota_constants import FILES, ConstantsWatcher, constants_dir, read_constants
+from services.common.dota_constants import ConstantsWatcher, constants_dir, read_constants
 from services.model.recompute import current_patch
+from tests.constants_copy import add_patch, copy_constants
 
 DAY = 86_400.0
-
-
-def copy_constants(target: Path) -> Path:
-    """The constants files in a directory of the test's own."""
-    target.mkdir()
-    for name in FILES:
-        shutil.copy(constants_dir() / name, target / name)
-    return target
-
-
-def add_patch(directory: Path, name: str, released: datetime) -> None:
-    """A dotaconstants update that adds patch `name`, with a modification time that moved."""
-    path = directory / "patch.json"
-    patches = json.loads(path.read_text())
-    patches.append({"name": name, "date": released.isoformat(), "id": patches[-1]["id"] + 1})
-    before = path.stat().st_mtime
-    path.write_text(json.dumps(patches))
-    os.utime(path, (before + 5, before + 5))
 
 
 def test_current_patch_is_the_newest_started_by_the_clock() -> None:
