@@ -294,12 +294,15 @@ def _csv_records(
             yield DumpRecord(
                 index, kind, dict(zip(header, row, strict=True)), patch, offset + reader.line_num
             )
-    except csv.Error as error:
-        raise DumpFormatError(f"{path}: line {offset + reader.line_num}: {error}") from None
-    except _READ_ERRORS as error:
-        raise DumpFormatError(
-            f"{path}: damaged after line {offset + reader.line_num}: {error}"
-        ) from None
+    except (csv.Error, *_READ_ERRORS) as error:
+        raise _csv_failure(path, offset + reader.line_num, error) from None
+
+
+def _csv_failure(path: Path, line: int, error: Exception) -> DumpFormatError:
+    """The format error of a CSV dump that failed at `line`: bad CSV, or a damaged file."""
+    if isinstance(error, csv.Error):
+        return DumpFormatError(f"{path}: line {line}: {error}")
+    return DumpFormatError(f"{path}: damaged after line {line}: {error}")
 
 
 def _undated_patch(match_id: str) -> str | None:
@@ -481,12 +484,8 @@ def _player_csv_records(path: Path, handle: IO[str], start: _Start) -> Iterator[
         if rows:
             index += 1
             yield record()
-    except csv.Error as error:
-        raise DumpFormatError(f"{path}: line {offset + reader.line_num}: {error}") from None
-    except _READ_ERRORS as error:
-        raise DumpFormatError(
-            f"{path}: damaged after line {offset + reader.line_num}: {error}"
-        ) from None
+    except (csv.Error, *_READ_ERRORS) as error:
+        raise _csv_failure(path, offset + reader.line_num, error) from None
 
 
 def _trackdota_matches_beside(path: Path) -> dict[str, Mapping[str, Any]]:
